@@ -1,0 +1,1 @@
+"""Reading slides and ground truth, writing pyramidal TIFFs and annotations."""

@@ -1,0 +1,489 @@
+"""Open any slide (OpenSlide formats, pyramidal or plain TIFF, PNG, JPEG) and read thumbnails.
+
+Pipeline position::
+
+    slide file --open_slide--> Slide --read_thumb(longest=N | mpp=X)--> Thumb
+
+Frames: ``l0_*`` are level-0 pixels of the slide, ``lv_*`` pixels of a pyramid level, ``th_*``
+pixels of the thumbnail. Sizes are ``(w, h)``; arrays are indexed ``[row, col]``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.errors import ConfigError, SlideReadError
+from slidesift.io.resample import area_resample
+
+__all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
+
+#: Microns per pixel a scanned slide can plausibly have; resolution tags outside are ignored.
+_MPP_RANGE = (0.01, 20.0)
+_PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """A downsampled slide: the pixels every later stage works on.
+
+    Attributes
+    ----------
+    pixels
+        ``(H, W, 3)`` uint8 RGB, indexed ``[th_y, th_x]``.
+    l0_size
+        ``(w, h)`` of the slide's level 0, in level-0 px.
+    scale
+        ``(sx, sy)``: level-0 px per thumbnail px along x and y, exactly ``l0_w / W`` and
+        ``l0_h / H``. A thumbnail pixel ``(th_x, th_y)`` covers level-0
+        ``[th_x * sx, (th_x + 1) * sx) x [th_y * sy, (th_y + 1) * sy)``.
+    level
+        The pyramid level the pixels were resampled from.
+    mpp
+        ``(x, y)`` microns per thumbnail pixel, or ``None`` when the slide carries no MPP.
+    source
+        The slide's path, for messages and reports.
+    """
+
+    pixels: NDArray[np.uint8]
+    l0_size: tuple[int, int]
+    scale: tuple[float, float]
+    level: int
+    mpp: tuple[float, float] | None
+    source: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(w, h)`` of the thumbnail in px."""
+        return (self.pixels.shape[1], self.pixels.shape[0])
+
+    def th_to_l0(self, th_x: float, th_y: float) -> tuple[float, float]:
+        """Map a thumbnail point to level-0 px (top-left corner convention)."""
+        return (th_x * self.scale[0], th_y * self.scale[1])
+
+
+class Slide:
+    """An open slide: pyramid geometry, MPP and region reads as RGB arrays.
+
+    Use :func:`open_slide` to make one. Thread-safe for reads (OpenSlide is; plain images are
+    read from memory). Close it, or use it as a context manager.
+
+    Attributes
+    ----------
+    path
+        The file.
+    format
+        OpenSlide's vendor name (``aperio``, ``generic-tiff``, ...) or ``image`` / ``tiff``
+        for plain rasters read without OpenSlide.
+    level_dimensions
+        ``(w, h)`` per pyramid level, level 0 first.
+    level_downsamples
+        Level-0 px per level px, per level.
+    mpp
+        ``(x, y)`` microns per level-0 pixel, or ``None`` when the file carries none.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        level_dimensions: tuple[tuple[int, int], ...],
+        level_downsamples: tuple[float, ...],
+        mpp: tuple[float, float] | None,
+        *,
+        osr: Any = None,
+        pixels: NDArray[np.uint8] | None = None,
+    ) -> None:
+        self.path = path
+        self.format = fmt
+        self.level_dimensions = level_dimensions
+        self.level_downsamples = level_downsamples
+        self.mpp = mpp
+        self._osr = osr
+        self._pixels = pixels
+        self._lock = threading.Lock()
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """``(w, h)`` of level 0."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.level_dimensions)
+
+    def read_region(
+        self, level: int, lv_xy: tuple[int, int], size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        """Read a rectangle of one level as RGB.
+
+        Parameters
+        ----------
+        level
+            Pyramid level.
+        lv_xy
+            ``(x, y)`` top-left corner in that level's px.
+        size
+            ``(w, h)`` in that level's px. Parts outside the level read as white.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB. Transparent pixels (outside scanned areas) are white.
+        """
+        w, h = size
+        if self._pixels is not None:
+            x, y = lv_xy
+            out = np.full((h, w, 3), 255, dtype=np.uint8)
+            src = self._pixels[max(0, y) : y + h, max(0, x) : x + w]
+            out[max(0, -y) : max(0, -y) + src.shape[0], max(0, -x) : max(0, -x) + src.shape[1]] = (
+                src
+            )
+            return out
+        ds = self.level_downsamples[level]
+        l0 = (round(lv_xy[0] * ds), round(lv_xy[1] * ds))
+        try:
+            rgba = np.asarray(self._osr.read_region(l0, level, (w, h)))
+        except Exception as exc:  # openslide raises its own errors for corrupt tiles
+            raise SlideReadError(
+                self.path,
+                f"decoding level {level} at {lv_xy} failed ({exc})",
+                "the file is probably truncated or corrupt; re-export or re-download it",
+            ) from exc
+        return _rgba_to_rgb(rgba)
+
+    def close(self) -> None:
+        """Release the file handle."""
+        if self._osr is not None:
+            self._osr.close()
+            self._osr = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mpp = f"{self.mpp[0]:.4g} um/px" if self.mpp else "no MPP"
+        return (
+            f"Slide({str(self.path)!r}, format={self.format!r}, "
+            f"levels={list(self.level_dimensions)}, {mpp})"
+        )
+
+
+def _rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Composite ``(h, w, 4)`` non-premultiplied RGBA onto white; return ``(h, w, 3)`` RGB."""
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha[..., None].astype(np.uint16)
+    return ((rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SlideReadError(path, "no such file", "check the path (and the manifest, if any)")
+    if path.is_dir():
+        raise SlideReadError(
+            path, "is a directory", "pass the slide file itself (for MRXS, the .mrxs file)"
+        )
+    if path.stat().st_size == 0:
+        raise SlideReadError(path, "the file is empty", "re-export or re-download it")
+
+
+def _sniff(path: Path) -> str:
+    """The file's real type from its first bytes: png, jpeg, tiff, dicom or unknown."""
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    return "unknown"
+
+
+def open_slide(path: str | os.PathLike[str]) -> Slide:
+    """Open a whole-slide image or a plain image.
+
+    Every format OpenSlide reads (Aperio SVS, generic pyramidal TIFF as in CAMELYON16,
+    Hamamatsu NDPI, MIRAX, Philips, Leica, Ventana, ...) goes through OpenSlide; plain
+    PNG/JPEG/BMP and non-tiled TIFFs are read into memory.
+
+    Parameters
+    ----------
+    path
+        The slide file.
+
+    Returns
+    -------
+    Slide
+        Open slide; close it or use ``with``.
+
+    Raises
+    ------
+    SlideReadError
+        Missing, empty, truncated, mislabelled or unsupported files, with a hint what to do.
+    """
+    import openslide
+
+    p = Path(path)
+    _check_file(p)
+    kind = _sniff(p)
+    vendor = openslide.OpenSlide.detect_format(str(p))
+    if vendor is not None and kind != "dicom":
+        return _open_openslide(p, vendor)
+    if kind == "dicom" or vendor == "dicom":
+        raise SlideReadError(
+            p,
+            "DICOM whole-slide images of this layout are not readable by OpenSlide",
+            "convert it to a pyramidal TIFF (e.g. with wsidicomizer or bfconvert), then retry",
+        )
+    if kind in ("png", "jpeg", "tiff") or (kind == "unknown" and p.suffix.lower() == ".bmp"):
+        if p.suffix.lower() not in _PLAIN_SUFFIXES and kind != "tiff":
+            raise SlideReadError(
+                p,
+                f"the file is a {kind.upper()} image but is named {p.suffix!r}",
+                f"rename it to {p.stem}.{'jpg' if kind == 'jpeg' else kind} "
+                "(slide extensions are reserved for whole-slide formats)",
+            )
+        return _open_plain(p, kind)
+    raise SlideReadError(
+        p,
+        "not a format slidesift or OpenSlide can read",
+        "supported: SVS, TIFF (pyramidal or plain), NDPI, MRXS, SCN, BIF, VMS, PNG, JPEG",
+    )
+
+
+def _open_openslide(p: Path, vendor: str) -> Slide:
+    import openslide
+
+    try:
+        osr = openslide.OpenSlide(str(p))
+    except openslide.OpenSlideError as exc:
+        raise SlideReadError(
+            p,
+            f"OpenSlide detected a {vendor} slide but could not open it ({exc})",
+            "the file is probably truncated or corrupt; re-export or re-download it",
+        ) from exc
+    props = osr.properties
+    mpp: tuple[float, float] | None = None
+    try:
+        mx = float(props["openslide.mpp-x"])
+        my = float(props.get("openslide.mpp-y", mx))
+        if mx > 0 and my > 0:
+            mpp = (mx, my)
+    except (KeyError, ValueError):
+        mpp = None
+    slide = Slide(
+        p,
+        vendor,
+        tuple((int(w), int(h)) for w, h in osr.level_dimensions),
+        tuple(float(d) for d in osr.level_downsamples),
+        mpp,
+        osr=osr,
+    )
+    # Touch the smallest level once so a truncated file fails here, with a clear message.
+    lw, lh = slide.level_dimensions[-1]
+    slide.read_region(slide.level_count - 1, (0, 0), (min(lw, 64), min(lh, 64)))
+    return slide
+
+
+def _open_plain(p: Path, kind: str) -> Slide:
+    mpp: tuple[float, float] | None = None
+    if kind == "tiff":
+        pixels, mpp = _read_plain_tiff(p)
+    else:
+        pixels = _read_pil(p)
+    h, w = pixels.shape[:2]
+    return Slide(p, "image" if kind != "tiff" else "tiff", ((w, h),), (1.0,), mpp, pixels=pixels)
+
+
+def _to_rgb(arr: NDArray[Any], p: Path) -> NDArray[np.uint8]:
+    """Any 2-D/3-D 8- or 16-bit raster to ``(h, w, 3)`` uint8 RGB (RGBA composited on white)."""
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        if arr.dtype.kind not in "ui":
+            raise SlideReadError(p, f"unsupported pixel type {arr.dtype}", "use 8-bit RGB images")
+        top = int(arr.max()) if arr.size else 0
+        arr = (arr >> 8).astype(np.uint8) if top > 255 else arr.astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise SlideReadError(p, f"unsupported image shape {arr.shape}", "use RGB or grey images")
+    c = arr.shape[2]
+    if c == 1:
+        return np.repeat(arr, 3, axis=2)
+    if c == 2:
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:]], axis=2)
+    if arr.shape[2] == 4:
+        return _rgba_to_rgb(arr)
+    return np.ascontiguousarray(arr)
+
+
+def _read_pil(p: Path) -> NDArray[np.uint8]:
+    from PIL import Image
+
+    try:
+        with Image.open(p) as opened:
+            opened.load()
+            im: Image.Image = opened
+            if im.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "1"):
+                im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+            arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise SlideReadError(
+            p,
+            f"image too large for a plain image reader ({exc})",
+            "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)",
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SlideReadError(
+            p, f"the image cannot be decoded ({exc})", "the file is probably truncated or corrupt"
+        ) from exc
+    return _to_rgb(arr, p)
+
+
+def _read_plain_tiff(p: Path) -> tuple[NDArray[np.uint8], tuple[float, float] | None]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            page = tif.pages.first
+            arr = page.asarray()
+            mpp = _tiff_mpp(page)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise SlideReadError(
+            p, f"the TIFF cannot be decoded ({exc})", "the file is probably truncated or corrupt"
+        ) from exc
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (separate) configuration
+    return _to_rgb(arr, p), mpp
+
+
+def _tiff_mpp(page: Any) -> tuple[float, float] | None:
+    """Microns per pixel from a TIFF page's resolution tags, when in cm or inch."""
+    tags = page.tags
+    try:
+        unit = int(tags["ResolutionUnit"].value)
+        xr = tags["XResolution"].value
+        yr = tags["YResolution"].value
+    except KeyError:
+        return None
+    per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
+    if per_unit is None:
+        return None
+    xres = xr[0] / xr[1] if xr[1] else 0.0
+    yres = yr[0] / yr[1] if yr[1] else 0.0
+    if xres <= 0 or yres <= 0:
+        return None
+    mpp = (per_unit / xres, per_unit / yres)
+    # Screen defaults (72/96/300 dpi) are no scan resolution; microscopes give 0.1-20 um/px.
+    return mpp if all(_MPP_RANGE[0] <= m <= _MPP_RANGE[1] for m in mpp) else None
+
+
+def _target_size(slide: Slide, longest: int | None, mpp: float | None) -> tuple[int, int]:
+    l0_w, l0_h = slide.dimensions
+    if (longest is None) == (mpp is None):
+        raise ConfigError("longest/mpp", (longest, mpp), "give exactly one of longest=N or mpp=X")
+    if longest is not None:
+        if not isinstance(longest, int) or longest < 1:
+            raise ConfigError("longest", longest, "a positive number of pixels, e.g. 6000")
+        factor = max(1.0, max(l0_w, l0_h) / longest)
+    else:
+        assert mpp is not None
+        if not mpp > 0:
+            raise ConfigError("mpp", mpp, "a positive number of microns per pixel, e.g. 4.0")
+        if slide.mpp is None:
+            raise ConfigError(
+                "mpp",
+                mpp,
+                f"{slide.path.name} carries no MPP metadata; downsample by size instead "
+                "(longest=N, e.g. 6000)",
+            )
+        factor = max(1.0, mpp / slide.mpp[0])
+    return (max(1, round(l0_w / factor)), max(1, round(l0_h / factor)))
+
+
+def read_thumb(
+    slide: Slide,
+    *,
+    longest: int | None = None,
+    mpp: float | None = None,
+    workers: int | None = None,
+) -> Thumb:
+    """Downsample a slide so its longer side is at most ``longest`` px, or to ``mpp`` um/px.
+
+    Reads the smallest pyramid level that is still at least as large as the target, then
+    area-averages it band by band, so memory stays bounded by the output (a 100k-px level 0 is
+    never read whole). A slide smaller than the target is returned at level 0, never upsampled;
+    likewise an ``mpp`` finer than the scan is clamped to level 0.
+
+    Parameters
+    ----------
+    slide
+        An open slide (:func:`open_slide`).
+    longest
+        Target length of the longer side in px (the paper's N: 6000 for PAIP2020, 15000 for
+        CAMELYON16).
+    mpp
+        Target resolution in microns per px (needs MPP metadata).
+    workers
+        Threads decoding bands at once; default: up to 4, one per CPU.
+
+    Returns
+    -------
+    Thumb
+        Pixels ``(H, W, 3)`` uint8 plus the exact level-0 scale factors.
+    """
+    dst_w, dst_h = _target_size(slide, longest, mpp)
+    level = 0
+    for i, (w, h) in enumerate(slide.level_dimensions):
+        if w >= dst_w and h >= dst_h:
+            level = i
+    lv_w, lv_h = slide.level_dimensions[level]
+
+    def read_rows(y0: int, y1: int) -> NDArray[np.uint8]:
+        return slide.read_region(level, (0, y0), (lv_w, y1 - y0))
+
+    n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    pixels = area_resample(read_rows, (lv_w, lv_h), (dst_w, dst_h), workers=n_workers)
+    l0_w, l0_h = slide.dimensions
+    scale = (l0_w / dst_w, l0_h / dst_h)
+    th_mpp = (slide.mpp[0] * scale[0], slide.mpp[1] * scale[1]) if slide.mpp else None
+    return Thumb(pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path))
+
+
+def describe(slide: Slide) -> str:
+    """A few human-readable lines about a slide: format, levels, MPP (or its absence)."""
+    lines = [f"{slide.path.name}: {slide.format}, {slide.level_count} level(s)"]
+    for i, ((w, h), d) in enumerate(
+        zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+    ):
+        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.4g})")
+    if slide.mpp:
+        lines.append(f"  MPP: {slide.mpp[0]:.4g} x {slide.mpp[1]:.4g} um/px at level 0")
+    else:
+        lines.append("  MPP: none (the file carries no microns-per-pixel metadata)")
+    if slide.mpp and slide.mpp[0] < 2.0:
+        lines.append(f"  about {10.0 / slide.mpp[0]:.0f}x objective equivalent")
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""Entropy rails: the min and max entropy of tumor tiles, which sift every other tile.
+
+Rails belong to a model: they are fitted on the training tumor tiles (all subtypes pooled), saved
+beside the weights and applied to every slide the model segments (METHOD.md section 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.io.atomic import atomic_write_text
+from slidesift.sift import EntropyMode, SiftSpec, measure_tiles
+from slidesift.tiles import TileGrid
+
+__all__ = ["Rails", "RailsAtSize", "fit_rails", "rails_spread", "tumor_tile_entropies"]
+
+
+@dataclass(frozen=True)
+class Rails:
+    """Entropy rails: a tile is kept when ``lo <= H <= hi``.
+
+    Attributes
+    ----------
+    lo, hi
+        Minimum and maximum entropy (bits) over the tumor tiles they were fitted on.
+    entropy
+        The entropy mode they were measured in (``rgb`` or ``gray``).
+    tile
+        Tile side T they were fitted at, when known.
+    n_tiles
+        How many tumor tiles they were fitted on.
+    """
+
+    lo: float
+    hi: float
+    entropy: EntropyMode = "rgb"
+    tile: int | None = None
+    n_tiles: int = 0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo <= self.hi):
+            raise ConfigError("rails", (self.lo, self.hi), "finite lo <= hi, in bits")
+
+    @property
+    def spread(self) -> float:
+        """``hi - lo`` in bits: the Fig. 5 diagnostic (wide spreads sift little)."""
+        return self.hi - self.lo
+
+    def admits(self, entropy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Bool array, same shape as ``entropy``: on or within the rails."""
+        e = np.asarray(entropy)
+        return np.asarray((e >= self.lo) & (e <= self.hi))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rails:
+        """Inverse of :meth:`to_dict`, with clear errors for missing or bad fields."""
+        try:
+            return cls(
+                lo=float(data["lo"]),
+                hi=float(data["hi"]),
+                entropy=data.get("entropy", "rgb"),
+                tile=None if data.get("tile") is None else int(data["tile"]),
+                n_tiles=int(data.get("n_tiles", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("rails", data, "a mapping with numeric 'lo' and 'hi'") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the rails as JSON, atomically."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Rails:
+        """Read rails written by :meth:`save`."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SlidesiftError(f"cannot read rails {str(p)!r}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("rails", data, "a JSON object with 'lo' and 'hi'")
+        return cls.from_dict(data)
+
+    def __str__(self) -> str:
+        return (
+            f"rails [{self.lo:.3f}, {self.hi:.3f}] bits ({self.entropy}, spread {self.spread:.3f})"
+        )
+
+
+def fit_rails(
+    entropies: NDArray[np.float64] | Sequence[float],
+    *,
+    entropy: EntropyMode = "rgb",
+    tile: int | None = None,
+) -> Rails:
+    """Rails from tumor-tile entropies: exactly their min and max.
+
+    Parameters
+    ----------
+    entropies
+        Entropies (bits) of the surviving tumor tiles, any shape.
+    entropy
+        Mode they were measured in.
+    tile
+        Tile side they were measured at.
+
+    Raises
+    ------
+    SlidesiftError
+        No tumor tile survived the background sift.
+    """
+    e = np.asarray(entropies, dtype=np.float64).ravel()
+    if e.size == 0:
+        raise SlidesiftError(
+            "no tumor tile survived the background sift, so there is nothing to fit rails on; "
+            "check that the masks mark tumor, or use a smaller tile"
+        )
+    return Rails(float(e.min()), float(e.max()), entropy, tile, int(e.size))
+
+
+def tumor_tile_entropies(
+    pixels: NDArray[np.uint8],
+    tumor: NDArray[np.bool_],
+    grid: TileGrid,
+    spec: SiftSpec | None = None,
+) -> NDArray[np.float64]:
+    """Entropies of the tumor tiles of one image that survive the background sift.
+
+    The tumor image is the thumbnail with everything outside the tumor mask set to black
+    (METHOD.md section 2), so tiles mostly outside tumor fall to the background sift.
+
+    Parameters
+    ----------
+    pixels
+        ``(H, W, 3)`` uint8 thumbnail.
+    tumor
+        ``(H, W)`` bool tumor mask on the same grid.
+    grid
+        Tile grid over ``(H, W)``.
+    spec
+        Sift options.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D float64 entropies of the kept tumor tiles.
+    """
+    if tumor.shape != pixels.shape[:2]:
+        raise ConfigError("tumor", tumor.shape, f"a mask of the image's shape {pixels.shape[:2]}")
+    tumor_image = np.where(tumor[..., None], pixels, np.uint8(0))
+    stats = measure_tiles(tumor_image, grid, spec)
+    return stats.entropy[stats.keep_background]
+
+
+@dataclass(frozen=True)
+class RailsAtSize:
+    """Rails fitted at one tile size: a row of the Fig. 5 diagnostic."""
+
+    tile: int
+    rails: Rails | None
+
+    @property
+    def spread(self) -> float:
+        """``hi - lo``, or NaN when no tumor tile survived at this size."""
+        return self.rails.spread if self.rails else float("nan")
+
+
+def rails_spread(
+    images: Sequence[tuple[NDArray[np.uint8], NDArray[np.bool_]]],
+    tile_sizes: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    spec: SiftSpec | None = None,
+) -> list[RailsAtSize]:
+    """Fit rails over a set of images at several tile sizes (paper Fig. 5).
+
+    Parameters
+    ----------
+    images
+        ``(pixels (H, W, 3) uint8, tumor (H, W) bool)`` pairs on thumbnail grids.
+    tile_sizes
+        Tile sides T to try; sizes larger than an image skip that image.
+    overlap
+        Overlap used to cut the tumor tiles.
+    spec
+        Sift options.
+
+    Returns
+    -------
+    list of RailsAtSize
+        One per tile size, in the given order; ``rails`` is ``None`` where no tile survived.
+    """
+    spec = spec or SiftSpec()
+    rows: list[RailsAtSize] = []
+    for t in tile_sizes:
+        found: list[NDArray[np.float64]] = []
+        for pixels, tumor in images:
+            if t > min(pixels.shape[:2]):
+                continue
+            grid = TileGrid.from_overlap(pixels.shape[:2], tile=t, overlap=overlap)
+            found.append(tumor_tile_entropies(pixels, tumor, grid, spec))
+        values = np.concatenate(found) if found else np.empty(0)
+        rails = fit_rails(values, entropy=spec.entropy, tile=t) if values.size else None
+        rows.append(RailsAtSize(int(t), rails))
+    return rows
