@@ -32,6 +32,7 @@ def he_like_image(
     tissue_fraction: float = 0.55,
     tumor_fraction: float = 0.3,
     nucleus_px: float = 3.0,
+    smooth_fraction: float = 0.35,
 ) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
     """An H&E-like RGB image at thumbnail scale and its tumor mask.
 
@@ -47,6 +48,9 @@ def he_like_image(
         Approximate fraction of the tissue that is tumor.
     nucleus_px
         Typical nucleus diameter in px.
+    smooth_fraction
+        Approximate fraction of the non-tumor tissue that is homogeneous (oedema, mucin-like):
+        few nuclei, little texture, so low entropy.
 
     Returns
     -------
@@ -69,27 +73,37 @@ def he_like_image(
         else 1
     )
     tumor = tissue & (tumor_f > cut)
+    smooth_f = _field(rng, shape, scale / 7)
+    normal = tissue & ~tumor
+    inside = smooth_f[normal][:: max(1, int(normal.sum()) // 65536)]
+    smooth_cut = np.quantile(inside, 1 - smooth_fraction) if inside.size else 1.0
+    smooth = normal & (smooth_f > smooth_cut)
 
-    # Stroma: pink with fibrous mid-frequency texture.
+    # Stroma: pink with fibrous mid-frequency texture; glass near white.
     fibre = _field(rng, shape, 6 * nucleus_px)
-    stroma = np.empty((h, w, 3), dtype=np.float32)
-    stroma[..., 0] = 228 - 25 * fibre
-    stroma[..., 1] = 150 - 45 * fibre
-    stroma[..., 2] = 190 - 25 * fibre
 
     # Nuclei: thresholded blurred noise; tumor nuclei denser, larger, darker.
     noise = rng.random((h, w), dtype=np.float32)
-    fine = cv2.GaussianBlur(noise, (0, 0), nucleus_px / 2.5)
-    coarse = cv2.GaussianBlur(noise, (0, 0), nucleus_px / 1.6)
-    fine = (fine - fine.mean()) / (fine.std() + 1e-6)
-    coarse = (coarse - coarse.mean()) / (coarse.std() + 1e-6)
-    nuclei = np.where(tumor, coarse > 0.9, fine > 1.6)
-    darkness = np.where(tumor, 1.0, 0.8)[..., None]
-    purple = np.array([95, 55, 140], dtype=np.float32)
-    img = np.where(nuclei[..., None], stroma * (1 - darkness) + purple * darkness, stroma)
+    small = cv2.GaussianBlur(noise, (0, 0), nucleus_px / 2.5)
+    large = cv2.GaussianBlur(noise, (0, 0), nucleus_px / 1.6)
+    normal_nuclei = (small > np.quantile(small[::7, ::7], 0.94)) & ~smooth
+    tumor_nuclei = large > np.quantile(large[::7, ::7], 0.80)
+    nuclei = np.where(tumor, tumor_nuclei, normal_nuclei)
 
-    glass = np.float32(243) + rng.normal(0, 2.0, (h, w, 1)).astype(np.float32)
-    edge = cv2.GaussianBlur(tissue.astype(np.float32), (0, 0), 2.0)[..., None]
-    img = img * edge + glass * (1 - edge)
-    img += rng.normal(0, 4.0, (h, w, 3)).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8), tumor
+    # Per class (glass, stroma, nucleus, tumor nucleus, smooth tissue):
+    # colour = base + slope * fibre + amplitude * jitter.
+    base = np.array(
+        [[243, 243, 243], [228, 150, 190], [120, 75, 155], [95, 55, 140], [236, 178, 206]],
+        np.float32,
+    )
+    slope = np.array([[0, 0, 0], [-25, -45, -25], [-10, -10, -10], [0, 0, 0], [-2, -3, -2]])
+    amplitude = np.array([1.0, 1.0, 1.0, 1.0, 0.1], np.float32)
+    cls = tissue.astype(np.uint8) + (nuclei & tissue).astype(np.uint8)
+    cls += (nuclei & tumor).astype(np.uint8)
+    cls[smooth] = 4
+    img = np.empty((h, w, 3), dtype=np.uint8)
+    jitter = rng.integers(-6, 7, size=(h, w), dtype=np.int8).astype(np.float32) * amplitude[cls]
+    for c in range(3):
+        channel = base[cls, c] + slope[cls, c].astype(np.float32) * fibre + jitter
+        img[..., c] = np.clip(channel, 0, 255)
+    return img, tumor

@@ -36,6 +36,7 @@ from slidesift.io.slide import Thumb, open_slide
 __all__ = [
     "Polygon",
     "mask_to_geojson",
+    "mask_to_polygons",
     "parse_asap_xml",
     "parse_geojson",
     "rasterize",
@@ -43,6 +44,7 @@ __all__ = [
     "read_geojson",
     "read_mask",
     "read_truth",
+    "write_asap_xml",
     "write_geojson",
 ]
 
@@ -529,3 +531,81 @@ def _ring_to_l0(contour: NDArray[np.int32], sx: float, sy: float) -> list[list[f
 def write_geojson(path: str | os.PathLike[str], collection: Mapping[str, Any]) -> Path:
     """Write GeoJSON atomically (temporary file, then rename); returns the path."""
     return atomic_write_text(path, json.dumps(collection))
+
+
+def mask_to_polygons(mask: NDArray[Any], scale: tuple[float, float]) -> list[Polygon]:
+    """Trace a thumbnail mask into level-0 polygons, one per connected region and label.
+
+    Parameters
+    ----------
+    mask
+        ``(H, W)`` bool or integer labels on the thumbnail grid; 0 is background.
+    scale
+        ``(sx, sy)`` level-0 px per thumbnail px.
+
+    Returns
+    -------
+    list of Polygon
+        Exterior ring first, then holes; vertices at boundary-pixel centres in level-0 px.
+    """
+    collection = mask_to_geojson(mask, scale)
+    polys: list[Polygon] = []
+    for feat in collection["features"]:
+        label = int(feat["properties"]["label"])
+        for part in feat["geometry"]["coordinates"]:
+            rings = tuple(np.asarray(r, dtype=np.float64) for r in part)
+            polys.append(Polygon(rings, label, feat["properties"]["classification"]["name"]))
+    return polys
+
+
+def write_asap_xml(
+    path: str | os.PathLike[str],
+    polygons: Iterable[Polygon],
+    *,
+    group_of: Mapping[int, str] | None = None,
+) -> Path:
+    """Write polygons as ASAP XML (CAMELYON16 layout), atomically.
+
+    Each ring becomes one ``Polygon`` annotation; holes of tumor polygons become exclusions
+    (group ``_2``) as CAMELYON16 encodes them.
+
+    Parameters
+    ----------
+    path
+        Destination ``.xml``.
+    polygons
+        Level-0 polygons; label 0 is written to group ``_2``.
+    group_of
+        Label -> group name; default ``{1: "_0", 0: "_2"}``.
+    """
+    from xml.sax.saxutils import quoteattr
+
+    groups = dict(group_of or {1: "_0", 0: "_2"})
+    lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
+    n = 0
+    for poly in polygons:
+        for k, ring in enumerate(poly.rings):
+            label = poly.label if k == 0 else 0
+            group = groups.get(label, "_2" if label == 0 else f"_{label - 1}")
+            pts = ring[:-1] if len(ring) > 3 and np.array_equal(ring[0], ring[-1]) else ring
+            lines.append(
+                f'\t\t<Annotation Name="Annotation {n}" Type="Polygon" '
+                f'PartOfGroup={quoteattr(group)} Color="#F4FA58">'
+            )
+            lines.append("\t\t\t<Coordinates>")
+            lines.extend(
+                f'\t\t\t\t<Coordinate Order="{i}" X="{x:.4f}" Y="{y:.4f}" />'
+                for i, (x, y) in enumerate(pts)
+            )
+            lines.append("\t\t\t</Coordinates>")
+            lines.append("\t\t</Annotation>")
+            n += 1
+    lines.append("\t</Annotations>")
+    lines.append("\t<AnnotationGroups>")
+    for name in sorted(set(groups.values())):
+        lines.append(f'\t\t<Group Name={quoteattr(name)} PartOfGroup="None" Color="#ff0000">')
+        lines.append("\t\t\t<Attributes />")
+        lines.append("\t\t</Group>")
+    lines.append("\t</AnnotationGroups>")
+    lines.append("</ASAP_Annotations>")
+    return atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,62 @@
+"""Entry point: the ``slidesift`` command group and its error handling.
+
+Exit codes: 0 success; 1 other slidesift error; 2 bad option or usage; 3 unreadable slide;
+4 bad annotation; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from slidesift import __version__
+from slidesift.cli.demo import demo
+from slidesift.cli.info import info
+from slidesift.cli.rails_cmd import rails
+from slidesift.cli.sift_cmd import sift_command
+from slidesift.errors import SlidesiftError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="slidesift")
+def cli() -> None:
+    """Find tumor in whole-slide images with entropy rails and a lightweight CNN.
+
+    \b
+    Start with the built-in example:
+      slidesift demo
+    Look at a slide, then sift its tiles:
+      slidesift info slide.svs
+      slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
+    """
+
+
+cli.add_command(info)
+cli.add_command(sift_command)
+cli.add_command(rails)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; turn slidesift errors into a one-paragraph message and an exit code."""
+    err = Console(stderr=True)
+    try:
+        cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
+    except SlidesiftError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err.print("[yellow]interrupted[/]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from slidesift.sift import SiftSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def downsample_options(f: F) -> F:
+    """``--longest`` / ``--mpp``: how far to downsample the slide."""
+    f = click.option(
+        "--mpp",
+        type=float,
+        default=None,
+        help="Downsample to this many microns per px instead (needs MPP metadata).",
+    )(f)
+    return click.option(
+        "--longest",
+        "-N",
+        type=int,
+        default=None,
+        show_default="6000",
+        help="Longer side of the downsampled slide in px (paper: 6000 PAIP, 15000 CAMELYON).",
+    )(f)
+
+
+def grid_options(f: F) -> F:
+    """``--tile`` / ``--overlap`` / ``--stride``."""
+    f = click.option(
+        "--stride", type=int, default=None, help="Step between tiles in px (overrides --overlap)."
+    )(f)
+    f = click.option(
+        "--overlap",
+        type=float,
+        default=0.8,
+        show_default=True,
+        help="Fraction in [0, 1) that neighbouring tiles share.",
+    )(f)
+    return click.option(
+        "--tile", "-T", type=int, default=400, show_default=True, help="Tile side in px."
+    )(f)
+
+
+def sift_options(f: F) -> F:
+    """Background and entropy options: a :class:`SiftSpec`."""
+    d = SiftSpec()
+    f = click.option(
+        "--entropy",
+        type=click.Choice(["rgb", "gray"]),
+        default=d.entropy,
+        show_default=True,
+        help="Entropy over all RGB values (paper) or over grey values.",
+    )(f)
+    f = click.option(
+        "--max-background",
+        type=float,
+        default=d.max_background,
+        show_default=True,
+        help="Drop tiles whose background fraction exceeds this.",
+    )(f)
+    return click.option(
+        "--background",
+        type=click.Choice(["gray-limits", "peak-frequency"]),
+        default=d.background,
+        show_default=True,
+        help="Background test: grey < 15 or > 235, or the k most frequent values "
+        "(for stain-normalised images).",
+    )(f)
+
+
+def sift_spec(background: str, max_background: float, entropy: str) -> SiftSpec:
+    """Build a :class:`SiftSpec` from the shared options."""
+    return SiftSpec(
+        background=background,  # type: ignore[arg-type]
+        max_background=max_background,
+        entropy=entropy,  # type: ignore[arg-type]
+    )
+
+
+def resolve_downsample(longest: int | None, mpp: float | None) -> dict[str, Any]:
+    """Keyword arguments for :func:`read_thumb`: ``longest`` defaults to 6000."""
+    if mpp is not None:
+        if longest is not None:
+            raise click.UsageError("give --longest or --mpp, not both")
+        return {"mpp": mpp}
+    return {"longest": longest if longest is not None else 6000}

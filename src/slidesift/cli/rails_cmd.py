@@ -1,0 +1,101 @@
+"""``slidesift rails``: fit entropy rails on tumor tiles; show their spread over tile sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.io.annotations import read_truth
+from slidesift.io.slide import open_slide, read_thumb
+from slidesift.rails import RailsAtSize, rails_spread
+
+
+def spread_table(rows: list[RailsAtSize]) -> Table:
+    """The Fig. 5 diagnostic as a table: rails and spread per tile size."""
+    table = Table(title="entropy rails of tumor tiles vs tile size")
+    for col in ("tile", "tumor tiles", "lo (bits)", "hi (bits)", "spread"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        if row.rails is None:
+            table.add_row(str(row.tile), "0", "-", "-", "-")
+        else:
+            r = row.rails
+            table.add_row(
+                str(row.tile), str(r.n_tiles), f"{r.lo:.3f}", f"{r.hi:.3f}", f"{r.spread:.3f}"
+            )
+    return table
+
+
+@click.command()
+@click.option(
+    "--slide", "-s", "slides", multiple=True, required=True, type=click.Path(path_type=Path),
+    help="A training slide; repeat for several (pair each with a --truth).",
+)  # fmt: skip
+@click.option(
+    "--truth", "-t", "truths", multiple=True, required=True, type=click.Path(path_type=Path),
+    help="Its tumor ground truth: mask image, ASAP XML or GeoJSON (same order as --slide).",
+)  # fmt: skip
+@downsample_options
+@sift_options
+@click.option("--tile", "-T", type=int, default=400, show_default=True, help="Tile side in px.")
+@click.option(
+    "--overlap", type=float, default=0.5, show_default=True, help="Overlap of the tumor tiles."
+)
+@click.option(
+    "--spread", "spread_sizes", default=None,
+    help="Comma-separated tile sizes to report the rails spread for (paper Fig. 5).",
+)  # fmt: skip
+@click.option(
+    "--out", "out_path", type=click.Path(path_type=Path), default=None,
+    help="Write the rails at --tile to this JSON file.",
+)  # fmt: skip
+def rails(
+    slides: tuple[Path, ...],
+    truths: tuple[Path, ...],
+    longest: int | None,
+    mpp: float | None,
+    background: str,
+    max_background: float,
+    entropy: str,
+    tile: int,
+    overlap: float,
+    spread_sizes: str | None,
+    out_path: Path | None,
+) -> None:
+    """Fit entropy rails (min and max entropy of tumor tiles) over training slides.
+
+    \b
+    Examples:
+      slidesift rails -s a.svs -t a_mask.tif -s b.svs -t b_mask.tif -N 6000 -T 400 --out rails.json
+      slidesift rails -s node.tif -t node.xml -N 15000 --spread 100,150,200,300,400
+    """
+    if len(slides) != len(truths):
+        raise click.UsageError(f"{len(slides)} --slide but {len(truths)} --truth; pair them")
+    console = Console(highlight=False)
+    spec = sift_spec(background, max_background, entropy)
+    downsample = resolve_downsample(longest, mpp)
+    images: list[tuple[np.ndarray, np.ndarray]] = []
+    for slide_path, truth in zip(slides, truths, strict=True):
+        with console.status(f"reading {slide_path.name}"), open_slide(slide_path) as slide:
+            thumb = read_thumb(slide, **downsample)
+        images.append((thumb.pixels, read_truth(truth, thumb)))
+    sizes = [tile]
+    if spread_sizes:
+        try:
+            sizes = sorted({int(s) for s in spread_sizes.split(",") if s.strip()} | {tile})
+        except ValueError as exc:
+            raise click.BadParameter(f"{spread_sizes!r} is not a list of integers") from exc
+    rows = rails_spread(images, sizes, overlap=overlap, spec=spec)
+    console.print(spread_table(rows))
+    at_tile = next(r for r in rows if r.tile == tile)
+    if at_tile.rails is None:
+        raise click.ClickException(f"no tumor tile of {tile} px survived the background sift")
+    console.print(f"T={tile}: {at_tile.rails}")
+    if out_path is not None:
+        at_tile.rails.save(out_path)
+        console.print(f"rails written to [bold]{out_path}[/]")
