@@ -283,8 +283,13 @@ def _measure_rows(
     background: NDArray[np.float64],
     entropy: NDArray[np.float64],
 ) -> None:
-    """Fill tile rows ``rows[0] .. rows[1] - 1`` of the outputs (one sliding window)."""
-    from slidesift._kernels import block_row_histograms
+    """Fill tile rows ``rows[0] .. rows[1] - 1`` of the outputs (one sliding window).
+
+    Per block row the engine keeps two integer arrays: the entropy histograms
+    ``(n_blocks, 256)`` and the background statistic, either grey histograms
+    ``(n_blocks, 256)`` or, for grey limits with RGB entropy, background counts ``(n_blocks, 1)``.
+    """
+    from slidesift._kernels import block_row_histograms, block_row_rgb_and_limits
 
     b = grid.block
     k = grid.stride // b  # block rows per tile step
@@ -292,57 +297,65 @@ def _measure_rows(
     cov_h, cov_w = grid.covered_shape
     n_blocks = cov_w // b
     with_rgb = spec.entropy == "rgb"
+    counts_only = with_rgb and spec.background == "gray-limits"
     region = pixels[:cov_h, :cov_w]
     cache: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
 
     def block_row(i: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         if i not in cache:
             band = region[i * b : (i + 1) * b]
+            flat, gray = band.reshape(b, cov_w * 3), to_gray(band)
             rgb_h = np.zeros((n_blocks, 256), dtype=np.int64)
-            gray_h = np.zeros((n_blocks, 256), dtype=np.int64)
-            block_row_histograms(
-                band.reshape(b, cov_w * 3), to_gray(band), b, n_blocks, rgb_h, gray_h, with_rgb
-            )
-            cache[i] = (rgb_h if with_rgb else gray_h, gray_h)
+            if counts_only:
+                counts = np.zeros((n_blocks, 1), dtype=np.int64)
+                block_row_rgb_and_limits(
+                    flat, gray, b, n_blocks, spec.gray_low, spec.gray_high, rgb_h, counts[:, 0]
+                )
+                cache[i] = (rgb_h, counts)
+            else:
+                gray_h = np.zeros((n_blocks, 256), dtype=np.int64)
+                block_row_histograms(flat, gray, b, n_blocks, rgb_h, gray_h, with_rgb)
+                cache[i] = (rgb_h if with_rgb else gray_h, gray_h)
         return cache[i]
 
     def window_sum(first: int, last: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        ent = np.zeros((n_blocks, 256), dtype=np.int64)
-        gray = np.zeros((n_blocks, 256), dtype=np.int64) if with_rgb else ent
+        ent: NDArray[np.int64] | None = None
+        bg: NDArray[np.int64] | None = None
         for i in range(first, last):
             e, g = block_row(i)
-            ent += e
-            if with_rgb:
-                gray += g
-        return ent, gray
+            ent = e.copy() if ent is None else ent + e
+            bg = g.copy() if bg is None else bg + g
+        assert ent is not None and bg is not None
+        return ent, bg
 
     col_first = np.arange(grid.n_cols) * k
     first_row, end_row = rows
-    win_ent, win_gray = window_sum(first_row * k, first_row * k + m)
+    win_ent, win_bg = window_sum(first_row * k, first_row * k + m)
     for t_row in range(first_row, end_row):
         top = t_row * k
         if t_row > first_row:
             if k >= m:
-                win_ent, win_gray = window_sum(top, top + m)
+                win_ent, win_bg = window_sum(top, top + m)
             else:
-                add_e, add_g = window_sum(top - k + m, top + m)
-                sub_e, sub_g = window_sum(top - k, top)
+                add_e, add_b = window_sum(top - k + m, top + m)
+                sub_e, sub_b = window_sum(top - k, top)
                 win_ent += add_e - sub_e
-                if with_rgb:
-                    win_gray += add_g - sub_g
+                win_bg += add_b - sub_b
             for i in [i for i in cache if i < top]:
                 del cache[i]
-        ent_hist = _tile_sums(win_ent, col_first, m)
-        gray_hist = _tile_sums(win_gray, col_first, m) if with_rgb else ent_hist
-        entropy[t_row] = entropy_bits(ent_hist)
-        background[t_row] = background_from_histograms(gray_hist, spec)
+        entropy[t_row] = entropy_bits(_tile_sums(win_ent, col_first, m))
+        if counts_only:
+            counts = _tile_sums(win_bg, col_first, m)[:, 0]
+            background[t_row] = counts / float(grid.tile * grid.tile)
+        else:
+            background[t_row] = background_from_histograms(_tile_sums(win_bg, col_first, m), spec)
 
 
 def _tile_sums(
     window: NDArray[np.int64], col_first: NDArray[np.int64], m: int
 ) -> NDArray[np.int64]:
-    """Sum ``m`` consecutive block columns starting at each ``col_first``: ``(n_cols, 256)``."""
-    prefix = np.zeros((window.shape[0] + 1, 256), dtype=np.int64)
+    """Sum ``m`` consecutive block columns from each ``col_first``: ``(n_cols, window.shape[1])``."""
+    prefix = np.zeros((window.shape[0] + 1, window.shape[1]), dtype=np.int64)
     np.cumsum(window, axis=0, out=prefix[1:])
     return prefix[col_first + m] - prefix[col_first]
 

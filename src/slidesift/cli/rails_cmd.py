@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.errors import ConfigError
 from slidesift.io.annotations import read_truth
 from slidesift.io.slide import open_slide, read_thumb
 from slidesift.rails import RailsAtSize, rails_spread
@@ -90,6 +91,13 @@ def rails(
             sizes = sorted({int(s) for s in spread_sizes.split(",") if s.strip()} | {tile})
         except ValueError as exc:
             raise click.BadParameter(f"{spread_sizes!r} is not a list of integers") from exc
+    smallest = min(min(pixels.shape[:2]) for pixels, _ in images)
+    if tile > smallest:
+        raise ConfigError(
+            "tile",
+            tile,
+            f"at most the smallest thumbnail side ({smallest} px); lower -T or raise -N",
+        )
     rows = rails_spread(images, sizes, overlap=overlap, spec=spec)
     console.print(spread_table(rows))
     at_tile = next(r for r in rows if r.tile == tile)

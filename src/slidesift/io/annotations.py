@@ -576,17 +576,21 @@ def write_asap_xml(
     polygons
         Level-0 polygons; label 0 is written to group ``_2``.
     group_of
-        Label -> group name; default ``{1: "_0", 0: "_2"}``.
+        Label -> group name; default ``{1: "_0", 0: "_2"}``. A polygon whose ``name`` is an
+        ASAP group (``_0``, ``_1``, ...) keeps that group.
     """
     from xml.sax.saxutils import quoteattr
 
     groups = dict(group_of or {1: "_0", 0: "_2"})
+    polys = list(polygons)
     lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
     n = 0
-    for poly in polygons:
+    for poly in polys:
         for k, ring in enumerate(poly.rings):
             label = poly.label if k == 0 else 0
             group = groups.get(label, "_2" if label == 0 else f"_{label - 1}")
+            if k == 0 and poly.name.startswith("_"):
+                group = poly.name
             pts = ring[:-1] if len(ring) > 3 and np.array_equal(ring[0], ring[-1]) else ring
             lines.append(
                 f'\t\t<Annotation Name="Annotation {n}" Type="Polygon" '
@@ -602,7 +606,8 @@ def write_asap_xml(
             n += 1
     lines.append("\t</Annotations>")
     lines.append("\t<AnnotationGroups>")
-    for name in sorted(set(groups.values())):
+    used = set(groups.values()) | {p.name for p in polys if p.name.startswith("_")}
+    for name in sorted(used):
         lines.append(f'\t\t<Group Name={quoteattr(name)} PartOfGroup="None" Color="#ff0000">')
         lines.append("\t\t\t<Attributes />")
         lines.append("\t\t</Group>")

@@ -26,7 +26,7 @@ def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8] | NDArray[n
         img = np.where(img, np.uint8(255), np.uint8(0))
     if img.ndim == 3:
         img = np.asarray(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-    ok, buf = cv2.imencode(".png", img)
+    ok, buf = cv2.imencode(".png", np.asarray(img, dtype=np.uint8))
     if not ok:
         raise SlidesiftError(f"could not encode {path} as PNG")
     return atomic_write_bytes(path, buf.tobytes())

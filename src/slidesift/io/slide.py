@@ -138,6 +138,12 @@ class Slide:
         -------
         numpy.ndarray
             ``(h, w, 3)`` uint8 RGB. Transparent pixels (outside scanned areas) are white.
+
+        Notes
+        -----
+        OpenSlide addresses regions in level-0 px. When a level's downsample is not an integer
+        (Aperio pyramids: 4.0001...), ``lv_xy * downsample`` is rounded, and OpenSlide renders
+        the remaining sub-pixel offset (at most ``0.5 / downsample`` px) by interpolation.
         """
         w, h = size
         if self._pixels is not None:

@@ -1,0 +1,125 @@
+"""Tiny fixtures built on the fly: pyramidal TIFFs, masks, ASAP XML with known areas.
+
+Real slides come from ../shared/data (beside the repository); tests that need them skip with a
+clear reason when the folder is absent, as on a user's fresh clone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidesift.io.annotations import Polygon, write_asap_xml
+from slidesift.io.tiff import write_pyramidal_tiff
+from slidesift.phantom import he_like_image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SLIDESIFT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test saying where it was looked for."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (set SLIDESIFT_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cmu1_svs() -> Path:
+    """Real Aperio SVS, one level, 2220 x 2967, 0.499 um/px."""
+    return shared_file("cmu1_small_region/CMU-1-Small-Region.svs")
+
+
+@pytest.fixture(scope="session")
+def tcga_svs() -> Path:
+    """Real TCGA SVS, two levels, JPEG 2000 tiles, no MPP."""
+    return shared_file("tcga_cr_7395_small_svs/tcga-cr-7395-01a-01-ts1.svs")
+
+
+@pytest.fixture(scope="session")
+def dicom_wsi() -> Path:
+    """Real DICOM WSI that OpenSlide refuses."""
+    return shared_file("tcga_xk_aaju_dicom/TCGA-XK-AAJU-01A-01-TS1_small.dcm")
+
+
+def shoelace(ring: np.ndarray) -> float:
+    """Area of a simple polygon ``(n, 2)``."""
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+@dataclass(frozen=True)
+class CamelyonLike:
+    """A pyramidal generic TIFF with ASAP XML whose tumor area is known exactly."""
+
+    slide: Path
+    xml: Path
+    l0_size: tuple[int, int]
+    tumor_area_l0: float
+    polygons: list[Polygon]
+
+
+@pytest.fixture(scope="session")
+def camelyon_like(tmp_path_factory: pytest.TempPathFactory) -> CamelyonLike:
+    """4096 x 3072 pyramidal JPEG TIFF, 0.25 um/px, with an ASAP XML of known area.
+
+    Tumor: a rectangle (group ``_0``) with a square exclusion (``_2``) inside it, a triangle
+    (``_1``) and a 40-gon approximating a circle (``_0``).
+    """
+    root = tmp_path_factory.mktemp("camelyon")
+    w, h = 4096, 3072
+    pixels, _ = he_like_image((h, w), seed=3, nucleus_px=6.0)
+    slide = write_pyramidal_tiff(root / "node.tif", pixels, mpp=0.25)
+    rect = np.array([[400.0, 300.0], [1600.0, 300.0], [1600.0, 1100.0], [400.0, 1100.0]])
+    hole = np.array([[800.0, 500.0], [1000.0, 500.0], [1000.0, 700.0], [800.0, 700.0]])
+    tri = np.array([[2500.0, 400.0], [3700.0, 400.0], [3100.0, 1400.0]])
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    circle = np.column_stack([2000 + 500 * np.cos(angles), 2200 + 500 * np.sin(angles)])
+    polys = [
+        Polygon((rect,), 1, "_0"),
+        Polygon((hole,), 0, "_2"),
+        Polygon((tri,), 1, "_1"),
+        Polygon((circle,), 1, "_0"),
+    ]
+    xml = write_asap_xml(root / "node.xml", polys, group_of={1: "_0", 0: "_2"})
+    area = shoelace(rect) - shoelace(hole) + shoelace(tri) + shoelace(circle)
+    return CamelyonLike(slide, xml, (w, h), area, polys)
+
+
+@dataclass(frozen=True)
+class PaipLike:
+    """An SVS-like slide with a level-0 TIFF mask and a downsampled PNG mask."""
+
+    slide: Path
+    mask_tif: Path
+    mask_png: Path
+    tumor: np.ndarray  # (H, W) bool at level 0
+
+
+@pytest.fixture(scope="session")
+def paip_like(tmp_path_factory: pytest.TempPathFactory) -> PaipLike:
+    """3000 x 2400 Aperio-flavoured pyramidal TIFF (.svs) with level-0 and 1/4 masks."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("paip")
+    pixels, tumor = he_like_image((2400, 3000), seed=5, nucleus_px=5.0)
+    slide = write_pyramidal_tiff(root / "case.svs", pixels, mpp=0.5, flavor="aperio")
+    mask_tif = write_pyramidal_tiff(
+        root / "case_mask.tif", tumor.astype(np.uint8), compression="deflate", nearest=True,
+        max_levels=1,
+    )  # fmt: skip
+    small = tumor[2::4, 2::4].astype(np.uint8) * 255
+    mask_png = root / "case_mask.png"
+    cv2.imwrite(str(mask_png), small)
+    return PaipLike(slide, mask_tif, mask_png, tumor)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator, fresh for each test."""
+    return np.random.default_rng(12345)

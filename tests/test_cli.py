@@ -1,0 +1,103 @@
+"""The command line: outputs, exit codes, clean error messages, help with examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from slidesift import Rails
+from slidesift.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", ["info", "sift", "rails", "demo"])
+def test_help_teaches_with_an_example(capsys, command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert "Example" in out and "slidesift " + command in out
+
+
+def test_info(capsys, camelyon_like) -> None:
+    code, out, _ = run(capsys, "info", str(camelyon_like.slide))
+    assert code == 0
+    assert "generic-tiff" in out and "4096 x 3072" in out and "0.25" in out
+
+
+def test_sift_with_truth_writes_maps_and_table(capsys, camelyon_like, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, out, err = run(
+        capsys, "sift", str(camelyon_like.slide), "-N", "1024", "-T", "64", "--overlap", "0.5",
+        "--truth", str(camelyon_like.xml), "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "fitted rails" in out
+    summary = json.loads((out_dir / "node_summary.json").read_text())
+    assert summary["tile"] == 64 and summary["stride"] == 32
+    with (out_dir / "node_tiles.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == summary["tiles"] == 31 * 23
+    assert sum(int(r["keep"]) for r in rows) == summary["kept"]
+    assert 0 < summary["kept"] < summary["tiles"]
+    locations = cv2.imread(str(out_dir / "node_locations.png"), cv2.IMREAD_GRAYSCALE)
+    assert locations.shape == (768, 1024)
+    assert set(locations.ravel().tolist()) <= {0, 255}
+
+
+def test_rails_command_fits_and_saves(capsys, camelyon_like, tmp_path: Path) -> None:
+    path = tmp_path / "rails.json"
+    code, out, err = run(
+        capsys, "rails", "-s", str(camelyon_like.slide), "-t", str(camelyon_like.xml),
+        "-N", "1024", "-T", "64", "--spread", "32,128", "--out", str(path),
+    )  # fmt: skip
+    assert code == 0, err
+    rails = Rails.load(path)
+    assert rails.tile == 64 and 0 < rails.lo < rails.hi <= 8
+    assert "spread" in out and "128" in out
+    # the saved rails sift another run
+    code, _, err = run(
+        capsys, "sift", str(camelyon_like.slide), "-N", "1024", "-T", "64",
+        "--rails", str(path), "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["sift", "missing.svs"], 3, "no such file"),
+        (["sift", "{slide}", "--overlap", "1.5", "-N", "512"], 2, "invalid overlap=1.5"),
+        (["sift", "{slide}", "-T", "900", "-N", "512"], 2, "invalid tile=900"),
+        (["sift", "{slide}", "--mpp", "1", "-N", "512"], 2, "not both"),
+        (["rails", "-s", "{slide}", "-t", "{slide}", "-N", "512"], 2, "invalid tile=400"),
+        (["rails", "-s", "{slide}", "-t", "{square}", "-T", "64"], 4, "aspect"),
+        (["rails", "-s", "{slide}", "-s", "{slide}", "-t", "{square}"], 2, "pair them"),
+    ],
+)
+def test_errors_are_one_clear_message(
+    capsys, camelyon_like, tmp_path: Path, args, code, message
+) -> None:
+    square = tmp_path / "square_mask.png"
+    cv2.imwrite(str(square), cv2.UMat(100, 100, cv2.CV_8UC1, 0).get())
+    argv = [a.format(slide=camelyon_like.slide, square=square) for a in args]
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert message in (out + err)
+    assert "Traceback" not in out + err
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    assert code == 0, err
+    assert "tumor covered" in out
+    overlay = tmp_path / "demo" / "rails" / "test_locations_overlay.png"
+    assert cv2.imread(str(overlay)).shape == (1500, 2000, 3)
+    assert Rails.load(tmp_path / "demo" / "rails.json").tile == 100
