@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from _common import report
 
 CACHE = Path(os.environ.get("SLIDESIFT_BENCH_CACHE", Path.home() / ".cache" / "slidesift-bench"))

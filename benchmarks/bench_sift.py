@@ -15,8 +15,8 @@ import argparse
 import os
 
 import numpy as np
-from _common import best_of, report
 
+from _common import best_of, report
 from slidesift import SiftSpec, TileGrid, measure_tiles
 from slidesift.phantom import he_like_image
 from slidesift.sift import measure_tiles_reference, to_gray

@@ -354,7 +354,7 @@ def _measure_rows(
 def _tile_sums(
     window: NDArray[np.int64], col_first: NDArray[np.int64], m: int
 ) -> NDArray[np.int64]:
-    """Sum ``m`` consecutive block columns from each ``col_first``: ``(n_cols, window.shape[1])``."""
+    """Sum ``m`` block columns from each ``col_first``: ``(n_cols, window.shape[1])``."""
     prefix = np.zeros((window.shape[0] + 1, window.shape[1]), dtype=np.int64)
     np.cumsum(window, axis=0, out=prefix[1:])
     return prefix[col_first + m] - prefix[col_first]
