@@ -230,8 +230,10 @@ def test_area_resample_matches_cv2_whole_image(src_w, src_h, fx, fy, band_bytes,
 def test_nearest_resample_matches_centre_formula(src_w, src_h, dst_w, dst_h, seed) -> None:
     src = np.random.default_rng(seed).integers(0, 4, (src_h, src_w, 1), dtype=np.uint8)
     ours = nearest_resample(_rows(src), (src_w, src_h), (dst_w, dst_h))
-    rows = np.minimum(((np.arange(dst_h) + 0.5) * src_h / dst_h).astype(int), src_h - 1)
-    cols = np.minimum(((np.arange(dst_w) + 0.5) * src_w / dst_w).astype(int), src_w - 1)
+    from fractions import Fraction
+
+    rows = [int((i + Fraction(1, 2)) * src_h / dst_h) for i in range(dst_h)]
+    cols = [int((j + Fraction(1, 2)) * src_w / dst_w) for j in range(dst_w)]
     assert np.array_equal(ours, src[rows][:, cols])
 
 

@@ -134,7 +134,8 @@ def nearest_resample(
     """Nearest-neighbour resampling (for label masks), reading the source band by band.
 
     Output pixel ``(i, j)`` takes the source pixel under its centre:
-    ``src[floor((i + 0.5) * src_h / dst_h), floor((j + 0.5) * src_w / dst_w)]``.
+    ``src[floor((i + 0.5) * src_h / dst_h), floor((j + 0.5) * src_w / dst_w)]``, computed in
+    integers so no rounding can pick a neighbour.
 
     Parameters
     ----------
@@ -150,8 +151,9 @@ def nearest_resample(
     """
     src_w, src_h = src_size
     dst_w, dst_h = dst_size
-    src_rows = np.minimum(((np.arange(dst_h) + 0.5) * (src_h / dst_h)).astype(np.int64), src_h - 1)
-    src_cols = np.minimum(((np.arange(dst_w) + 0.5) * (src_w / dst_w)).astype(np.int64), src_w - 1)
+    # floor((i + 0.5) * src / dst) in exact integer arithmetic
+    src_rows = (2 * np.arange(dst_h, dtype=np.int64) + 1) * src_h // (2 * dst_h)
+    src_cols = (2 * np.arange(dst_w, dtype=np.int64) + 1) * src_w // (2 * dst_w)
     probe = read_rows(0, 1)
     out = np.empty((dst_h, dst_w, probe.shape[2]), dtype=np.uint8)
     band = max(1, BAND_BYTES // max(1, src_w * probe.shape[2]))
