@@ -123,3 +123,12 @@ def paip_like(tmp_path_factory: pytest.TempPathFactory) -> PaipLike:
 def rng() -> np.random.Generator:
     """A seeded generator, fresh for each test."""
     return np.random.default_rng(12345)
+
+
+# CI runs the same examples every time (a red build must be reproducible); locally hypothesis
+# explores new ones on each run.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    _hyp_settings.load_profile("ci")
