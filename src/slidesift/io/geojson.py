@@ -1,0 +1,261 @@
+"""QuPath GeoJSON: parse polygon collections, rasterize, and write masks back as polygons."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.errors import AnnotationError
+from slidesift.io.atomic import atomic_write_text
+from slidesift.io.polygons import Polygon, rasterize
+from slidesift.io.slide import Thumb
+
+__all__ = [
+    "mask_to_geojson",
+    "mask_to_polygons",
+    "parse_geojson",
+    "read_geojson",
+    "write_geojson",
+]
+
+
+def _class_name(props: Mapping[str, Any] | None) -> str:
+    if not props:
+        return ""
+    cls = props.get("classification")
+    if isinstance(cls, Mapping):
+        name = cls.get("name")
+        if name is None and isinstance(cls.get("names"), list):
+            name = ":".join(str(n) for n in cls["names"])
+        return str(name or "")
+    if isinstance(cls, str):
+        return cls
+    return str(props.get("name", "") or "")
+
+
+def _rings(coords: Any, p: Path | None, where: str) -> tuple[NDArray[np.float64], ...]:
+    try:
+        rings = tuple(np.asarray(r, dtype=np.float64)[:, :2] for r in coords)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise AnnotationError(p, f"{where}: coordinates are not a list of rings ({exc})") from exc
+    if not rings or any(r.ndim != 2 or len(r) < 3 for r in rings):
+        raise AnnotationError(p, f"{where}: a polygon ring needs at least 3 positions")
+    if not all(np.isfinite(r).all() for r in rings):
+        raise AnnotationError(p, f"{where}: non-finite coordinates")
+    return rings
+
+
+def parse_geojson(
+    source: str | os.PathLike[str] | Mapping[str, Any] | list[Any],
+    *,
+    label_of: Mapping[str, int] | None = None,
+) -> list[Polygon]:
+    """Parse QuPath GeoJSON into level-0 polygons.
+
+    Parameters
+    ----------
+    source
+        A path, or an already-loaded GeoJSON object.
+    label_of
+        Classification name -> label (0 cuts out). ``None``: every polygon is tumor (1).
+
+    Returns
+    -------
+    list of Polygon
+
+    Raises
+    ------
+    AnnotationError
+        Invalid JSON, no polygons at all, unknown classification names.
+    """
+    p: Path | None = None
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        try:
+            data: Any = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AnnotationError(p, f"not valid JSON ({exc})", "is the file complete?") from exc
+    else:
+        data = source
+    if isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, Mapping) and data.get("type") == "Feature":
+        features = [data]
+    elif isinstance(data, Mapping) and data.get("type") in ("Polygon", "MultiPolygon"):
+        features = [{"type": "Feature", "geometry": data, "properties": {}}]
+    elif isinstance(data, list):
+        features = data
+    else:
+        kind = data.get("type") if isinstance(data, Mapping) else type(data).__name__
+        raise AnnotationError(
+            p,
+            f"GeoJSON of type {kind!r} is not a polygon collection",
+            "export annotations from QuPath as a FeatureCollection of Polygon/MultiPolygon",
+        )
+    if not isinstance(features, list):
+        raise AnnotationError(p, "'features' is not a list")
+    polys: list[Polygon] = []
+    other: set[str] = set()
+    unknown: set[str] = set()
+    for i, feat in enumerate(features):
+        geom = feat.get("geometry") if isinstance(feat, Mapping) else None
+        if not isinstance(geom, Mapping):
+            raise AnnotationError(p, f"feature {i} has no geometry object")
+        gtype = geom.get("type")
+        name = _class_name(feat.get("properties"))
+        if gtype not in ("Polygon", "MultiPolygon"):
+            other.add(str(gtype))
+            continue
+        if label_of is None:
+            label = 1
+        elif name in label_of:
+            label = int(label_of[name])
+        else:
+            unknown.add(name)
+            continue
+        parts = [geom.get("coordinates")] if gtype == "Polygon" else geom.get("coordinates")
+        if not isinstance(parts, list):
+            raise AnnotationError(p, f"feature {i}: coordinates missing")
+        for part in parts:
+            polys.append(Polygon(_rings(part, p, f"feature {i}"), label, name))
+    if unknown:
+        raise AnnotationError(
+            p,
+            f"classifications {sorted(unknown)} have no label in {dict(label_of or {})}",
+            "add them to label_of (0 cuts a class out of the mask)",
+        )
+    if not polys:
+        raise AnnotationError(
+            p,
+            f"no Polygon or MultiPolygon geometry (found {sorted(other) or 'nothing'})",
+            "export area annotations, not points or lines",
+        )
+    if other:
+        warnings.warn(f"{p}: skipped non-polygon geometries {sorted(other)}", stacklevel=2)
+    return polys
+
+
+def read_geojson(
+    path: str | os.PathLike[str],
+    thumb: Thumb,
+    *,
+    label_of: Mapping[str, int] | None = None,
+) -> NDArray[np.uint8]:
+    """Rasterize QuPath GeoJSON onto the thumbnail grid: ``(H, W)`` uint8 labels."""
+    return rasterize(parse_geojson(path, label_of=label_of), thumb.size, thumb.scale)
+
+
+def mask_to_geojson(
+    mask: NDArray[Any],
+    scale: tuple[float, float],
+    *,
+    names: Mapping[int, str] | None = None,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+) -> dict[str, Any]:
+    """Trace a thumbnail mask into QuPath-importable GeoJSON polygons in level-0 px.
+
+    Parameters
+    ----------
+    mask
+        ``(H, W)`` bool or integer labels on the thumbnail grid; 0 is background.
+    scale
+        ``(sx, sy)`` level-0 px per thumbnail px.
+    names
+        Label -> classification name; default ``{1: "Tumor"}`` and ``"Class N"`` otherwise.
+    colors
+        Label -> RGB for QuPath's display.
+
+    Returns
+    -------
+    dict
+        A ``FeatureCollection`` with one ``MultiPolygon`` annotation feature per label present.
+        Rings trace the centres of the boundary pixels; reading them back with
+        :func:`read_geojson` reproduces the mask.
+    """
+    lab = np.asarray(mask)
+    lab = lab.astype(np.uint8) if lab.dtype == np.bool_ else lab
+    names = dict(names or {1: "Tumor"})
+    colors = dict(colors or {1: (200, 0, 0)})
+    sx, sy = scale
+    features: list[dict[str, Any]] = []
+    for value in (int(v) for v in np.unique(lab) if v != 0):
+        binary = (lab == value).astype(np.uint8)
+        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        if hierarchy is None:
+            continue
+        hier = hierarchy[0]
+        polygons: list[list[list[list[float]]]] = []
+        for idx, contour in enumerate(contours):
+            if hier[idx][3] != -1:
+                continue
+            rings = [contour]
+            child = hier[idx][2]
+            while child != -1:
+                rings.append(contours[child])
+                child = hier[child][0]
+            polygons.append([_ring_to_l0(r, sx, sy) for r in rings])
+        name = names.get(value, f"Class {value}")
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "MultiPolygon", "coordinates": polygons},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {
+                        "name": name,
+                        "color": list(colors.get(value, (0, 0, 200))),
+                    },
+                    "label": value,
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _ring_to_l0(contour: NDArray[np.int32], sx: float, sy: float) -> list[list[float]]:
+    pts = contour.reshape(-1, 2).astype(np.float64)
+    pts = (pts + 0.5) * np.array([sx, sy])
+    # GeoJSON rings are closed and need >= 4 positions; single pixels and lines repeat points.
+    ring = [[round(float(x), 3), round(float(y), 3)] for x, y in pts]
+    while len(ring) < 3:
+        ring.append(ring[-1])
+    ring.append(ring[0])
+    return ring
+
+
+def write_geojson(path: str | os.PathLike[str], collection: Mapping[str, Any]) -> Path:
+    """Write GeoJSON atomically (temporary file, then rename); returns the path."""
+    return atomic_write_text(path, json.dumps(collection))
+
+
+def mask_to_polygons(mask: NDArray[Any], scale: tuple[float, float]) -> list[Polygon]:
+    """Trace a thumbnail mask into level-0 polygons, one per connected region and label.
+
+    Parameters
+    ----------
+    mask
+        ``(H, W)`` bool or integer labels on the thumbnail grid; 0 is background.
+    scale
+        ``(sx, sy)`` level-0 px per thumbnail px.
+
+    Returns
+    -------
+    list of Polygon
+        Exterior ring first, then holes; vertices at boundary-pixel centres in level-0 px.
+    """
+    collection = mask_to_geojson(mask, scale)
+    polys: list[Polygon] = []
+    for feat in collection["features"]:
+        label = int(feat["properties"]["label"])
+        for part in feat["geometry"]["coordinates"]:
+            rings = tuple(np.asarray(r, dtype=np.float64) for r in part)
+            polys.append(Polygon(rings, label, feat["properties"]["classification"]["name"]))
+    return polys
