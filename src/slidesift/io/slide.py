@@ -11,7 +11,6 @@ pixels of the thumbnail. Sizes are ``(w, h)``; arrays are indexed ``[row, col]``
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -108,7 +107,6 @@ class Slide:
         self.mpp = mpp
         self._osr = osr
         self._pixels = pixels
-        self._lock = threading.Lock()
 
     @property
     def dimensions(self) -> tuple[int, int]:
