@@ -37,6 +37,12 @@ class SiftRun:
     outputs: dict[str, Path]
 
 
+def read_slide_thumb(path: Path, downsample: dict[str, Any], console: Console) -> Thumb:
+    """Open a slide and downsample it, with a status line while it reads."""
+    with console.status(f"reading {path.name}"), open_slide(path) as slide:
+        return read_thumb(slide, **downsample)
+
+
 def make_grid(thumb: Thumb, tile: int, overlap: float, stride: int | None) -> TileGrid:
     """The grid the options ask for over a thumbnail."""
     shape = thumb.pixels.shape[:2]
@@ -56,10 +62,14 @@ def run_sift(
     spec: SiftSpec,
     rails: Rails | None,
     console: Console,
+    thumb: Thumb | None = None,
 ) -> SiftRun:
-    """Sift one slide and write its thumbnail, location maps, tile CSV and summary JSON."""
-    with console.status(f"reading {slide_path.name}"), open_slide(slide_path) as slide:
-        thumb = read_thumb(slide, **downsample)
+    """Sift one slide and write its thumbnail, location maps, tile CSV and summary JSON.
+
+    ``thumb``, when the caller already downsampled the slide, saves reading it again.
+    """
+    if thumb is None:
+        thumb = read_slide_thumb(slide_path, downsample, console)
     grid = make_grid(thumb, tile, overlap, stride)
     with console.status(f"measuring {len(grid)} tiles"):
         stats = measure_tiles(thumb.pixels, grid, spec, workers=os.cpu_count() or 1)
@@ -165,13 +175,13 @@ def sift_command(
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)
     rails: Rails | None = None
+    thumb: Thumb | None = None
     if rails_path is not None and truth is not None:
         raise click.UsageError("give --rails or --truth, not both")
     if rails_path is not None:
         rails = Rails.load(rails_path)
     elif truth is not None:
-        with open_slide(slide) as s:
-            thumb = read_thumb(s, **downsample)
+        thumb = read_slide_thumb(slide, downsample, console)
         grid = make_grid(thumb, tile, overlap, stride)
         tumor = read_truth(truth, thumb)
         rails = fit_rails(
@@ -188,6 +198,7 @@ def sift_command(
         spec=spec,
         rails=rails,
         console=console,
+        thumb=thumb,
     )
     console.print(summary_table("sift", {slide.name: run}))
     console.print(f"maps and tables in [bold]{out_dir}[/]")
