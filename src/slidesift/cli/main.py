@@ -14,6 +14,7 @@ from rich.console import Console
 from slidesift import __version__
 from slidesift.cli.demo import demo
 from slidesift.cli.info import info
+from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.sift_cmd import sift_command
 from slidesift.errors import SlidesiftError
@@ -27,6 +28,8 @@ def cli() -> None:
     \b
     Start with the built-in example:
       slidesift demo
+    Make a synthetic cohort with exact truth and a manifest:
+      slidesift phantom --out cohort --count 12
     Look at a slide, then sift its tiles:
       slidesift info slide.svs
       slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
@@ -37,6 +40,7 @@ cli.add_command(info)
 cli.add_command(sift_command)
 cli.add_command(rails)
 cli.add_command(demo)
+cli.add_command(phantom)
 
 
 def main(argv: list[str] | None = None) -> int:

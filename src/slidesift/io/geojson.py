@@ -22,6 +22,7 @@ __all__ = [
     "mask_to_geojson",
     "mask_to_polygons",
     "parse_geojson",
+    "polygons_to_geojson",
     "read_geojson",
     "write_geojson",
 ]
@@ -177,8 +178,8 @@ def mask_to_geojson(
     -------
     dict
         A ``FeatureCollection`` with one ``MultiPolygon`` annotation feature per label present.
-        Rings trace the centres of the boundary pixels; reading them back with
-        :func:`read_geojson` reproduces the mask.
+        Rings run a quarter pixel inside the regions' outer pixel edges; reading them back
+        with :func:`read_geojson` reproduces the mask exactly.
     """
     lab = np.asarray(mask)
     lab = lab.astype(np.uint8) if lab.dtype == np.bool_ else lab
@@ -187,7 +188,10 @@ def mask_to_geojson(
     sx, sy = scale
     features: list[dict[str, Any]] = []
     for value in (int(v) for v in np.unique(lab) if v != 0):
-        binary = (lab == value).astype(np.uint8)
+        # Trace at twice the resolution: rings then run a quarter pixel inside the region's
+        # outer pixel edges, so every region pixel's centre is strictly inside and every other
+        # centre strictly outside; reading back paints exactly the mask.
+        binary = np.repeat(np.repeat((lab == value).astype(np.uint8), 2, axis=0), 2, axis=1)
         contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         if hierarchy is None:
             continue
@@ -220,11 +224,60 @@ def mask_to_geojson(
     return {"type": "FeatureCollection", "features": features}
 
 
-def _ring_to_l0(contour: NDArray[np.int32], sx: float, sy: float) -> list[list[float]]:
+def polygons_to_geojson(
+    polygons: list[Polygon],
+    *,
+    names: Mapping[int, str] | None = None,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+) -> dict[str, Any]:
+    """Level-0 polygons (with holes) as QuPath-importable GeoJSON, one feature per polygon.
+
+    Parameters
+    ----------
+    polygons
+        Polygons in level-0 px; ``label`` picks the classification (label 0 is skipped: cut
+        exclusions into their polygon as holes instead).
+    names, colors
+        As in :func:`mask_to_geojson`.
+
+    Returns
+    -------
+    dict
+        A ``FeatureCollection`` of ``Polygon`` annotation features with closed rings.
+    """
+    names = dict(names or {1: "Tumor"})
+    colors = dict(colors or {1: (200, 0, 0)})
+    features: list[dict[str, Any]] = []
+    for poly in polygons:
+        if poly.label == 0:
+            continue
+        rings = []
+        for ring in poly.rings:
+            pts = [[round(float(x), 3), round(float(y), 3)] for x, y in ring]
+            if pts[0] != pts[-1]:
+                pts.append(pts[0])
+            rings.append(pts)
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": rings},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {
+                        "name": names.get(poly.label, f"Class {poly.label}"),
+                        "color": list(colors.get(poly.label, (0, 0, 200))),
+                    },
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _ring_to_l0(contour: NDArray[Any], sx: float, sy: float) -> list[list[float]]:
     pts = contour.reshape(-1, 2).astype(np.float64)
-    pts = (pts + 0.5) * np.array([sx, sy])
-    # GeoJSON rings are closed and need >= 4 positions; single pixels and lines repeat points.
-    ring = [[round(float(x), 3), round(float(y), 3)] for x, y in pts]
+    pts = (pts + 0.5) / 2 * np.array([sx, sy])  # half-resolution trace -> grid -> level 0
+    # GeoJSON rings are closed and need >= 4 positions.
+    ring = [[round(float(x), 4), round(float(y), 4)] for x, y in pts]
     while len(ring) < 3:
         ring.append(ring[-1])
     ring.append(ring[0])
@@ -249,7 +302,7 @@ def mask_to_polygons(mask: NDArray[Any], scale: tuple[float, float]) -> list[Pol
     Returns
     -------
     list of Polygon
-        Exterior ring first, then holes; vertices at boundary-pixel centres in level-0 px.
+        Exterior ring first, then holes, in level-0 px (see :func:`mask_to_geojson`).
     """
     collection = mask_to_geojson(mask, scale)
     polys: list[Polygon] = []
