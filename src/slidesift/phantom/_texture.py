@@ -33,15 +33,16 @@ _OFF = 1 << 30
 P_HOD, P_EOD, P_GLASS = 0, 3, 6  # (3,) each
 P_HSCALE, P_ESCALE, P_STRENGTH, P_MPP = 9, 10, 11, 12
 P_PENOD = 13  # (3 inks x 3 channels)
-N_PARAMS = 22
+P_TUMOR_H, P_TUMOR_E = 22, 23  # tumor stain gains that match its normal counterpart's colour
+N_PARAMS = 24
 # Stain amounts of the textures are relative; these bring tissue to the optical density of
 # real H&E thumbnails (TCGA, CMU-1: mean tissue RGB about (150-200, 100, 140-150)).
 _H_GAIN, _E_GAIN = 1.7, 2.1
 
 
 @njit(cache=True)
-def _hash(ix: int, iy: int, salt: int) -> float:
-    """Uniform [0, 1) from integer lattice coordinates and a salt."""
+def _hash32(ix: int, iy: int, salt: int) -> int:
+    """32 well-mixed bits from integer lattice coordinates and a salt."""
     h = (_U((ix + _OFF) & 0xFFFFFFFF) * _K1) & _M32
     h ^= (_U((iy + _OFF) & 0xFFFFFFFF) * _K2) & _M32
     h ^= (_U(salt & 0xFFFFFFFF) * _K3) & _M32
@@ -50,7 +51,13 @@ def _hash(ix: int, iy: int, salt: int) -> float:
     h ^= h >> _S12
     h = (h * _K5) & _M32
     h ^= h >> _S15
-    return float(h) * (1.0 / 4294967296.0)
+    return int(h)
+
+
+@njit(cache=True)
+def _hash(ix: int, iy: int, salt: int) -> float:
+    """Uniform [0, 1) from integer lattice coordinates and a salt."""
+    return _hash32(ix, iy, salt) * (1.0 / 4294967296.0)
 
 
 @njit(cache=True)
@@ -82,7 +89,8 @@ def _fbm(x: float, y: float, salt: int, octaves: int) -> float:
 def _worley(x: float, y: float, salt: int, jitter: float) -> tuple[float, float, float]:
     """Cell noise: distances to the nearest and second nearest cell point, and the nearest id.
 
-    One point per unit cell, displaced from the cell centre by up to ``jitter / 2``.
+    One point per unit cell, displaced from the cell centre by up to ``jitter / 2``; one hash
+    per cell gives the point (two 11-bit offsets) and its id (10 bits).
     """
     fx, fy = math.floor(x), math.floor(y)
     ix, iy = int(fx), int(fy)
@@ -90,15 +98,14 @@ def _worley(x: float, y: float, salt: int, jitter: float) -> tuple[float, float,
     for dy in range(-1, 2):
         for dx in range(-1, 2):
             cx, cy = ix + dx, iy + dy
-            px = cx + 0.5 + jitter * (_hash(cx, cy, salt) - 0.5)
-            py = cy + 0.5 + jitter * (_hash(cx, cy, salt + 1) - 0.5)
+            h = _hash32(cx, cy, salt)
+            px = cx + 0.5 + jitter * ((h & 0x7FF) * (1.0 / 2048.0) - 0.5)
+            py = cy + 0.5 + jitter * (((h >> 11) & 0x7FF) * (1.0 / 2048.0) - 0.5)
             d = (px - x) * (px - x) + (py - y) * (py - y)
-            if d < f1:
-                f2 = f1
-                f1 = d
-                nid = _hash(cx, cy, salt + 2)
-            elif d < f2:
-                f2 = d
+            # branch-free: the comparisons are coin flips the CPU cannot predict
+            f2 = min(f2, max(f1, d))
+            nid = ((h >> 22) + 0.5) * (1.0 / 1024.0) if d < f1 else nid
+            f1 = min(f1, d)
     return math.sqrt(f1), math.sqrt(f2), nid
 
 
@@ -238,17 +245,30 @@ def _solid(x: float, y: float, salt: int, s: float) -> tuple[float, float]:
 
 
 @njit(cache=True)
+def _necrotic(x: float, y: float, salt: int) -> bool:
+    """Patches of homogeneous necrosis 120-400 um across (metastases in lymph nodes).
+
+    They make small tiles of metastases poor in detail, so the tumor entropy rails widen below
+    about 200 px at the thumbnail, as the paper's Fig. 5 shows for CAMELYON16.
+    """
+    f1, _f2, nid = _worley(x / 600.0, y / 600.0, salt, 0.8)
+    return nid < 0.6 and f1 * 600.0 < 60.0 + 140.0 * ((nid * 7.7) % 1.0)
+
+
+@njit(cache=True)
 def _colon(x: float, y: float, salt: int) -> tuple[float, float]:
     """Normal colon wall: compartments from large-scale noise."""
-    comp = _fbm(x / 2500.0, y / 2500.0, salt + 81, 3)
-    if comp < 0.36:
+    # thresholds are quantiles of the 3-octave noise: fat 12%, muscle and submucosa 16% each,
+    # mucosa 56% of the wall
+    comp = _fbm(x / 3500.0, y / 3500.0, salt + 81, 3)
+    if comp < 0.33:
         return _fat(x, y, salt)
     a1, _a2, aid = _worley(x / 1400.0, y / 1400.0, salt + 83, 0.8)
-    if comp > 0.46 and aid < 0.45 and a1 * 1400.0 < 120.0 + 160.0 * ((aid * 3.3) % 1.0):
+    if comp > 0.40 and aid < 0.45 and a1 * 1400.0 < 120.0 + 160.0 * ((aid * 3.3) % 1.0):
         return _sheet(x, y, salt, 0.0, 0.0)  # lymphoid aggregate
-    if comp > 0.56:
+    if comp > 0.475:
         return _glands(x, y, salt, 0.0, False)
-    if _fbm(x / 900.0, y / 900.0, salt + 85, 2) < 0.45:
+    if _fbm(x / 900.0, y / 900.0, salt + 85, 2) < 0.5:
         return _muscle(x, y, salt)
     return _stroma(x, y, salt, 0.0)
 
@@ -265,6 +285,32 @@ def _node(x: float, y: float, salt: int) -> tuple[float, float]:
     if fid < 0.55 and r < 170.0:
         return _sheet(x, y, salt, 0.0, min(1.0, (170.0 - r) / 40.0))
     return _sheet(x, y, salt, 0.0, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def mean_stain(kind: int, s: float) -> tuple[float, float]:
+    """Mean haematoxylin and eosin amounts of a texture over about 2 x 2 mm.
+
+    ``kind``: 0 glandular tumor, 1 solid tumor (both at strength ``s``), 2 normal mucosa,
+    3 lymphoid sheet. Used to give tumor the colour of its normal counterpart.
+    """
+    n, step = 220, 9.37
+    sh, se = 0.0, 0.0
+    for i in range(n):
+        y = 50_000.0 + i * step
+        for j in range(n):
+            x = 50_000.0 + j * step
+            if kind == 0:
+                ch, ce = _glands(x, y, 12345, s, True)
+            elif kind == 1:
+                ch, ce = _solid(x, y, 12345, s)
+            elif kind == 2:
+                ch, ce = _glands(x, y, 12345, 0.0, False)
+            else:
+                ch, ce = _sheet(x, y, 12345, 0.0, 0.0)
+            sh += ch
+            se += ce
+    return sh / (n * n), se / (n * n)
 
 
 @njit(cache=True, nogil=True)
@@ -319,9 +365,22 @@ def paint_block(
             if code == 1:
                 ch, ce = _colon(x, y, seed) if regime == 0 else _node(x, y, seed)
             elif code == 2:
-                ch, ce = (
-                    _glands(x, y, seed + 7, s, True) if subtype == 0 else _solid(x, y, seed + 7, s)
-                )
+                # a tumor bed, as annotators draw it: tumor cells with islands of desmoplastic
+                # stroma and entrapped fat (colon), or necrosis (lymph node metastases)
+                bed = _fbm(x / 900.0, y / 900.0, seed + 13, 3)
+                if regime == 1 and _necrotic(x, y, seed + 9):
+                    ch, ce = 0.1, 0.45
+                elif regime == 0 and bed < 0.35:
+                    ch, ce = _fat(x, y, seed + 5)
+                elif regime == 0 and bed < 0.42:
+                    ch, ce = _stroma(x, y, seed + 3, 1.0)
+                else:
+                    if subtype == 0:
+                        ch, ce = _glands(x, y, seed + 7, s, True)
+                    else:
+                        ch, ce = _solid(x, y, seed + 7, s)
+                    ch *= params[P_TUMOR_H]
+                    ce *= params[P_TUMOR_E]
             elif code == 3:
                 ch, ce = _stroma(x, y, seed + 3, 1.0)
             elif code == 4:

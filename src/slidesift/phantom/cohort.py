@@ -48,8 +48,9 @@ class CohortSpec:
     longest
         ``(min, max)`` of the level-0 longer side in px; each slide draws its own.
     mpp
-        Microns per level-0 px. Textures are physical: the default 2.0 gives 20 x 15 mm of
-        tissue in 10,000 px (a 5x scan); 0.5 makes 20x slides four times as large.
+        Microns per level-0 px. Textures are physical: the default 2.5 puts about 19 x 14 mm
+        of glass in 7,500 px (a 4x scan), so a 6000-px thumbnail has about 3 um/px as the
+        paper's PAIP2020 thumbnails; 0.5 makes 20x slides five times as large.
     regime
         ``paip`` (large contiguous tumors, every slide positive) or ``camelyon`` (lymph nodes,
         small lesions and archipelagos, half of the slides tumor-free).
@@ -66,9 +67,9 @@ class CohortSpec:
         Seed of the whole cohort.
     """
 
-    count: int = 12
-    longest: tuple[int, int] = (9000, 11000)
-    mpp: float = 2.0
+    count: int = 10
+    longest: tuple[int, int] = (7000, 8000)
+    mpp: float = 2.5
     regime: str = "paip"
     subtypes: int = 2
     difficulty: float = 0.5

@@ -385,7 +385,7 @@ def _plan_paip(
     main = _star(
         rng, (w * rng.uniform(0.45, 0.55), h * rng.uniform(0.45, 0.55)),
         (w * rng.uniform(0.28, 0.38), h * rng.uniform(0.28, 0.38)),
-        angle=rng.uniform(-0.3, 0.3), lobes=0.25, tears=0.012,
+        angle=rng.uniform(-0.3, 0.3), lobes=0.25, tears=0.006,
     )  # fmt: skip
     pieces = [main]
     for _ in range(int(rng.integers(0, 3))):

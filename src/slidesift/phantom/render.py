@@ -7,6 +7,7 @@ rendering by blocks gives the same pixels as rendering whole.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -30,8 +31,29 @@ _INKS = ((1.0, 0.25, 0.8), (1.1, 0.6, 0.1), (1.6, 1.6, 1.5))
 _BLUR_UM = 5.0
 
 
+@functools.lru_cache(maxsize=64)
+def tumor_gains(subtype: str, strength: float) -> tuple[float, float]:
+    """Stain gains that give tumor of ``subtype`` the mean stain of its normal counterpart.
+
+    Both subtypes are matched to normal mucosa, the commonest normal compartment, so tumor
+    differs from normal tissue by texture and architecture, not by colour (the difficulty knob
+    moves texture only).
+
+    Returns
+    -------
+    tuple of float
+        ``(haematoxylin gain, eosin gain)``.
+    """
+    kind, normal = (0 if subtype == "glandular" else 1), 2
+    th, te = tx.mean_stain(kind, strength)
+    nh, ne = tx.mean_stain(normal, 0.0)
+    return nh / th, ne / te
+
+
 def _params(layout: SlideLayout) -> NDArray[np.float64]:
     p = np.zeros(tx.N_PARAMS)
+    if layout.subtype is not None:
+        p[tx.P_TUMOR_H], p[tx.P_TUMOR_E] = tumor_gains(layout.subtype, 1.0 - layout.difficulty)
     st = layout.stain
     p[tx.P_HOD : tx.P_HOD + 3] = st.h_od
     p[tx.P_EOD : tx.P_EOD + 3] = st.e_od
@@ -139,10 +161,22 @@ def tumor_block(layout: SlideLayout, y0: int, y1: int, x0: int, x1: int) -> NDAr
     ).astype(np.uint8)
 
 
-def render_image(layout: SlideLayout) -> NDArray[np.uint8]:
-    """The whole level 0 in memory (small slides, tests): ``(H, W, 3)`` uint8 RGB."""
+def render_image(layout: SlideLayout, *, workers: int | None = None) -> NDArray[np.uint8]:
+    """The whole level 0 in memory (small slides, tests): ``(H, W, 3)`` uint8 RGB.
+
+    Rendered in bands of 256 rows on ``workers`` threads (default: the CPU count).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     h, w = layout.shape
-    return render_block(layout, 0, h, 0, w)
+    out = np.empty((h, w, 3), np.uint8)
+
+    def band(y0: int) -> None:
+        out[y0 : y0 + 256] = render_block(layout, y0, min(h, y0 + 256), 0, w)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        list(pool.map(band, range(0, h, 256)))
+    return out
 
 
 def write_slide(
