@@ -2,9 +2,10 @@
 
 Two checks keep phantoms honest (see the phantom issue's bar):
 
-- :func:`colour_separability`: a logistic regression on each tile's RGB mean and standard
+- :func:`separability` on colour: a logistic regression on each tile's RGB mean and standard
   deviation should *not* tell tumor from non-tumor well; if it did, any model could find tumor
-  by colour and the phantom would test nothing.
+  by colour and the phantom would test nothing. Two texture statistics added to the colour
+  should separate them well: the tumor is there to be found.
 - The entropy rails over tile sizes (:func:`slidesift.rails.rails_spread`) should stay narrow
   at 200-400 px and widen at small tiles in the ``camelyon`` regime, as in the paper's Fig. 5.
 """
@@ -17,13 +18,54 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from slidesift.phantom.layout import SlideLayout
+from slidesift.phantom.render import render_image
 from slidesift.sift import SiftSpec, to_gray
 from slidesift.tiles import TileGrid
 
-__all__ = ["ColourSeparability", "colour_separability", "logistic_fit", "tile_colour_features"]
+__all__ = [
+    "COLOUR",
+    "TEXTURE",
+    "Separability",
+    "logistic_fit",
+    "separability",
+    "thumbnail",
+    "tile_features",
+]
 
 
-def tile_colour_features(
+def thumbnail(
+    layout: SlideLayout, longest: int, *, workers: int | None = None
+) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+    """Render a slide in memory and area-downsample it, with its truth on the same grid.
+
+    The pixels are those :func:`slidesift.io.slide.read_thumb` gets from the slide file,
+    less the JPEG compression.
+
+    Returns
+    -------
+    pixels
+        ``(H, W, 3)`` uint8 with ``max(H, W) == longest`` (or level 0 when smaller).
+    truth
+        ``(H, W)`` bool tumor mask.
+    """
+    import cv2
+
+    h, w = layout.shape
+    f = max(1.0, max(h, w) / longest)
+    size = (max(1, round(w / f)), max(1, round(h / f)))
+    pixels = cv2.resize(render_image(layout, workers=workers), size, interpolation=cv2.INTER_AREA)
+    truth = layout.truth(size, (w / size[0], h / size[1]))
+    return np.asarray(pixels, dtype=np.uint8), truth
+
+
+#: Feature columns of :func:`tile_features`: colour (RGB mean, RGB standard deviation) and
+#: texture (mean absolute Laplacian and mean absolute high-pass of the grey tile).
+COLOUR = [0, 1, 2, 3, 4, 5]
+TEXTURE = [6, 7]
+
+
+def tile_features(
     pixels: NDArray[np.uint8],
     tumor: NDArray[np.bool_],
     grid: TileGrid,
@@ -31,7 +73,7 @@ def tile_colour_features(
     spec: SiftSpec | None = None,
     pure: float = 0.5,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Per-tile RGB mean and standard deviation, and a tumor label, for tissue tiles.
+    """Per-tile colour and texture statistics, and a tumor label, for tissue tiles.
 
     Tiles that the background sift drops are left out; a tile is tumor when at least ``pure``
     of its pixels are, non-tumor when none is, and left out in between.
@@ -52,13 +94,20 @@ def tile_colour_features(
     Returns
     -------
     features
-        ``(n, 6)`` float64: mean R, G, B, then standard deviation R, G, B.
+        ``(n, 8)`` float64: mean R, G, B; standard deviation R, G, B (:data:`COLOUR`); mean
+        absolute Laplacian and mean absolute difference from a Gaussian blur (sigma 3 px) of
+        the grey tile (:data:`TEXTURE`).
     labels
         ``(n,)`` int64: 1 tumor, 0 non-tumor.
     """
+    import cv2
+
     spec = spec or SiftSpec()
     gray = to_gray(pixels)
     bg = (gray < spec.gray_low) | (gray > spec.gray_high)
+    g = gray.astype(np.float32)
+    lap = np.abs(cv2.Laplacian(g, cv2.CV_32F))
+    high = np.abs(g - cv2.GaussianBlur(g, (0, 0), 3))
     t = grid.tile
     feats, labels = [], []
     for x, y in grid.th_xy():
@@ -69,9 +118,10 @@ def tile_colour_features(
         if 0 < share < pure:
             continue
         tile = pixels[y : y + t, x : x + t].reshape(-1, 3).astype(np.float64)
-        feats.append(np.concatenate([tile.mean(axis=0), tile.std(axis=0)]))
+        texture = [lap[y : y + t, x : x + t].mean(), high[y : y + t, x : x + t].mean()]
+        feats.append(np.concatenate([tile.mean(axis=0), tile.std(axis=0), texture]))
         labels.append(int(share >= pure))
-    return np.array(feats).reshape(-1, 6), np.array(labels, dtype=np.int64)
+    return np.array(feats).reshape(-1, 8), np.array(labels, dtype=np.int64)
 
 
 def logistic_fit(
@@ -113,8 +163,8 @@ def _balanced_accuracy(y: NDArray[np.int64], pred: NDArray[np.int64]) -> float:
 
 
 @dataclass(frozen=True)
-class ColourSeparability:
-    """How well RGB mean/std per tile separates tumor from non-tumor.
+class Separability:
+    """How well some per-tile features separate tumor from non-tumor (linearly).
 
     Attributes
     ----------
@@ -133,15 +183,26 @@ class ColourSeparability:
     n_normal: int
 
 
-def colour_separability(
+def separability(
     slides: Sequence[tuple[NDArray[np.float64], NDArray[np.int64]]],
-) -> ColourSeparability:
-    """Fit the colour-only regression over slides' tiles (from :func:`tile_colour_features`).
+    columns: Sequence[int] = COLOUR,
+) -> Separability:
+    """Fit a logistic regression on some feature columns over slides' tiles.
 
-    Accuracies are balanced (the mean of the two classes' recalls), so 0.5 is chance whatever
-    the class sizes.
+    Parameters
+    ----------
+    slides
+        Per slide, :func:`tile_features` output.
+    columns
+        Feature columns to use: :data:`COLOUR` (the phantom bar: at most 0.8), or
+        ``COLOUR + TEXTURE`` (should be clearly better: tumor is findable by texture).
+
+    Returns
+    -------
+    Separability
+        Accuracies are balanced (the mean of the two classes' recalls): 0.5 is chance.
     """
-    xs = [f for f, _ in slides]
+    xs = [f[:, list(columns)] for f, _ in slides]
     ys = [lab for _, lab in slides]
     x_all, y_all = np.concatenate(xs), np.concatenate(ys)
     fitted = _balanced_accuracy(y_all, _predict(logistic_fit(x_all, y_all), x_all))
@@ -158,4 +219,4 @@ def colour_separability(
     held = (
         _balanced_accuracy(np.concatenate(truth), np.concatenate(preds)) if preds else float("nan")
     )
-    return ColourSeparability(fitted, held, int(y_all.sum()), int(len(y_all) - y_all.sum()))
+    return Separability(fitted, held, int(y_all.sum()), int(len(y_all) - y_all.sum()))
