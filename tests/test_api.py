@@ -12,7 +12,8 @@ PUBLIC = {
     "SlideReadError", "SlidesiftError", "Thumb", "TileGrid", "TileStats", "__version__",
     "fit_rails", "mask_to_geojson", "measure_tiles", "open_slide", "rails_spread",
     "read_asap_xml", "read_geojson", "read_mask", "read_thumb", "read_truth", "sift",
-    "write_geojson",
+    "write_geojson", "Manifest", "ManifestEntry", "ManifestError", "read_manifest",
+    "write_manifest",
 }  # fmt: skip
 
 

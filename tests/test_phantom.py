@@ -193,3 +193,24 @@ def test_tumor_texture_departs_from_normal_with_the_difficulty_knob() -> None:
 def test_bad_phantom_options_say_what_is_allowed(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         plan_slide((500, 500), seed=0, **kwargs)
+
+
+def test_holes_in_tumor_become_asap_exclusions(tmp_path: Path) -> None:
+    from slidesift.io.asap import parse_asap_xml, write_asap_xml
+    from slidesift.io.polygons import rasterize
+
+    lay = plan_slide((3000, 4000), seed=0, regime="paip", subtype="glandular", artifacts=0.0)
+    holed = [t for t in lay.tumors if len(t.rings) > 1]
+    assert holed  # seed 0 puts tears inside the tumor
+    path = write_asap_xml(tmp_path / "t.xml", lay.tumors)
+    text = path.read_text()
+    assert 'PartOfGroup="_2"' in text and 'PartOfGroup="_0"' in text
+    polys = parse_asap_xml(path)
+    assert sum(p.label == 0 for p in polys) == sum(len(t.rings) - 1 for t in lay.tumors)
+    back = rasterize(polys, (1000, 750), (4.0, 4.0)) > 0
+    own = lay.truth((1000, 750), (4.0, 4.0))
+    assert np.array_equal(back, own)
+    # the exclusions are glass on the slide: holes are cut from the tissue too
+    codes = lay.regions((1000, 750), (4.0, 4.0))
+    hole_mask = rasterize([type(t)(t.rings[1:2], 1) for t in holed], (1000, 750), (4.0, 4.0)) > 0
+    assert hole_mask.any() and (codes[hole_mask] == 0).all()

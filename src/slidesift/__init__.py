@@ -17,6 +17,7 @@ from slidesift.io.annotations import (
     write_geojson,
 )
 from slidesift.io.slide import Slide, Thumb, open_slide, read_thumb
+from slidesift.manifest import Manifest, ManifestEntry, ManifestError, read_manifest, write_manifest
 from slidesift.rails import Rails, fit_rails, rails_spread
 from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
 from slidesift.tiles import TileGrid
@@ -26,6 +27,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnotationError",
     "ConfigError",
+    "Manifest",
+    "ManifestEntry",
+    "ManifestError",
     "Rails",
     "SiftResult",
     "SiftSpec",
@@ -43,9 +47,11 @@ __all__ = [
     "rails_spread",
     "read_asap_xml",
     "read_geojson",
+    "read_manifest",
     "read_mask",
     "read_thumb",
     "read_truth",
     "sift",
     "write_geojson",
+    "write_manifest",
 ]

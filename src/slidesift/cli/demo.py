@@ -1,8 +1,9 @@
 """``slidesift demo``: the whole foundation on a built-in phantom, no data needed.
 
-Makes two H&E-like phantom slides (pyramidal TIFFs with ASAP XML and a TIFF mask), fits entropy
-rails on the first one's tumor, prints the rails spread over tile sizes (paper Fig. 5), sifts the
-second slide and reports how much tumor the kept tiles cover and how much other tissue they drop.
+Makes a phantom cohort of two H&E-like slides (SVS-like pyramidal TIFFs with level-0 TIFF masks
+and a manifest), fits entropy rails on the train slide's tumor, prints the rails spread over tile
+sizes (paper Fig. 5), sifts the test slide and reports how much tumor the kept tiles cover and
+how much other tissue they drop.
 """
 
 from __future__ import annotations
@@ -11,43 +12,34 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from slidesift.cli.rails_cmd import spread_table
 from slidesift.cli.sift_cmd import run_sift, summary_table
-from slidesift.io.annotations import mask_to_polygons, read_asap_xml, read_mask, write_asap_xml
+from slidesift.io.annotations import read_mask
 from slidesift.io.slide import open_slide, read_thumb
-from slidesift.io.tiff import write_pyramidal_tiff
-from slidesift.phantom import he_like_image
+from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.rails import fit_rails, rails_spread, tumor_tile_entropies
 from slidesift.sift import SiftSpec
 from slidesift.tiles import TileGrid
 
-#: Demo geometry: level 0 of each phantom, the thumbnail's longer side, tile and overlap.
-L0_SHAPE = (3000, 4000)
+#: Demo geometry: the thumbnail's longer side, tile and overlap.
 LONGEST = 2000
 TILE = 100
 OVERLAP = 0.8
 
 
 def write_phantoms(out: Path, console: Console) -> dict[str, tuple[Path, Path]]:
-    """Write the demo's two phantom slides with their ground truth; returns name -> paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the demo's phantom cohort (two PAIP-like slides); returns split -> (slide, truth)."""
+    spec = CohortSpec(count=2, longest=(6000, 6000), subtypes=1, seed=1)
+    with console.status("making a phantom cohort of two slides (slidesift phantom)"):
+        manifest = make_cohort(spec, out, overwrite=True)
     made: dict[str, tuple[Path, Path]] = {}
-    for name, seed in (("train", 1), ("test", 2)):
-        with console.status(f"making phantom slide {name}"):
-            pixels, tumor = he_like_image(L0_SHAPE, seed=seed, nucleus_px=6.0)
-            slide = write_pyramidal_tiff(out / f"{name}.tif", pixels, mpp=1.0)
-            if name == "train":
-                truth = write_asap_xml(out / f"{name}.xml", mask_to_polygons(tumor, (1.0, 1.0)))
-            else:
-                truth = write_pyramidal_tiff(
-                    out / f"{name}_mask.tif", tumor.astype(np.uint8), compression="deflate",
-                    nearest=True,
-                )  # fmt: skip
-        made[name] = (slide, truth)
+    for entry in manifest:
+        assert entry.split is not None and entry.annotation is not None
+        made[entry.split] = (entry.slide, entry.annotation)
+    console.print(f"phantom cohort: {out / 'manifest.csv'}")
     return made
 
 
@@ -68,13 +60,13 @@ def demo(out_dir: Path) -> None:
     spec = SiftSpec()
     slides = write_phantoms(out_dir / "phantom", console)
 
-    train_slide, train_xml = slides["train"]
+    train_slide, train_truth = slides["train"]
     with open_slide(train_slide) as slide:
         thumb = read_thumb(slide, longest=LONGEST)
-    tumor = read_asap_xml(train_xml, thumb)
+    tumor = read_mask(train_truth, thumb)
     console.print(
         f"train slide: {thumb.size[0]} x {thumb.size[1]} thumbnail, "
-        f"{100 * tumor.mean():.1f}% tumor from {train_xml.name}"
+        f"{100 * tumor.mean():.1f}% tumor from {train_truth.name}"
     )
     grid = TileGrid.from_overlap(thumb.pixels.shape[:2], tile=TILE, overlap=OVERLAP)
     rails = fit_rails(
