@@ -30,7 +30,8 @@ def panel(pixels: NDArray[np.uint8], width: int = WIDTH) -> NDArray[np.uint8]:
 
 def label(img: NDArray[np.uint8], text: str) -> NDArray[np.uint8]:
     out = img.copy()
-    cv2.putText(out, text, (10, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (20, 20, 20), 2, cv2.LINE_AA)
+    ink = (20, 20, 20) if out[:40].mean() > 128 else (235, 235, 235)
+    cv2.putText(out, text, (10, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, ink, 2, cv2.LINE_AA)
     return out
 
 

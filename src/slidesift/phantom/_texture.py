@@ -152,7 +152,7 @@ def _fat(x: float, y: float, salt: int) -> tuple[float, float]:
     if edge < 2.5:
         k = 1.0 - edge / 2.5
         return 0.02 + 0.08 * k, 0.05 + 0.35 * k
-    return 0.005, 0.015
+    return 0.0, 0.0  # empty cells are as bright as glass (background to the sift)
 
 
 @njit(cache=True)
@@ -370,7 +370,7 @@ def paint_block(
                 bed = _fbm(x / 900.0, y / 900.0, seed + 13, 3)
                 if regime == 1 and _necrotic(x, y, seed + 9):
                     ch, ce = 0.1, 0.45
-                elif regime == 0 and bed < 0.35:
+                elif regime == 0 and bed < 0.33:
                     ch, ce = _fat(x, y, seed + 5)
                 elif regime == 0 and bed < 0.42:
                     ch, ce = _stroma(x, y, seed + 3, 1.0)

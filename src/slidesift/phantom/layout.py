@@ -311,8 +311,9 @@ def _stain(rng: np.random.Generator) -> Stain:
         v /= np.linalg.norm(v)
         return (float(v[0]), float(v[1]), float(v[2]))
 
-    tint = rng.uniform(-4, 2, 3) + rng.uniform(-3, 3)
-    glass = np.clip(242 + tint, 225, 252)
+    # bare glass is bright: its grey stays above the sift's 235 limit even in a dark stripe
+    tint = rng.uniform(-2, 1, 3) + rng.uniform(-2, 2)
+    glass = np.clip(246 + tint, 241, 252)
     return Stain(
         h_od=jitter(_H_REF),
         e_od=jitter(_E_REF),
@@ -534,7 +535,7 @@ def _artifacts(
     edges: list[Polygon] = []
     if "stripes" in wanted:
         stripe_period = int(rng.choice([512, 1024, 2048]) * max(1.0, 0.25 / mpp))
-        stripe_amp = float(rng.uniform(0.01, 0.03))
+        stripe_amp = float(rng.uniform(0.005, 0.015))
     if "pen" in wanted:
         for _ in range(int(rng.integers(1, 3))):
             start = np.array([rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h])
