@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/slidesift demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -31,8 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_phantom.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
