@@ -19,7 +19,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["info", "sift", "rails", "demo"])
+@pytest.mark.parametrize("command", ["info", "sift", "rails", "demo", "phantom"])
 def test_help_teaches_with_an_example(capsys, command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0

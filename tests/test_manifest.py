@@ -111,3 +111,13 @@ def test_cli_phantom_writes_a_cohort_and_refuses_bad_options(tmp_path: Path) -> 
     assert main([*args[:-2], "--mpp", "3"]) == 2  # other spec, same folder: ConfigError
     assert main(["phantom", "--out", str(tmp_path / "x"), "--size", "big"]) == 2
     assert main(["phantom", "--out", str(tmp_path / "x"), "--artifacts", "coffee"]) == 2
+
+
+def test_cli_phantom_defaults_are_the_cohort_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from slidesift.phantom.cohort import CohortSpec
+
+    assert main(["phantom", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    lo, hi = CohortSpec.longest
+    assert f"[default: {lo}-{hi}]" in text
+    assert f"[default: {CohortSpec.count}]" in text and f"[default: {CohortSpec.mpp}]" in text

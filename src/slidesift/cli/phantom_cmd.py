@@ -59,7 +59,7 @@ def _artifacts(text: str) -> float | tuple[str, ...]:
 @click.option(
     "--size",
     "size_text",
-    default="9000-11000",
+    default="{}-{}".format(*CohortSpec.longest),
     show_default=True,
     help="Level-0 longer side in px, or a range MIN-MAX (up to 200000).",
 )
