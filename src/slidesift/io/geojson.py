@@ -206,21 +206,8 @@ def mask_to_geojson(
                 rings.append(contours[child])
                 child = hier[child][0]
             polygons.append([_ring_to_l0(r, sx, sy) for r in rings])
-        name = names.get(value, f"Class {value}")
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "MultiPolygon", "coordinates": polygons},
-                "properties": {
-                    "objectType": "annotation",
-                    "classification": {
-                        "name": name,
-                        "color": list(colors.get(value, (0, 0, 200))),
-                    },
-                    "label": value,
-                },
-            }
-        )
+        geometry = {"type": "MultiPolygon", "coordinates": polygons}
+        features.append(_annotation(geometry, value, names, colors, {"label": value}))
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -257,20 +244,31 @@ def polygons_to_geojson(
             if pts[0] != pts[-1]:
                 pts.append(pts[0])
             rings.append(pts)
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": rings},
-                "properties": {
-                    "objectType": "annotation",
-                    "classification": {
-                        "name": names.get(poly.label, f"Class {poly.label}"),
-                        "color": list(colors.get(poly.label, (0, 0, 200))),
-                    },
-                },
-            }
-        )
+        geometry = {"type": "Polygon", "coordinates": rings}
+        features.append(_annotation(geometry, poly.label, names, colors))
     return {"type": "FeatureCollection", "features": features}
+
+
+def _annotation(
+    geometry: dict[str, Any],
+    label: int,
+    names: Mapping[int, str],
+    colors: Mapping[int, tuple[int, int, int]],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One QuPath annotation feature with its classification name and display colour."""
+    return {
+        "type": "Feature",
+        "geometry": geometry,
+        "properties": {
+            "objectType": "annotation",
+            "classification": {
+                "name": names.get(label, f"Class {label}"),
+                "color": list(colors.get(label, (0, 0, 200))),
+            },
+            **(extra or {}),
+        },
+    }
 
 
 def _ring_to_l0(contour: NDArray[Any], sx: float, sy: float) -> list[list[float]]:
