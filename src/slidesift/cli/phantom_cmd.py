@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from slidesift.phantom.cohort import CohortSpec, make_cohort
-from slidesift.phantom.layout import ARTIFACTS
+from slidesift.phantom.layout import ARTIFACTS, REGIMES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -72,8 +72,8 @@ def _artifacts(text: str) -> float | tuple[str, ...]:
 )
 @click.option(
     "--regime",
-    type=click.Choice(["paip", "camelyon"]),
-    default="paip",
+    type=click.Choice(list(REGIMES)),
+    default=CohortSpec.regime,
     show_default=True,
     help="paip: large contiguous tumors, SVS + TIFF masks. camelyon: lymph nodes with "
     "small lesions, half tumor-free, TIFF + ASAP XML.",
@@ -81,7 +81,7 @@ def _artifacts(text: str) -> float | tuple[str, ...]:
 @click.option(
     "--subtypes",
     type=click.IntRange(1, 2),
-    default=2,
+    default=CohortSpec.subtypes,
     show_default=True,
     help="Tumor morphologies: 1 (glandular) or 2 (glandular and solid; the slide "
     "label is the subtype).",
@@ -89,7 +89,7 @@ def _artifacts(text: str) -> float | tuple[str, ...]:
 @click.option(
     "--difficulty",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=CohortSpec.difficulty,
     show_default=True,
     help="0: tumor texture far from normal; 1: indistinguishable.",
 )
