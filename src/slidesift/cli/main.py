@@ -1,7 +1,8 @@
 """Entry point: the ``slidesift`` command group and its error handling.
 
 Exit codes: 0 success; 1 other slidesift error; 2 bad option or usage; 3 unreadable slide;
-4 bad annotation; 130 interrupted.
+4 bad annotation or manifest; 5 unusable training
+data; 6 unreadable checkpoint; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from slidesift.cli.info import info
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.sift_cmd import sift_command
+from slidesift.cli.train_cmd import train_command
 from slidesift.errors import SlidesiftError
 
 
@@ -33,6 +35,8 @@ def cli() -> None:
     Look at a slide, then sift its tiles:
       slidesift info slide.svs
       slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
+    Train the lightweight CNN on a cohort (checkpoint per epoch):
+      slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
     """
 
 
@@ -41,6 +45,7 @@ cli.add_command(sift_command)
 cli.add_command(rails)
 cli.add_command(demo)
 cli.add_command(phantom)
+cli.add_command(train_command)
 
 
 def main(argv: list[str] | None = None) -> int:

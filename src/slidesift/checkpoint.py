@@ -1,0 +1,229 @@
+"""Checkpoints: weights in safetensors, with everything needed to segment a new slide.
+
+One file per epoch, ``epoch_NNN.safetensors``. The safetensors header carries the metadata as
+one JSON document under the key ``slidesift``: tile side T, downsample target N (or MPP), the
+training overlaps, the rails, the sift options (entropy mode, background test and limits),
+the classes, the stain normalisation (method and fitted target), the epoch, its metrics and the
+slidesift version. Reading never unpickles: safetensors holds raw tensors and a JSON header.
+
+Files are written atomically (temporary file, fsync, rename), so an interrupted write leaves
+the previous epoch's checkpoint as it was and no half file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slidesift.errors import SlidesiftError
+from slidesift.io.atomic import atomic_write_bytes
+from slidesift.rails import Rails
+from slidesift.sift import SiftSpec
+from slidesift.stain import StainNormalizer, normalizer_from_dict
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "read_safetensors",
+    "save_checkpoint",
+    "write_safetensors",
+]
+
+#: Format tag written in every checkpoint's metadata.
+FORMAT = "slidesift-checkpoint/1"
+_META_KEY = "slidesift"
+#: Metadata every checkpoint must carry.
+REQUIRED = ("format", "tile", "classes", "rails", "sift", "epoch")
+
+
+class CheckpointError(SlidesiftError):
+    """A checkpoint file is missing, truncated, corrupt or not a slidesift checkpoint."""
+
+    exit_code = 6
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot load checkpoint {str(self.path)!r}: {reason}\n"
+            "  hint: an interrupted run keeps its previous epochs intact; resume the run "
+            "(slidesift train ... --resume) or pick another epoch's file"
+        )
+
+
+def write_safetensors(
+    path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str]
+) -> Path:
+    """Serialise torch tensors and string metadata to ``path`` atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata)
+    return atomic_write_bytes(path, data)
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(p, exc.strerror or str(exc)) from exc
+    if len(raw) < 8:
+        raise CheckpointError(p, f"the file has {len(raw)} bytes; it is empty or truncated")
+    header_len = int.from_bytes(raw[:8], "little")
+    if header_len > len(raw) - 8:
+        raise CheckpointError(
+            p, f"the header claims {header_len} bytes but the file has {len(raw)}: truncated"
+        )
+    try:
+        header = json.loads(raw[8 : 8 + header_len])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(p, "not a readable safetensors file (its header is not a mapping)")
+    ends = [
+        int(v["data_offsets"][1])
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+    ]
+    have = len(raw) - 8 - header_len
+    if ends and max(ends) > have:
+        raise CheckpointError(
+            p, f"its tensors need {max(ends)} bytes but only {have} follow the header: truncated"
+        )
+    try:
+        tensors = load(raw)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
+    meta = header.get("__metadata__") or {}
+    return tensors, {str(k): str(v) for k, v in meta.items()}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained model and the method's parameters it was trained with.
+
+    Attributes
+    ----------
+    path
+        Where it was read from (``None`` when built in memory).
+    meta
+        The metadata document (see the module docstring).
+    state
+        The network's ``state_dict`` (torch tensors).
+    """
+
+    path: Path | None
+    meta: dict[str, Any]
+    state: dict[str, Any] = field(repr=False)
+
+    @property
+    def tile(self) -> int:
+        """Tile side T in px."""
+        return int(self.meta["tile"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, index 0 non-tumor."""
+        return tuple(self.meta["classes"])
+
+    @property
+    def downsample(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`slidesift.read_thumb` (``longest`` or ``mpp``)."""
+        if self.meta.get("mpp") is not None:
+            return {"mpp": float(self.meta["mpp"])}
+        return {"longest": int(self.meta["longest"])}
+
+    @property
+    def rails(self) -> Rails:
+        """The entropy rails that sift tiles for this model."""
+        return Rails.from_dict(self.meta["rails"])
+
+    @property
+    def sift(self) -> SiftSpec:
+        """Background and entropy options tiles are measured with."""
+        return SiftSpec(**self.meta["sift"])
+
+    @property
+    def normalizer(self) -> StainNormalizer | None:
+        """The stain normaliser applied to thumbnails before tiling, or ``None``."""
+        return normalizer_from_dict(self.meta.get("normalization"))
+
+    @property
+    def epoch(self) -> int:
+        """The epoch after which the weights were saved (1-based)."""
+        return int(self.meta["epoch"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The epoch's training (and held-out) metrics."""
+        return dict(self.meta.get("metrics", {}))
+
+    def model(self) -> Any:
+        """A :class:`LightweightCNN` with these weights, in eval mode (on the CPU)."""
+        from slidesift.model import LightweightCNN
+
+        net = LightweightCNN(self.tile, len(self.classes))
+        try:
+            net.load_state_dict(self.state, strict=True)
+        except RuntimeError as exc:
+            where = self.path if self.path is not None else "<memory>"
+            raise CheckpointError(where, f"weights do not fit the architecture: {exc}") from exc
+        return net.eval()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], state: dict[str, Any], meta: dict[str, Any]
+) -> Path:
+    """Write weights and metadata to ``path`` (one safetensors file), atomically.
+
+    Parameters
+    ----------
+    path
+        Destination, conventionally ``epoch_NNN.safetensors``.
+    state
+        The network's ``state_dict``.
+    meta
+        Metadata; must hold :data:`REQUIRED` keys. ``format`` is filled in.
+    """
+    doc = {"format": FORMAT, **meta}
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {missing}")
+    return write_safetensors(path, state, {_META_KEY: json.dumps(doc, sort_keys=True)})
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; never unpickles.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated, corrupt, or lacking slidesift metadata.
+    """
+    p = Path(path)
+    tensors, meta = read_safetensors(p)
+    if _META_KEY not in meta:
+        raise CheckpointError(
+            p, "it has no slidesift metadata (a safetensors file from elsewhere?)"
+        )
+    try:
+        doc = json.loads(meta[_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(p, f"its metadata is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(
+            p, f"unknown format {doc.get('format') if isinstance(doc, dict) else doc!r}"
+        )
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise CheckpointError(p, f"its metadata lacks {missing}")
+    return Checkpoint(p, doc, tensors)

@@ -1,0 +1,328 @@
+"""``slidesift train``: tile sets from a manifest, then the CNN, with a checkpoint per epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from slidesift.cache import ThumbCache
+from slidesift.cli.options import sift_options, sift_spec
+from slidesift.dataset import TileSet, TileSetSpec
+from slidesift.errors import SlidesiftError
+from slidesift.prepare import prepare_tilesets
+from slidesift.sift import SiftSpec
+from slidesift.stain import background_hint
+from slidesift.train import EpochRecord, TrainCallbacks, TrainSpec, train
+
+
+def summary_table(tiles: TileSet, title: str) -> Table:
+    """Per class: slides, overlap, tiles cut, kept by each sift, kept after balancing."""
+    table = Table(title=title)
+    for col in ("class", "slides", "overlap", "cut", "kept: background", "kept: rails", "final"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for s in tiles.summary:
+        bg, rails = s.fractions()
+        table.add_row(
+            s.name,
+            str(s.slides),
+            f"{s.overlap:.0%}",
+            str(s.cut),
+            f"{s.kept_background} ({bg:.0%})",
+            f"{s.kept_rails} ({rails:.0%})",
+            str(s.final),
+        )
+    return table
+
+
+def _progress(console: Console) -> tuple[Progress, TrainCallbacks]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task: dict[str, Any] = {}
+
+    def start(epoch: int, n_batches: int) -> None:
+        task["id"] = progress.add_task(f"epoch {epoch}", total=n_batches, status="")
+
+    def batch(epoch: int, b: int, loss: float) -> None:
+        progress.update(task["id"], advance=1, status=f"loss {loss:.3f}")
+
+    def evaluate(epoch: int, n_batches: int) -> None:
+        progress.update(task["id"], status="scoring held-out tiles")
+
+    def end(r: EpochRecord, path: Path) -> None:
+        progress.remove_task(task["id"])
+        held = (
+            f"  held-out acc {r.holdout_accuracy:.3f} (balanced {r.holdout_balanced_accuracy:.3f})"
+            if r.holdout_accuracy is not None
+            else ""
+        )
+        console.print(
+            f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.3f}{held}  "
+            f"{r.tiles_per_second:.0f} tiles/s  -> {path.name}"
+        )
+
+    return progress, TrainCallbacks(start, batch, evaluate, end)
+
+
+def _resume_options(out: Path) -> dict[str, Any]:
+    run = out / "run.json"
+    try:
+        doc = json.loads(run.read_text(encoding="utf-8"))
+        return {
+            "manifest": Path(doc["manifest"]),
+            "tileset": TileSetSpec.from_dict(doc["tileset"]),
+            "train": doc["train"],
+            "normalization": doc.get("normalization"),
+        }
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise SlidesiftError(
+            f"cannot resume: {run} is missing or unreadable ({exc}); was the run started here?"
+        ) from exc
+
+
+@click.command("train")
+@click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("run"),
+    show_default=True,
+    help="Run folder: checkpoints, log.csv, tile tables.",
+)
+@click.option(
+    "--longest",
+    "-N",
+    type=int,
+    default=6000,
+    show_default=True,
+    help="Longer side of the downsampled slides in px (paper: 6000 for PAIP2020).",
+)
+@click.option("--mpp", type=float, default=None, help="Downsample to this um/px instead of -N.")
+@click.option(
+    "--tile",
+    "-T",
+    type=int,
+    default=400,
+    show_default=True,
+    help="Tile side in px (paper: 400 PAIP2020, 200 CAMELYON16; at least 94).",
+)
+@click.option(
+    "--tumor-overlap",
+    type=float,
+    default=None,
+    help="Overlap of tumor tiles [default: chosen so the classes come out similar].",
+)
+@click.option(
+    "--non-tumor-overlap",
+    type=float,
+    default=None,
+    help="Overlap of non-tumor tiles [default: chosen likewise].",
+)
+@sift_options
+@click.option(
+    "--tumor-max-background",
+    type=float,
+    default=None,
+    help="Background limit of the tumor tiles the rails are fitted on "
+    "[default: --max-background]; 0.1 gives rails like the paper's 6.4-7.5 bits.",
+)
+@click.option(
+    "--classes",
+    type=click.Choice(["binary", "subtype"]),
+    default="binary",
+    show_default=True,
+    help="Tumor vs non-tumor, or one class per slide label.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["all", "tumor", "none"]),
+    default="all",
+    show_default=True,
+    help="Random removal until all classes (or tumor vs non-tumor) are equal.",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "reinhard", "macenko"]),
+    default="none",
+    show_default=True,
+    help="Stain-normalise thumbnails before tiling.",
+)
+@click.option(
+    "--stain-reference",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Image whose stain is the target [default: the training slides].",
+)
+@click.option("--epochs", type=int, default=75, show_default=True, help="Epochs in all.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option("--no-flips", is_flag=True, help="Turn off random horizontal/vertical flips.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--workers", type=int, default=None, help="DataLoader workers [default: auto].")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last complete epoch (same options; "
+    "MANIFEST and tile options are read from the run).",
+)
+@click.option(
+    "--export-tiles",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also write the training tiles as PNGs in ImageFolder layout here.",
+)
+@click.option("--tiles-only", is_flag=True, help="Build and summarise the tile sets, do not train.")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Thumbnail cache folder [default: $SLIDESIFT_CACHE or ~/.cache/slidesift].",
+)
+def train_command(
+    manifest: Path | None,
+    out: Path,
+    longest: int,
+    mpp: float | None,
+    tile: int,
+    tumor_overlap: float | None,
+    non_tumor_overlap: float | None,
+    background: str,
+    max_background: float,
+    entropy: str,
+    tumor_max_background: float | None,
+    classes: str,
+    balance: str,
+    normalize: str,
+    stain_reference: Path | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    no_flips: bool,
+    seed: int,
+    device: str,
+    workers: int | None,
+    resume: bool,
+    export_tiles: Path | None,
+    tiles_only: bool,
+    cache: Path | None,
+) -> None:
+    """Train the lightweight CNN on a cohort manifest's train rows.
+
+    Reads each slide at N (cached), cuts tumor and non-tumor tiles, fits the entropy rails on
+    the tumor tiles, sifts, balances, and trains with Adam, saving a checkpoint after every
+    epoch. Test rows are scored after each epoch (held-out tile accuracy in log.csv).
+
+    \b
+    Examples:
+      slidesift phantom --out cohort --count 10
+      slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
+      slidesift train cohort/manifest.csv --out run3 -N 1500 -T 96 --classes subtype --epochs 5
+      slidesift train --resume --out run --epochs 8
+      slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
+    """
+    console = Console(highlight=False)
+    normalization = None
+    if resume and (out / "run.json").exists():
+        saved = _resume_options(out)
+        manifest, tileset_spec = saved["manifest"], saved["tileset"]
+        normalization = saved["normalization"]
+        ctx = click.get_current_context()
+        given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+        train_spec = TrainSpec(**dict(saved["train"], **({"epochs": epochs} if given else {})))
+        console.print(f"resuming {out} (options from {out / 'run.json'})")
+    else:
+        if manifest is None:
+            raise click.UsageError("give the cohort MANIFEST (or --resume with an existing --out)")
+        spec: SiftSpec = sift_spec(background, max_background, entropy)
+        tileset_spec = TileSetSpec(
+            tile=tile,
+            longest=None if mpp is not None else longest,
+            mpp=mpp,
+            tumor_overlap=tumor_overlap,
+            non_tumor_overlap=non_tumor_overlap,
+            sift=spec,
+            tumor_max_background=tumor_max_background,
+            classes=classes,  # type: ignore[arg-type]
+            balance=balance,  # type: ignore[arg-type]
+            seed=seed,
+        )
+        train_spec = TrainSpec(
+            epochs=epochs, batch_size=batch_size, lr=lr, flips=not no_flips, seed=seed,
+            device=device, workers=workers,
+        )  # fmt: skip
+    if normalize != "none" and normalization is None:
+        hint = background_hint(tileset_spec.sift)
+        if hint:
+            console.print(f"[yellow]note:[/] {hint}")
+    reference = None
+    if stain_reference is not None:
+        from slidesift.io.slide import open_slide, read_thumb
+
+        with open_slide(stain_reference) as ref:
+            reference = read_thumb(ref, longest=2000).pixels
+    with console.status("reading slides (cached after the first run)") as status:
+        prepared = prepare_tilesets(
+            manifest,
+            tileset_spec,
+            normalize=None if normalize == "none" else normalize,  # type: ignore[arg-type]
+            normalization=normalization,
+            stain_reference=reference,
+            cache=ThumbCache(cache) if cache is not None else None,
+            on_slide=lambda e: status.update(f"read {e.name}"),
+        )
+    tiles = prepared.train
+    console.print(
+        summary_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})")
+    )
+    console.print(f"{tiles.rails}, fitted on {tiles.rails.n_tiles} tumor tiles")
+    if prepared.holdout is not None:
+        console.print(summary_table(prepared.holdout, "held-out tiles (test rows, training rails)"))
+    if export_tiles is not None:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("writing tile PNGs", total=len(tiles))
+            tiles.export_png(export_tiles, on_tile=lambda i: bar.advance(task))
+        console.print(f"{len(tiles)} tiles written under {export_tiles}/<class>/")
+    if tiles_only:
+        return
+    progress, callbacks = _progress(console)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress:
+        result = train(
+            tiles,
+            out,
+            train_spec,
+            holdout=prepared.holdout,
+            normalization=prepared.normalization,
+            resume=resume,
+            callbacks=callbacks,
+            info={"manifest": str(Path(manifest).resolve())},
+        )
+    if result.records:
+        last = result.records[-1]
+        console.print(
+            f"trained {len(result.records)} epochs on {result.device}"
+            + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else "")
+            + f"; last: loss {last.train_loss:.4f}"
+        )
+    console.print(f"checkpoints and log.csv in [bold]{out}[/]")
+
+
+def tile_of(tiles: TileSet) -> int:
+    """The set's tile side (for titles)."""
+    return tiles.spec.tile

@@ -1,0 +1,123 @@
+"""From a cohort manifest to training and held-out tile sets, in one call.
+
+    manifest --train rows--> load (cache) --> [fit + apply stain normaliser] --> build_tileset
+             --test rows---> load (cache) --> [apply the same normaliser]    --> build_tileset
+                                                   (training rails, overlaps and classes)
+
+Rows with no split count as training slides; ``val`` rows are left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidesift.cache import ThumbCache
+from slidesift.dataset import DatasetError, SlideImage, TileSet, TileSetSpec, build_tileset
+from slidesift.loading import load_slides, normalize_slides
+from slidesift.manifest import Manifest, ManifestEntry, read_manifest
+from slidesift.stain import Method, StainNormalizer, fit_normalizer, normalizer_from_dict
+
+__all__ = ["Prepared", "prepare_tilesets"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Tile sets ready to train on.
+
+    Attributes
+    ----------
+    train
+        The training tile set (rails fitted on its tumor tiles).
+    holdout
+        The test slides' tiles, sifted by the training rails, or ``None`` without test rows.
+    normalization
+        The stain normaliser's parameters (``None`` when not normalising).
+    manifest
+        The manifest the sets came from.
+    """
+
+    train: TileSet
+    holdout: TileSet | None
+    normalization: dict[str, Any] | None
+    manifest: Manifest
+
+
+def prepare_tilesets(
+    manifest: Manifest | str | os.PathLike[str],
+    spec: TileSetSpec | None = None,
+    *,
+    normalize: Method | None = None,
+    normalization: dict[str, Any] | None = None,
+    stain_reference: np.ndarray | None = None,
+    holdout: bool = True,
+    cache: ThumbCache | None = None,
+    on_slide: Callable[[ManifestEntry], None] | None = None,
+) -> Prepared:
+    """Load a manifest's slides and cut the training (and held-out) tile sets.
+
+    Parameters
+    ----------
+    manifest
+        A :class:`Manifest` or the path of its CSV.
+    spec
+        Tile set options.
+    normalize
+        Stain normalisation to fit and apply (``reinhard`` or ``macenko``), or ``None``.
+    normalization
+        Parameters of an already fitted normaliser (a resumed run); wins over ``normalize``.
+    stain_reference
+        ``(H, W, 3)`` uint8 image whose stain is the target; default: the training slides.
+    holdout
+        Also build the test rows' tile set.
+    cache
+        Thumbnail cache (default folder when ``None``).
+    on_slide
+        Called after each slide is read.
+    """
+    spec = spec or TileSetSpec()
+    cache = cache or ThumbCache()
+    m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
+    train_rows = [e for e in m if e.split in (None, "train")]
+    test_rows = m.split("test") if holdout else []
+    if not train_rows:
+        raise DatasetError(
+            f"the manifest has no training rows (split empty or 'train') among {len(m)} slides"
+        )
+
+    def load(rows: list[ManifestEntry]) -> list[SlideImage]:
+        return load_slides(rows, longest=spec.longest, mpp=spec.mpp, cache=cache, on_slide=on_slide)
+
+    train_slides, test_slides = load(train_rows), load(test_rows)
+    normalizer: StainNormalizer | None = normalizer_from_dict(normalization)
+    if normalizer is None and normalize is not None:
+        images = (
+            [stain_reference]
+            if stain_reference is not None
+            else [np.asarray(s.pixels) for s in train_slides]
+        )
+        normalizer = fit_normalizer(normalize, images)
+    if normalizer is not None:
+        train_slides = normalize_slides(train_slides, normalizer, cache=cache)
+        test_slides = normalize_slides(test_slides, normalizer, cache=cache)
+    train_set = build_tileset(train_slides, spec)
+    holdout_set = None
+    if test_slides:
+        holdout_set = build_tileset(
+            test_slides,
+            spec,
+            rails=train_set.rails,
+            overlaps=train_set.overlaps,
+            classes=train_set.classes,
+        )
+    return Prepared(
+        train_set,
+        holdout_set,
+        normalizer.to_dict() if normalizer is not None else None,
+        m,
+    )

@@ -1,0 +1,302 @@
+"""Stain normalisation of thumbnails before tiling: Reinhard and Macenko.
+
+Both are the published algorithms as the field's reference code runs them (torchstain's numpy
+backend, after Macenko's and Reinhard's papers; ``tests/test_stain.py`` checks Macenko against
+torchstain pixel for pixel). They are re-implemented here for two reasons: a 6000-px thumbnail
+holds 27 M pixels, and the reference code works on all of them at once in float64 (several
+GiB), while :meth:`apply` works in bands of rows and fits on an even subsample; and a fitted
+normaliser must travel inside a checkpoint as a few numbers (:meth:`to_dict`), so that a slide
+segmented later is normalised exactly as the training slides were.
+
+After normalisation the glass is no longer a fixed near-white grey, so the fixed grey limits of
+the background test may not hold: use the peak-frequency criterion
+(``SiftSpec(background="peak-frequency")``), see :func:`background_hint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.sift import SiftSpec
+
+__all__ = [
+    "MacenkoNormalizer",
+    "ReinhardNormalizer",
+    "StainNormalizer",
+    "background_hint",
+    "fit_normalizer",
+    "key_of",
+    "normalizer_from_dict",
+]
+
+Method = Literal["reinhard", "macenko"]
+#: Rows of a thumbnail normalised at once.
+_BAND = 256
+#: Pixels a fit looks at, at most (an even subsample beyond this).
+_FIT_PIXELS = 1_000_000
+
+
+class StainNormalizer(Protocol):
+    """What training and segmentation need from a normaliser."""
+
+    @property
+    def method(self) -> str:
+        """``reinhard`` or ``macenko``."""
+        ...
+
+    def apply(self, pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """``(H, W, 3)`` uint8 RGB -> normalised ``(H, W, 3)`` uint8 RGB."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values that :func:`normalizer_from_dict` turns back into this normaliser."""
+        ...
+
+
+def _subsample(images: Sequence[NDArray[np.uint8]], limit: int) -> NDArray[np.uint8]:
+    """Up to ``limit`` RGB pixels taken evenly from all images, ``(n, 3)`` uint8."""
+    total = sum(int(np.prod(im.shape[:2])) for im in images)
+    step = max(1, -(-total // limit))
+    return np.concatenate([np.asarray(im).reshape(-1, 3)[::step] for im in images])
+
+
+def _bands(pixels: NDArray[np.uint8], fn: Any) -> NDArray[np.uint8]:
+    out = np.empty(pixels.shape, np.uint8)
+    for y in range(0, pixels.shape[0], _BAND):
+        out[y : y + _BAND] = fn(np.asarray(pixels[y : y + _BAND]))
+    return out
+
+
+def key_of(normalizer: StainNormalizer) -> str:
+    """A short stable hash of a normaliser's parameters (cache keys)."""
+    text = json.dumps(normalizer.to_dict(), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+# --- Reinhard ----------------------------------------------------------------------------------
+
+
+def _lab(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """``(..., 3)`` uint8 RGB -> float32 CIELAB (L in [0, 100]) via OpenCV."""
+    flat = np.ascontiguousarray(rgb.reshape(-1, 1, 3), dtype=np.float32) / np.float32(255)
+    lab: NDArray[np.float32] = np.asarray(cv2.cvtColor(flat, cv2.COLOR_RGB2LAB), np.float32)
+    return lab.reshape(rgb.shape)
+
+
+def _tissue(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Pixels neither near-white nor near-black (the paper's grey limits), ``(n, 3)``."""
+    flat = rgb.reshape(-1, 3)
+    gray = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return flat[(gray >= 15) & (gray <= 235)]
+
+
+@dataclass(frozen=True)
+class ReinhardNormalizer:
+    """Reinhard et al. (2001): match each CIELAB channel's mean and standard deviation.
+
+    Statistics are taken over tissue pixels (grey value 15-235), so glass does not dilute
+    them; the transform is applied to every pixel.
+
+    Attributes
+    ----------
+    mean, std
+        Target ``(L, a, b)`` statistics.
+    """
+
+    mean: tuple[float, float, float] = (70.0, 20.0, -10.0)
+    std: tuple[float, float, float] = (15.0, 10.0, 8.0)
+    method: str = field(default="reinhard", init=False)
+
+    @staticmethod
+    def stats(
+        images: Sequence[NDArray[np.uint8]],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Mean and std of the tissue pixels of ``images`` in CIELAB, each ``(3,)``."""
+        tissue = _tissue(_subsample(images, _FIT_PIXELS))
+        if tissue.shape[0] < 16:
+            raise SlidesiftError("stain normalisation: the image has no tissue pixels to fit on")
+        lab = _lab(tissue).astype(np.float64)
+        return lab.mean(axis=0), np.maximum(lab.std(axis=0), 1e-6)
+
+    @classmethod
+    def fit(cls, images: Sequence[NDArray[np.uint8]]) -> ReinhardNormalizer:
+        """Target statistics pooled over the tissue of ``images`` (e.g. the training slides)."""
+        mean, std = cls.stats(images)
+        return cls(tuple(map(float, mean)), tuple(map(float, std)))  # type: ignore[arg-type]
+
+    def apply(self, pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Normalise ``(H, W, 3)`` uint8 RGB; returns a new array of the same shape."""
+        src_mean, src_std = self.stats([pixels])
+        gain = (np.asarray(self.std) / src_std).astype(np.float32)
+        shift = (np.asarray(self.mean) - src_mean * gain).astype(np.float32)
+
+        def band(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+            lab = _lab(rgb) * gain + shift
+            out = cv2.cvtColor(lab.reshape(-1, 1, 3).astype(np.float32), cv2.COLOR_LAB2RGB)
+            return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8).reshape(rgb.shape)
+
+        return _bands(pixels, band)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoint metadata."""
+        return {"method": "reinhard", "mean": list(self.mean), "std": list(self.std)}
+
+
+# --- Macenko -----------------------------------------------------------------------------------
+
+#: The reference H&E stain vectors (columns) and 99th-percentile concentrations of Macenko's
+#: code, as torchstain and HEnorm_python ship them.
+MACENKO_REFERENCE_HE = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
+MACENKO_REFERENCE_MAX_C = (1.9705, 1.0308)
+
+
+@dataclass(frozen=True)
+class MacenkoNormalizer:
+    """Macenko et al. (2009): estimate each slide's H and E vectors in optical density, then
+    re-render its stain concentrations with the target's vectors.
+
+    Attributes
+    ----------
+    he
+        Target stain vectors, ``3 x 2`` (rows R, G, B; columns haematoxylin, eosin).
+    max_c
+        Target 99th-percentile concentrations of H and E.
+    io
+        Transmitted light intensity.
+    alpha
+        Percentile of the extreme angles that define the stain vectors.
+    beta
+        Optical density below which a pixel counts as transparent.
+    """
+
+    he: tuple[tuple[float, float], ...] = MACENKO_REFERENCE_HE
+    max_c: tuple[float, float] = MACENKO_REFERENCE_MAX_C
+    io: float = 240.0
+    alpha: float = 1.0
+    beta: float = 0.15
+    method: str = field(default="macenko", init=False)
+
+    def stains(
+        self, pixels: NDArray[np.uint8] | Sequence[NDArray[np.uint8]]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """An image's stain vectors ``(3, 2)`` and 99th-percentile concentrations ``(2,)``."""
+        images = [pixels] if isinstance(pixels, np.ndarray) else list(pixels)
+        rgb = _subsample(images, _FIT_PIXELS)
+        od = -np.log((rgb.astype(np.float64) + 1.0) / self.io)
+        od_hat = od[~np.any(od < self.beta, axis=1)]
+        if od_hat.shape[0] < 16:
+            raise SlidesiftError(
+                "stain normalisation: fewer than 16 stained pixels, nothing to estimate "
+                "stain vectors from (is the image blank?)"
+            )
+        _, eigvecs = np.linalg.eigh(np.cov(od_hat.T))
+        plane = eigvecs[:, 1:3]
+        proj = od_hat @ plane
+        phi = np.arctan2(proj[:, 1], proj[:, 0])
+        lo, hi = np.percentile(phi, self.alpha), np.percentile(phi, 100 - self.alpha)
+        v_min = plane @ np.array([np.cos(lo), np.sin(lo)])
+        v_max = plane @ np.array([np.cos(hi), np.sin(hi)])
+        he = np.stack([v_min, v_max] if v_min[0] > v_max[0] else [v_max, v_min], axis=1)
+        conc = np.linalg.lstsq(he, od.T, rcond=None)[0]
+        return he, np.percentile(conc, 99, axis=1)
+
+    @classmethod
+    def fit(cls, images: Sequence[NDArray[np.uint8]], **options: float) -> MacenkoNormalizer:
+        """Target vectors and concentrations from ``images`` (pooled)."""
+        probe = cls(**options)  # type: ignore[arg-type]
+        he, max_c = probe.stains(images)
+        return cls(
+            he=tuple((float(a), float(b)) for a, b in he),
+            max_c=(float(max_c[0]), float(max_c[1])),
+            **options,
+        )
+
+    def apply(self, pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Normalise ``(H, W, 3)`` uint8 RGB; returns a new array of the same shape."""
+        he, max_c = self.stains(pixels)
+        unmix = np.linalg.pinv(he)
+        ratio = (max_c / np.asarray(self.max_c))[:, None]
+        target = np.asarray(self.he)
+
+        def band(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+            od = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1.0) / self.io)
+            conc = (unmix @ od.T) / ratio
+            out = np.minimum(self.io * np.exp(-target @ conc), 255.0)
+            result: NDArray[np.uint8] = out.T.astype(np.uint8).reshape(rgb.shape)
+            return result
+
+        return _bands(pixels, band)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoint metadata."""
+        return {
+            "method": "macenko",
+            "he": [list(r) for r in self.he],
+            "max_c": list(self.max_c),
+            "io": self.io,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
+
+
+def normalizer_from_dict(data: dict[str, Any] | None) -> StainNormalizer | None:
+    """Rebuild a normaliser from :meth:`to_dict` output (``None`` stays ``None``)."""
+    if data is None:
+        return None
+    try:
+        method = data["method"]
+        if method == "reinhard":
+            return ReinhardNormalizer(tuple(data["mean"]), tuple(data["std"]))
+        if method == "macenko":
+            return MacenkoNormalizer(
+                he=tuple((float(a), float(b)) for a, b in data["he"]),
+                max_c=(float(data["max_c"][0]), float(data["max_c"][1])),
+                io=float(data["io"]),
+                alpha=float(data["alpha"]),
+                beta=float(data["beta"]),
+            )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ConfigError("normalisation", data, "a dict written by a normaliser") from exc
+    raise ConfigError("normalisation", data.get("method"), "'reinhard' or 'macenko'")
+
+
+def fit_normalizer(
+    method: Method, images: Sequence[NDArray[np.uint8]], *, reference: bool = False
+) -> StainNormalizer:
+    """A normaliser whose target is fitted on ``images`` (or Macenko's reference vectors).
+
+    Parameters
+    ----------
+    method
+        ``reinhard`` or ``macenko``.
+    images
+        ``(H, W, 3)`` uint8 RGB images that define the target (the training thumbnails, or
+        one reference image).
+    reference
+        Macenko only: keep the published reference vectors instead of fitting.
+    """
+    if method == "reinhard":
+        return ReinhardNormalizer.fit(images)
+    if method == "macenko":
+        return MacenkoNormalizer() if reference else MacenkoNormalizer.fit(images)
+    raise ConfigError("normalise", method, "'reinhard' or 'macenko'")
+
+
+def background_hint(spec: SiftSpec) -> str | None:
+    """Advice when stain-normalised tiles are sifted with fixed grey limits, else ``None``."""
+    if spec.background == "gray-limits":
+        return (
+            "stain normalisation moves the glass away from fixed grey values; consider the "
+            "peak-frequency background test (--background peak-frequency), which counts a "
+            "tile's most frequent values instead"
+        )
+    return None

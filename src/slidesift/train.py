@@ -1,0 +1,585 @@
+"""Train the lightweight CNN on a tile set: Adam, flips, a checkpoint after every epoch, resume.
+
+METHOD.md section 4: Adam (lr 1e-4), batch 16, 75 epochs, random horizontal and vertical flips,
+binary or categorical cross-entropy, no validation set steering the training. A held-out tile
+set may be given; it is only scored after each epoch (its accuracy goes in the log and the
+checkpoint's metrics).
+
+Reproducible: epoch ``e``'s tile order and flips come from ``numpy.random.default_rng([seed,
+e])`` and its dropout from ``torch.manual_seed`` of the same pair, so an epoch does not depend
+on how the run got there. Together with the optimizer state saved after every epoch
+(``resume.safetensors``), a resumed run produces the same weights as an uninterrupted one.
+
+Run folder::
+
+    run.json                  the tile set's and the training's options, classes, rails
+    tiles.csv                 the training tile table (holdout_tiles.csv for the held-out set)
+    epoch_001.safetensors ... weights + metadata after each epoch (slidesift.checkpoint)
+    resume.safetensors        weights + Adam state + history of the last complete epoch
+    log.csv                   one row per epoch: loss, accuracy, held-out accuracy, tiles/s
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift import __version__
+from slidesift.checkpoint import (
+    CheckpointError,
+    read_safetensors,
+    save_checkpoint,
+    write_safetensors,
+)
+from slidesift.dataset import TileSet
+from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.io.atomic import atomic_write_text
+
+__all__ = [
+    "EpochRecord",
+    "TrainCallbacks",
+    "TrainResult",
+    "TrainSpec",
+    "checkpoint_meta",
+    "train",
+]
+
+RESUME = "resume.safetensors"
+LOG_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "holdout_loss",
+    "holdout_accuracy",
+    "holdout_balanced_accuracy",
+    "seconds",
+    "tiles_per_second",
+)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Training options (every default is the paper's, METHOD.md section 4).
+
+    Attributes
+    ----------
+    epochs
+        Epochs to train in all (a resumed run continues up to this).
+    batch_size
+        Tiles per optimizer step.
+    lr
+        Adam learning rate.
+    flips
+        Random horizontal and vertical flips (each with probability 1/2).
+    seed
+        Seeds weights, tile order, flips and dropout.
+    device
+        ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+    workers
+        DataLoader worker processes; ``None``: none on a machine with 2 cores or fewer (cutting
+        a tile costs microseconds; the cores are better spent on the network), else up to 4.
+    eval_batch
+        Batch size when scoring the held-out set.
+    """
+
+    epochs: int = 75
+    batch_size: int = 16
+    lr: float = 1e-4
+    flips: bool = True
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None
+    eval_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError("epochs", self.epochs, "at least 1 (paper: 75)")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", self.batch_size, "at least 1 (paper: 16)")
+        if not self.lr > 0:
+            raise ConfigError("lr", self.lr, "a positive learning rate (paper: 1e-4)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError("device", self.device, "'auto', 'cpu' or 'cuda'")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("workers", self.workers, "0 or more, or None for automatic")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for JSON/TOML."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of the training log."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    holdout_loss: float | None = None
+    holdout_accuracy: float | None = None
+    holdout_balanced_accuracy: float | None = None
+    seconds: float = 0.0
+    tiles_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for JSON."""
+        return asdict(self)
+
+
+@dataclass
+class TrainCallbacks:
+    """Hooks the CLI uses to draw progress; every one is optional.
+
+    Attributes
+    ----------
+    on_epoch_start
+        ``(epoch, n_batches)`` before an epoch's first batch.
+    on_batch
+        ``(epoch, batch_index, loss)`` after each optimizer step.
+    on_evaluate
+        ``(epoch, n_batches)`` before the held-out set is scored.
+    on_epoch_end
+        ``(record, checkpoint_path)`` once the epoch's checkpoint is on disk.
+    """
+
+    on_epoch_start: Callable[[int, int], None] | None = None
+    on_batch: Callable[[int, int, float], None] | None = None
+    on_evaluate: Callable[[int, int], None] | None = None
+    on_epoch_end: Callable[[EpochRecord, Path], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run left behind."""
+
+    out: Path
+    records: tuple[EpochRecord, ...]
+    checkpoints: tuple[Path, ...]
+    device: str
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+class TileBatches:
+    """A DataLoader dataset over a :class:`TileSet`: fetches whole batches of ``(i, flip_h,
+    flip_v)`` items and returns ``(tiles (B, T, T, 3) uint8, labels (B,) int64)`` tensors."""
+
+    def __init__(self, tiles: TileSet) -> None:
+        self.tiles = tiles
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> Any:
+        return self.__getitems__([item])
+
+    def __getitems__(self, items: Sequence[tuple[int, int, int]]) -> Any:
+        import torch
+
+        t = self.tiles.spec.tile
+        out = np.empty((len(items), t, t, 3), np.uint8)
+        labels = np.empty(len(items), np.int64)
+        for k, (i, flip_h, flip_v) in enumerate(items):
+            tile = self.tiles.tile(i)
+            if flip_h:
+                tile = tile[:, ::-1]
+            if flip_v:
+                tile = tile[::-1]
+            out[k] = tile
+            labels[k] = self.tiles.label[i]
+        return torch.from_numpy(out), torch.from_numpy(labels)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def epoch_plan(
+    n: int, batch_size: int, seed: int, epoch: int, flips: bool
+) -> list[list[tuple[int, int, int]]]:
+    """Epoch ``epoch``'s batches of ``(tile index, flip_h, flip_v)``; a function of its args."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    flip = rng.integers(0, 2, size=(n, 2)) if flips else np.zeros((n, 2), np.int64)
+    items = [(int(i), int(flip[k, 0]), int(flip[k, 1])) for k, i in enumerate(order)]
+    return [items[j : j + batch_size] for j in range(0, n, batch_size)]
+
+
+class _EpochSampler:
+    """A batch sampler whose batches follow the epoch it is set to (works with persistent
+    DataLoader workers, which only ever see indices)."""
+
+    def __init__(self, n: int, spec: TrainSpec) -> None:
+        self.n, self.spec, self.epoch = n, spec, 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        s = self.spec
+        return iter(epoch_plan(self.n, s.batch_size, s.seed, self.epoch, s.flips))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.spec.batch_size)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _device(spec: TrainSpec) -> str:
+    import torch
+
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda", "a CUDA device; none is visible (use auto or cpu)")
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec.device
+
+
+def _workers(spec: TrainSpec, device: str) -> int:
+    if spec.workers is not None:
+        return spec.workers
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        return min(8, max(1, cores - 1))
+    return 0 if cores <= 2 else min(4, cores // 4 or 1)
+
+
+def fingerprint(tiles: TileSet, spec: TrainSpec) -> str:
+    """Hash of the tile table and the options that shape the training (not ``epochs``)."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (tiles.slide, tiles.th_x, tiles.th_y, tiles.label):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    h.update(",".join(s.key or s.name for s in tiles.slides).encode())
+    opts = spec.to_dict()
+    for k in ("epochs", "device", "workers", "eval_batch"):
+        opts.pop(k)
+    h.update(json.dumps([opts, tiles.spec.to_dict(), list(tiles.classes)], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def checkpoint_meta(
+    tiles: TileSet, *, normalization: dict[str, Any] | None, epoch: int, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The metadata a checkpoint needs to segment a new slide like the training slides."""
+    ts = tiles.spec
+    return {
+        "architecture": "lightweight-cnn",
+        "input": "RGB float32 in [0, 1], (B, 3, T, T)",
+        "tile": ts.tile,
+        "longest": ts.longest,
+        "mpp": ts.mpp,
+        "overlaps": tiles.overlaps,
+        "rails": tiles.rails.to_dict(),
+        "sift": ts.sift.to_dict(),
+        "tumor_max_background": ts.tumor_sift.max_background,
+        "classes": list(tiles.classes),
+        "normalization": normalization,
+        "epoch": epoch,
+        "metrics": metrics,
+        "slidesift_version": __version__,
+    }
+
+
+def _loss_fn(n_classes: int) -> Callable[[Any, Any], Any]:
+    import torch.nn.functional as F
+
+    if n_classes == 2:
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
+    return lambda logits, y: F.cross_entropy(logits, y)
+
+
+def _predict(logits: Any) -> Any:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+def _to_input(tiles_u8: Any, device: str) -> Any:
+    """``(B, T, T, 3)`` uint8 -> ``(B, 3, T, T)`` float32 [0, 1], channels_last on ``device``."""
+    x = tiles_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    return x  # the permuted NHWC tensor is already channels_last in memory
+
+
+def _balanced_accuracy(y: NDArray[np.int64], pred: NDArray[np.int64]) -> float:
+    recalls = [float((pred[y == k] == k).mean()) for k in np.unique(y)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[float, float, float]:
+    """Mean loss, accuracy and balanced accuracy of ``model`` over a loader's batches."""
+    import torch
+
+    loss_fn = _loss_fn(n_classes)
+    model.eval()
+    ys, preds, total = [], [], 0.0
+    with torch.no_grad(), _autocast(device):
+        for x_u8, y in loader:
+            logits = model(_to_input(x_u8, device)).float()
+            y = y.to(device)
+            total += float(loss_fn(logits, y)) * len(y)
+            ys.append(y.cpu().numpy())
+            preds.append(_predict(logits).cpu().numpy())
+    y_all, p_all = np.concatenate(ys), np.concatenate(preds)
+    return total / len(y_all), float((y_all == p_all).mean()), _balanced_accuracy(y_all, p_all)
+
+
+def _autocast(device: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _write_log(out: Path, records: Sequence[EpochRecord]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LOG_COLUMNS)
+    for r in records:
+        d = r.to_dict()
+        w.writerow(
+            [
+                "" if d[c] is None else (f"{d[c]:.6g}" if isinstance(d[c], float) else d[c])
+                for c in LOG_COLUMNS
+            ]
+        )
+    atomic_write_text(out / "log.csv", buf.getvalue())
+
+
+def _save_resume(
+    out: Path, model: Any, optimizer: Any, epoch: int, fp: str, records: Sequence[EpochRecord]
+) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for i, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{i}.{name}"] = value
+    meta = {
+        "epoch": epoch,
+        "fingerprint": fp,
+        "param_groups": opt["param_groups"],
+        "records": [r.to_dict() for r in records],
+    }
+    write_safetensors(out / RESUME, tensors, {"slidesift-resume": json.dumps(meta)})
+
+
+def _load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, list[EpochRecord]]:
+    path = out / RESUME
+    tensors, meta = read_safetensors(path)
+    try:
+        doc = json.loads(meta["slidesift-resume"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, "no resume metadata") from exc
+    if doc["fingerprint"] != fp:
+        raise SlidesiftError(
+            f"cannot resume {out}: it was trained on another tile set or with other options "
+            "(tile size, N, overlaps, classes, seed, batch size, learning rate); start a new run "
+            "in another folder, or give the same options"
+        )
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
+    return int(doc["epoch"]), [EpochRecord(**r) for r in doc["records"]]
+
+
+def _existing_run(out: Path) -> bool:
+    return (out / RESUME).exists() or any(out.glob("epoch_*.safetensors"))
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def train(
+    tiles: TileSet,
+    out: str | os.PathLike[str],
+    spec: TrainSpec | None = None,
+    *,
+    holdout: TileSet | None = None,
+    normalization: dict[str, Any] | None = None,
+    resume: bool = False,
+    callbacks: TrainCallbacks | None = None,
+    info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a :class:`LightweightCNN` on ``tiles``, writing a checkpoint after every epoch.
+
+    Parameters
+    ----------
+    tiles
+        The training tile set (:func:`slidesift.dataset.build_tileset`).
+    out
+        Run folder (created). A folder that already holds a run needs ``resume=True``.
+    spec
+        Training options.
+    holdout
+        A held-out tile set (same classes, rails and tile size), scored after each epoch.
+    normalization
+        The stain normaliser's :meth:`to_dict` the tiles were made with (saved with the model).
+    resume
+        Continue the run in ``out`` from its last complete epoch.
+    callbacks
+        Progress hooks.
+    info
+        Extra entries for ``run.json`` (the CLI records the manifest's path for ``--resume``).
+
+    Returns
+    -------
+    TrainResult
+    """
+    import torch
+
+    from slidesift.model import LightweightCNN
+
+    spec = spec or TrainSpec()
+    cb = callbacks or TrainCallbacks()
+    out = Path(out)
+    if len(tiles) == 0:
+        raise SlidesiftError("the tile set is empty; nothing to train on")
+    if holdout is not None and (
+        holdout.classes != tiles.classes or holdout.spec.tile != tiles.spec.tile
+    ):
+        raise ConfigError(
+            "holdout",
+            holdout.classes,
+            f"a tile set with classes {tiles.classes} at T={tiles.spec.tile}",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if _existing_run(out) and not resume:
+        raise SlidesiftError(
+            f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
+            "or choose another output folder"
+        )
+    device = _device(spec)
+    n_classes = len(tiles.classes)
+    fp = fingerprint(tiles, spec)
+
+    torch.manual_seed(spec.seed)
+    model = LightweightCNN(tiles.spec.tile, n_classes).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    start, records = 0, list[EpochRecord]()
+    if resume and (out / RESUME).exists():
+        start, records = _load_resume(out, model, optimizer, fp)
+        records = records[:start]
+    elif resume and _existing_run(out):
+        raise CheckpointError(out / RESUME, "missing; the run cannot be resumed exactly")
+
+    run_doc = {
+        "slidesift_version": __version__,
+        "tileset": tiles.spec.to_dict(),
+        "train": spec.to_dict(),
+        "classes": list(tiles.classes),
+        "rails": tiles.rails.to_dict(),
+        "overlaps": tiles.overlaps,
+        "normalization": normalization,
+        "summary": [asdict(s) for s in tiles.summary],
+        "slides": [s.name for s in tiles.slides],
+        "holdout_slides": [s.name for s in holdout.slides] if holdout is not None else [],
+        "fingerprint": fp,
+        "device": device,
+        **(info or {}),
+    }
+    atomic_write_text(out / "run.json", json.dumps(run_doc, indent=2) + "\n")
+    if start == 0:
+        tiles.write_csv(out / "tiles.csv")
+        if holdout is not None:
+            holdout.write_csv(out / "holdout_tiles.csv")
+
+    workers = _workers(spec, device)
+    sampler = _EpochSampler(len(tiles), spec)
+    loader: Any = torch.utils.data.DataLoader(
+        TileBatches(tiles),  # type: ignore[arg-type]
+        batch_sampler=sampler,
+        collate_fn=_identity,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device == "cuda",
+    )
+    hold_loader: Any = None
+    if holdout is not None and len(holdout):
+        plan = [
+            [(i, 0, 0) for i in range(j, min(j + spec.eval_batch, len(holdout)))]
+            for j in range(0, len(holdout), spec.eval_batch)
+        ]
+        hold_loader = torch.utils.data.DataLoader(
+            TileBatches(holdout),  # type: ignore[arg-type]
+            batch_sampler=plan,
+            collate_fn=_identity,
+            num_workers=0,
+        )
+    loss_fn = _loss_fn(n_classes)
+    checkpoints = [out / f"epoch_{e:03d}.safetensors" for e in range(1, start + 1)]
+    for epoch in range(start + 1, spec.epochs + 1):
+        sampler.epoch = epoch
+        torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
+        model.train()
+        if cb.on_epoch_start:
+            cb.on_epoch_start(epoch, len(sampler))
+        t0 = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        for b, (x_u8, y) in enumerate(loader):
+            x = _to_input(x_u8, device)
+            y = y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            total_loss += value * len(y)
+            correct += int((_predict(logits.detach()) == y).sum())
+            seen += len(y)
+            if cb.on_batch:
+                cb.on_batch(epoch, b, value)
+        seconds = time.perf_counter() - t0
+        record = EpochRecord(
+            epoch,
+            total_loss / seen,
+            correct / seen,
+            seconds=seconds,
+            tiles_per_second=seen / seconds if seconds > 0 else 0.0,
+        )
+        if hold_loader is not None:
+            if cb.on_evaluate:
+                cb.on_evaluate(epoch, len(hold_loader))
+            h_loss, h_acc, h_bal = evaluate(model, hold_loader, n_classes, device)
+            record = EpochRecord(
+                epoch,
+                record.train_loss,
+                record.train_accuracy,
+                h_loss,
+                h_acc,
+                h_bal,
+                seconds,
+                record.tiles_per_second,
+            )
+        records.append(record)
+        metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}
+        path = out / f"epoch_{epoch:03d}.safetensors"
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_checkpoint(
+            path,
+            state,
+            checkpoint_meta(tiles, normalization=normalization, epoch=epoch, metrics=metrics),
+        )
+        _save_resume(out, model, optimizer, epoch, fp, records)
+        _write_log(out, records)
+        checkpoints.append(path)
+        if cb.on_epoch_end:
+            cb.on_epoch_end(record, path)
+    return TrainResult(out, tuple(records), tuple(checkpoints), device, resumed_from=start)
