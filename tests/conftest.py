@@ -132,3 +132,13 @@ from hypothesis import settings as _hyp_settings  # noqa: E402
 _hyp_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     _hyp_settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A four-slide PAIP-like phantom cohort (two subtypes, 2 train + 2 test); its manifest."""
+    from slidesift.phantom.cohort import CohortSpec, make_cohort
+
+    root = tmp_path_factory.mktemp("tiny_cohort")
+    make_cohort(CohortSpec(count=4, longest=(2200, 2400), subtypes=2, seed=3, artifacts=0.0), root)
+    return root / "manifest.csv"

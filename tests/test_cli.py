@@ -19,7 +19,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["info", "sift", "rails", "demo", "phantom"])
+@pytest.mark.parametrize(
+    "command", ["info", "sift", "rails", "demo", "phantom", "train", "subsets"]
+)
 def test_help_teaches_with_an_example(capsys, command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0

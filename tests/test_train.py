@@ -110,9 +110,14 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).state
 
 
-def test_checkpoint_holds_everything_to_segment(tiles: TileSet, holdout: TileSet, tmp_path: Path) -> None:
+def test_checkpoint_holds_everything_to_segment(
+    tiles: TileSet, holdout: TileSet, tmp_path: Path
+) -> None:
     result = train(tiles, tmp_path / "run", TrainSpec(epochs=2, seed=1), holdout=holdout)
-    assert [p.name for p in result.checkpoints] == ["epoch_001.safetensors", "epoch_002.safetensors"]
+    assert [p.name for p in result.checkpoints] == [
+        "epoch_001.safetensors",
+        "epoch_002.safetensors",
+    ]
     ck = load_checkpoint(result.checkpoints[-1])
     assert ck.tile == T and ck.classes == tiles.classes
     assert ck.rails == tiles.rails
@@ -167,7 +172,9 @@ def test_resumed_run_equals_uninterrupted_run(tiles: TileSet, tmp_path: Path) ->
         train(tiles, tmp_path / "cut", TrainSpec(epochs=5, seed=6), resume=True)
 
 
-def test_corrupt_checkpoints_give_clear_errors_and_never_unpickle(tiles: TileSet, tmp_path: Path) -> None:
+def test_corrupt_checkpoints_give_clear_errors_and_never_unpickle(
+    tiles: TileSet, tmp_path: Path
+) -> None:
     result = train(tiles, tmp_path / "run", TrainSpec(epochs=1))
     good = result.checkpoints[0]
     data = good.read_bytes()

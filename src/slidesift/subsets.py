@@ -24,6 +24,32 @@ def _label(e: ManifestEntry) -> str:
     return e.label if e.label is not None else ""
 
 
+def _test_counts(groups: dict[str, list[int]], minority: str, k: int, total: int) -> dict[str, int]:
+    """Test slides per label: the minority's share capped at ``n_min // k`` (unique test
+    slides), the rest of ``total`` split over the other labels in proportion to their size."""
+    n_min = len(groups[minority])
+    share = total * n_min / sum(len(v) for v in groups.values())
+    counts = {minority: max(1, min(round(share), n_min // k, n_min - 1))}
+    others = {lab: len(v) for lab, v in groups.items() if lab != minority}
+    left = max(len(others), total - counts[minority])
+    size = sum(others.values())
+    exact = {lab: left * n / size for lab, n in others.items()} if size else {}
+    floor = {lab: int(x) for lab, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda lab: (floor[lab] - exact[lab], lab))
+    for lab in by_remainder[: left - sum(floor.values())]:
+        floor[lab] += 1
+    for lab, n in floor.items():
+        if not 1 <= n < others[lab]:
+            raise ConfigError(
+                "test_fraction",
+                total,
+                f"label {lab or '(none)'!r} has {others[lab]} slide(s) and would get {n} test "
+                "slides; each subset needs at least one train and one test slide of it",
+            )
+        counts[lab] = n
+    return counts
+
+
 def make_subsets(
     entries: Sequence[ManifestEntry],
     k: int = 3,
@@ -40,7 +66,9 @@ def make_subsets(
     k
         Number of subsets (paper: 3).
     test_fraction
-        Share of each label's slides put in test (paper: 18 of 47).
+        Share of the slides put in test (paper: 18 of 47). The minority label gets its share
+        but at most ``n_minority // k`` (its test slides differ between subsets: the paper's
+        4 of 12 MSI-H), and the other labels share the rest in proportion (14 of 35 MSI-L).
     seed
         Seed of the draws.
 
@@ -52,8 +80,8 @@ def make_subsets(
     Raises
     ------
     ConfigError
-        Too few minority slides to give every subset its own test slides, or a fraction that
-        leaves a label without train or test slides.
+        Fewer minority slides than subsets, or a fraction that leaves a label without train
+        or test slides.
     """
     if k < 1:
         raise ConfigError("k", k, "at least 1 subset (paper: 3)")
@@ -62,25 +90,16 @@ def make_subsets(
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         groups.setdefault(_label(e), []).append(i)
-    n_test = {lab: max(1, round(len(idx) * test_fraction)) for lab, idx in groups.items()}
-    for lab, idx in groups.items():
-        if n_test[lab] >= len(idx):
-            raise ConfigError(
-                "test_fraction",
-                test_fraction,
-                f"label {lab or '(none)'!r} has {len(idx)} slide(s); each subset needs at least "
-                "one train and one test slide of it",
-            )
     minority = min(groups, key=lambda lab: (len(groups[lab]), lab))
-    need = k * n_test[minority]
-    if need > len(groups[minority]):
+    n_min = len(groups[minority])
+    if min(n_min // k, n_min - 1) < 1:
         raise ConfigError(
             "k",
             k,
-            f"at most {len(groups[minority]) // n_test[minority]}: the minority label "
-            f"{minority or '(none)'!r} has {len(groups[minority])} slides and each subset tests "
-            f"{n_test[minority]} of them, all different",
+            f"at most {n_min if n_min > 1 else 0}: the minority label {minority or '(none)'!r} has "
+            f"{n_min} slide(s); every subset needs its own test slide of it and one to train on",
         )
+    n_test = _test_counts(groups, minority, k, round(len(entries) * test_fraction))
     rng = np.random.default_rng(seed)
     minority_order = rng.permutation(groups[minority])
     subsets: list[Manifest] = []

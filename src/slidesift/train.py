@@ -52,6 +52,7 @@ __all__ = [
     "TrainResult",
     "TrainSpec",
     "checkpoint_meta",
+    "run_exists",
     "train",
 ]
 
@@ -398,8 +399,17 @@ def _load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, l
     return int(doc["epoch"]), [EpochRecord(**r) for r in doc["records"]]
 
 
-def _existing_run(out: Path) -> bool:
+def run_exists(out: Path) -> bool:
+    """Whether ``out`` already holds a training run (checkpoints or resume state)."""
     return (out / RESUME).exists() or any(out.glob("epoch_*.safetensors"))
+
+
+def already_trained(out: Path) -> str:
+    """The message for a run folder that is not empty."""
+    return (
+        f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
+        "or choose another output folder"
+    )
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -459,11 +469,8 @@ def train(
             f"a tile set with classes {tiles.classes} at T={tiles.spec.tile}",
         )
     out.mkdir(parents=True, exist_ok=True)
-    if _existing_run(out) and not resume:
-        raise SlidesiftError(
-            f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
-            "or choose another output folder"
-        )
+    if run_exists(out) and not resume:
+        raise SlidesiftError(already_trained(out))
     device = _device(spec)
     n_classes = len(tiles.classes)
     fp = fingerprint(tiles, spec)
@@ -475,7 +482,7 @@ def train(
     if resume and (out / RESUME).exists():
         start, records = _load_resume(out, model, optimizer, fp)
         records = records[:start]
-    elif resume and _existing_run(out):
+    elif resume and run_exists(out):
         raise CheckpointError(out / RESUME, "missing; the run cannot be resumed exactly")
 
     run_doc = {

@@ -18,6 +18,7 @@ from slidesift.cli.info import info
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.sift_cmd import sift_command
+from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command
 from slidesift.errors import SlidesiftError
 
@@ -45,6 +46,7 @@ cli.add_command(sift_command)
 cli.add_command(rails)
 cli.add_command(demo)
 cli.add_command(phantom)
+cli.add_command(subsets)
 cli.add_command(train_command)
 
 

@@ -18,7 +18,14 @@ from slidesift.errors import SlidesiftError
 from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
-from slidesift.train import EpochRecord, TrainCallbacks, TrainSpec, train
+from slidesift.train import (
+    EpochRecord,
+    TrainCallbacks,
+    TrainSpec,
+    already_trained,
+    run_exists,
+    train,
+)
 
 
 def summary_table(tiles: TileSet, title: str) -> Table:
@@ -249,6 +256,10 @@ def train_command(
     else:
         if manifest is None:
             raise click.UsageError("give the cohort MANIFEST (or --resume with an existing --out)")
+        if resume:
+            raise click.UsageError(f"nothing to resume: {out / 'run.json'} does not exist")
+        if run_exists(out) and not tiles_only:
+            raise SlidesiftError(already_trained(out))
         spec: SiftSpec = sift_spec(background, max_background, entropy)
         tileset_spec = TileSetSpec(
             tile=tile,

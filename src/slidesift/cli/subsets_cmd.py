@@ -1,0 +1,61 @@
+"""``slidesift subsets``: the paper's train/test subsets of a cohort manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from slidesift.manifest import read_manifest
+from slidesift.subsets import make_subsets, write_subsets
+
+
+@click.command("subsets")
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("subsets"),
+    show_default=True,
+    help="Folder for subset_<j>.csv.",
+)
+@click.option("-k", "k", type=int, default=3, show_default=True, help="Number of subsets.")
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=18 / 47,
+    show_default="18/47",
+    help="Share of slides in test (the minority label's test slides stay unique).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def subsets(manifest: Path, out: Path, k: int, test_fraction: float, seed: int) -> None:
+    """Split a cohort into k train/test subsets keeping label proportions (paper: 3 x 29/18).
+
+    Every subset tests different slides of the rarest label, so each of them is tested once.
+
+    \b
+    Example:
+      slidesift phantom --out cohort --count 12
+      slidesift subsets cohort/manifest.csv --out subsets -k 2
+      slidesift train subsets/subset_1.csv --out run1 -N 1500 -T 96 --epochs 5
+    """
+    console = Console(highlight=False)
+    m = read_manifest(manifest)
+    made = make_subsets(list(m), k, test_fraction=test_fraction, seed=seed)
+    paths = write_subsets(out, made)
+    table = Table(title=f"{k} subsets of {len(m)} slides")
+    table.add_column("subset")
+    for label in m.labels or [""]:
+        table.add_column(f"{label or 'unlabelled'} train / test", justify="right")
+    for path, sub in zip(paths, made, strict=True):
+        row = [path.name]
+        for label in m.labels or [""]:
+            train = sum(1 for e in sub.split("train") if (e.label or "") == label)
+            test = sum(1 for e in sub.split("test") if (e.label or "") == label)
+            row.append(f"{train} / {test}")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written to [bold]{out}[/]")

@@ -1,0 +1,91 @@
+"""``slidesift train`` and ``slidesift subsets`` end to end on a phantom cohort."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from slidesift.checkpoint import load_checkpoint
+from slidesift.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())  # rich wraps long messages
+
+
+def test_train_then_resume_with_more_epochs(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cache = str(tmp_path / "cache")
+    code, text, err = run(
+        capsys, "train", str(tiny_cohort), "--out", str(out), "-N", "480", "-T", "96",
+        "--epochs", "1", "--cache", cache, "--tumor-max-background", "0.3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "training tiles" in text and "rails [" in text and "held-out tiles" in text
+    assert "epoch   1" in text
+    ck = load_checkpoint(out / "epoch_001.safetensors")
+    assert ck.meta["tumor_max_background"] == 0.3 and ck.tile == 96
+    run_doc = json.loads((out / "run.json").read_text())
+    assert Path(run_doc["manifest"]) == tiny_cohort.resolve()
+    code, text, err = run(capsys, "train", "--resume", "--out", str(out), "--epochs", "2",
+                          "--cache", cache)  # fmt: skip
+    assert code == 0, err
+    assert "resumed after epoch 1" in text
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0.0 <= float(r["holdout_accuracy"]) <= 1.0 for r in rows)
+    # a second plain run into the same folder is refused, nothing is overwritten
+    before = (out / "epoch_002.safetensors").read_bytes()
+    code, _, err = run(capsys, "train", str(tiny_cohort), "--out", str(out), "-N", "480",
+                       "-T", "96", "--epochs", "1", "--cache", cache)  # fmt: skip
+    assert code == 1 and "already holds a training run" in err
+    assert (out / "epoch_002.safetensors").read_bytes() == before
+
+
+def test_tiles_only_exports_pngs_and_subtype_classes(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    tiles = tmp_path / "tiles"
+    code, _, err = run(
+        capsys, "train", str(tiny_cohort), "-N", "480", "-T", "96", "--classes", "subtype",
+        "--tiles-only", "--export-tiles", str(tiles), "--cache", str(tmp_path / "cache"),
+        "--out", str(tmp_path / "never"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert {p.name for p in tiles.iterdir()} == {"non-tumor", "glandular", "solid"}
+    counts = [len(list((tiles / c).glob("*.png"))) for c in ("non-tumor", "glandular", "solid")]
+    assert counts[0] == counts[1] == counts[2] > 0
+    assert not (tmp_path / "never").exists()
+
+
+def test_train_errors_have_exit_codes(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "train", str(tiny_cohort), "-N", "480", "-T", "600",
+                       "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 2 and "smaller thumbnails" in err
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "r"))
+    assert code == 2 and "MANIFEST" in err
+    code, _, err = run(capsys, "train", "--resume", "--out", str(tmp_path / "nothing"))
+    assert code == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("slide,annotation,label,split\nmissing.svs,,tumor,train\n")
+    code, _, err = run(capsys, "train", str(bad), "--out", str(tmp_path / "r"))
+    assert code == 4 and "missing.svs" in err
+
+
+def test_subsets_command_writes_csvs(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    code, text, err = run(capsys, "subsets", str(tiny_cohort), "--out", str(tmp_path / "s"),
+                          "-k", "2")  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["subset_1.csv", "subset_2.csv"]
+    assert "1 / 1" in text
