@@ -44,7 +44,7 @@ def report(name: str, title: str, columns: list[str], rows: list[list[Any]], ext
         table.add_column(col, justify="left" if col == columns[0] else "right")
     for row in rows:
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    Console(width=max(120, Console().width)).print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {"machine": machine(), "columns": columns, "rows": rows, **extra}

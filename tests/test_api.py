@@ -13,7 +13,10 @@ PUBLIC = {
     "fit_rails", "mask_to_geojson", "measure_tiles", "open_slide", "rails_spread",
     "read_asap_xml", "read_geojson", "read_mask", "read_thumb", "read_truth", "sift",
     "write_geojson", "Manifest", "ManifestEntry", "ManifestError", "read_manifest",
-    "write_manifest",
+    "write_manifest", "ThumbCache", "Checkpoint", "CheckpointError", "load_checkpoint",
+    "DatasetError", "TileSet", "TileSetSpec", "build_tileset", "LightweightCNN", "Prepared",
+    "prepare_tilesets", "MacenkoNormalizer", "ReinhardNormalizer", "make_subsets", "TrainSpec",
+    "train",
 }  # fmt: skip
 
 

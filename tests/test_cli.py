@@ -101,6 +101,9 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     assert code == 0, err
     assert "tumor covered" in out
     (overlay,) = (tmp_path / "demo" / "rails").glob("*_locations_overlay.png")
-    assert max(cv2.imread(str(overlay)).shape[:2]) == 2000
+    assert max(cv2.imread(str(overlay)).shape[:2]) == 1200
     assert (tmp_path / "demo" / "phantom" / "manifest.csv").exists()
-    assert Rails.load(tmp_path / "demo" / "rails.json").tile == 100
+    assert Rails.load(tmp_path / "demo" / "rails.json").tile == 96
+    log = (tmp_path / "demo" / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 5 and "held-out acc" in out
+    assert (tmp_path / "demo" / "run" / "epoch_005.safetensors").exists()

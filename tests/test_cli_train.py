@@ -89,3 +89,20 @@ def test_subsets_command_writes_csvs(
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["subset_1.csv", "subset_2.csv"]
     assert "1 / 1" in text
+
+
+def test_normalising_suggests_the_peak_frequency_background(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    code, text, err = run(
+        capsys, "train", str(tiny_cohort), "-N", "480", "-T", "96", "--normalize", "macenko",
+        "--tiles-only", "--cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "peak-frequency" in " ".join(text.split())
+    code, text, err = run(
+        capsys, "train", str(tiny_cohort), "-N", "480", "-T", "96", "--normalize", "reinhard",
+        "--background", "peak-frequency", "--tiles-only", "--cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "peak-frequency" not in " ".join(text.split())

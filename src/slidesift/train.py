@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift import __version__
+from slidesift._version import __version__
 from slidesift.checkpoint import (
     CheckpointError,
     read_safetensors,

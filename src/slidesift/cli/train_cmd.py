@@ -47,7 +47,8 @@ def summary_table(tiles: TileSet, title: str) -> Table:
     return table
 
 
-def _progress(console: Console) -> tuple[Progress, TrainCallbacks]:
+def training_progress(console: Console) -> tuple[Progress, TrainCallbacks]:
+    """A transient bar per epoch and one printed line per finished epoch."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -71,13 +72,13 @@ def _progress(console: Console) -> tuple[Progress, TrainCallbacks]:
     def end(r: EpochRecord, path: Path) -> None:
         progress.remove_task(task["id"])
         held = (
-            f"  held-out acc {r.holdout_accuracy:.3f} (balanced {r.holdout_balanced_accuracy:.3f})"
+            f"  held-out acc {r.holdout_accuracy:.3f} (bal. {r.holdout_balanced_accuracy:.3f})"
             if r.holdout_accuracy is not None
             else ""
         )
         console.print(
             f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.3f}{held}  "
-            f"{r.tiles_per_second:.0f} tiles/s  -> {path.name}"
+            f"{r.tiles_per_second:.0f}/s"
         )
 
     return progress, TrainCallbacks(start, batch, evaluate, end)
@@ -311,7 +312,7 @@ def train_command(
         console.print(f"{len(tiles)} tiles written under {export_tiles}/<class>/")
     if tiles_only:
         return
-    progress, callbacks = _progress(console)
+    progress, callbacks = training_progress(console)
     out.mkdir(parents=True, exist_ok=True)
     with progress:
         result = train(
