@@ -36,17 +36,10 @@ from slidesift.prepare import prepare_tilesets
 from slidesift.train import TrainSpec, train
 
 
-def subset(ts: TileSet, n: int) -> TileSet:
-    """The first ``n`` tiles of a set (same slides)."""
-    return dataclasses.replace(
-        ts,
-        slide=ts.slide[:n],
-        th_x=ts.th_x[:n],
-        th_y=ts.th_y[:n],
-        label=ts.label[:n],
-        background=ts.background[:n],
-        entropy=ts.entropy[:n],
-    )
+def take(ts: TileSet, idx: np.ndarray) -> TileSet:
+    """The set's tiles at ``idx`` (same slides); indices may repeat."""
+    columns = ("slide", "th_x", "th_y", "label", "background", "entropy")
+    return dataclasses.replace(ts, **{c: getattr(ts, c)[idx] for c in columns})
 
 
 def plain_loop(ts: TileSet, device: str, batch: int = 16) -> float:
@@ -139,10 +132,10 @@ def main() -> None:
         for tile, n_tiles, longest in configs:
             spec = TileSetSpec(tile=tile, longest=longest, balance="none")
             ts = prepare_tilesets(root / "cohort" / "manifest.csv", spec, cache=cache).train
-            ts = subset(_repeat(ts, -(-n_tiles // len(ts))), n_tiles)  # cycle small sets
+            ts = take(ts, np.arange(n_tiles) % len(ts))  # cycles a small set
             for device in devices:
                 n = len(ts) * (8 if device == "cuda" else 1)
-                big = ts if device == "cpu" else _repeat(ts, 8)
+                big = ts if device == "cpu" else take(ts, np.tile(np.arange(len(ts)), 8))
                 with GpuSampler() as gpu_ref:
                     ref = plain_loop(big, device)
                 for workers in (0, 1) if device == "cpu" else (4,):
@@ -164,20 +157,6 @@ def main() -> None:
         rows,
         extra,
     )  # fmt: skip
-
-
-def _repeat(ts: TileSet, k: int) -> TileSet:
-    """The set's tiles ``k`` times over (enough work to time a GPU)."""
-    idx = np.tile(np.arange(len(ts)), k)
-    return dataclasses.replace(
-        ts,
-        slide=ts.slide[idx],
-        th_x=ts.th_x[idx],
-        th_y=ts.th_y[idx],
-        label=ts.label[idx],
-        background=ts.background[idx],
-        entropy=ts.entropy[idx],
-    )
 
 
 if __name__ == "__main__":
