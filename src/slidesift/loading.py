@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from slidesift.cache import ThumbCache
 from slidesift.dataset import DatasetError, SlideImage
 from slidesift.io.annotations import read_truth
-from slidesift.io.slide import open_slide, read_thumb
+from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import ManifestEntry
 from slidesift.stain import StainNormalizer, key_of
 
@@ -45,11 +45,11 @@ def load_slide(
             "not labelled normal; give its mask/XML/GeoJSON, or label it 'normal'"
         )
 
-    def read() -> object:
+    def read() -> Thumb:
         with open_slide(entry.slide) as slide:
             return read_thumb(slide, longest=longest, mpp=mpp)
 
-    thumb, key = cache.thumb(entry.slide, read, longest=longest, mpp=mpp)  # type: ignore[arg-type]
+    thumb, key = cache.thumb(entry.slide, read, longest=longest, mpp=mpp)
     if entry.annotation is None:
         tumor = np.zeros(thumb.pixels.shape[:2], bool)
     else:
