@@ -1,0 +1,328 @@
+"""Segment a slide with a checkpoint (METHOD.md section 5).
+
+    slide --read_thumb(checkpoint N)--> [stain-normalise] --TileGrid(T, overlap)--> measure
+    --sift(background, checkpoint rails)--> kept tiles --classify (dense or per tile)-->
+    probabilities --assemble (union | dominant | mean)--> mask --smooth, shrink--> mask
+
+:func:`segment_pixels` is the pure core on a thumbnail's pixels; :func:`segment` reads the
+slide. Classification picks the dense shared-feature path whenever the stride is a multiple of
+16 (exact), else classifies tile by tile, and says which it used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.assemble import Assembly, AssemblyMode, assemble, shrink, smooth
+from slidesift.checkpoint import Checkpoint
+from slidesift.errors import ConfigError
+from slidesift.inference import (
+    DENSE_STEP,
+    DenseOnnx,
+    OnnxTiles,
+    TorchTiles,
+    classify_tiles,
+    dense_applies,
+)
+from slidesift.io.slide import Thumb, open_slide, read_thumb
+from slidesift.sift import SiftResult, measure_tiles, sift
+from slidesift.tiles import TileGrid, stride_for_overlap
+
+__all__ = [
+    "Classifiers",
+    "NoTilesWarning",
+    "SegmentResult",
+    "SegmentSpec",
+    "segment",
+    "segment_pixels",
+]
+
+InferenceMode = Literal["auto", "dense", "tiles", "torch"]
+
+
+class NoTilesWarning(UserWarning):
+    """No tile of a slide survived the sift: its mask is empty."""
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """How a slide is segmented (defaults as METHOD.md section 5).
+
+    Attributes
+    ----------
+    overlap, stride
+        Tile overlap (paper: 0.8, stride 80 at T = 400), or an explicit stride.
+    round_stride
+        Round the stride to the nearest multiple of 16 so the dense path applies.
+    mode
+        Assembly; default ``dominant`` for multi-class models, ``mean`` for binary.
+    threshold
+        Mean-probability threshold.
+    smooth
+        Opening kernel diameter in thumbnail px (0 = none; paper: 50-150 at N = 6000).
+    shrink
+        Isomorphic shrink fraction (0 = none; paper tried 0.05 and 0.10).
+    rails
+        Sift by the checkpoint's rails (``False``: background only, the paper's ablation).
+    inference
+        ``auto`` (CUDA torch when present, else dense ONNX Runtime where it applies, else per
+        tile), ``dense``, ``tiles`` (ONNX Runtime per tile) or ``torch``.
+    batch
+        Tiles per classifier call.
+    """
+
+    overlap: float = 0.8
+    stride: int | None = None
+    round_stride: bool = False
+    mode: AssemblyMode | None = None
+    threshold: float = 0.5
+    smooth: int = 0
+    shrink: float = 0.0
+    rails: bool = True
+    inference: InferenceMode = "auto"
+    batch: int = 32
+
+    def stride_for(self, tile: int) -> int:
+        """The stride to use for tile side ``tile``."""
+        s = self.stride if self.stride is not None else stride_for_overlap(tile, self.overlap)
+        if self.round_stride:
+            s = max(DENSE_STEP, DENSE_STEP * round(s / DENSE_STEP))
+        if s < 1:
+            raise ConfigError("stride", s, "a positive number of px")
+        return int(s)
+
+
+@dataclass
+class Classifiers:
+    """Classifiers built once per checkpoint and reused over slides."""
+
+    checkpoint: Checkpoint
+    _made: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, kind: str) -> Any:
+        """``dense``, ``tiles`` or ``torch`` (CUDA when present)."""
+        if kind not in self._made:
+            if kind == "dense":
+                self._made[kind] = DenseOnnx(self.checkpoint)
+            elif kind == "tiles":
+                self._made[kind] = OnnxTiles(self.checkpoint)
+            else:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+                self._made[kind] = TorchTiles(self.checkpoint, device=device)
+        return self._made[kind]
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """A segmented slide.
+
+    Attributes
+    ----------
+    pixels
+        ``(H, W, 3)`` uint8 thumbnail (after stain normalisation, if any).
+    grid
+        The tile grid.
+    sifted
+        Background fractions, entropies and both sifts' decisions.
+    probs
+        ``(n_rows, n_cols, C)`` float32 class probabilities; tiles not classified hold
+        ``[1, 0, ...]`` (non-tumor).
+    classified
+        ``(n_rows, n_cols)`` bool: tiles that went through the network.
+    classes
+        Class names (0 non-tumor).
+    assembly
+        The raw mask and the tile votes.
+    mask
+        ``(H, W)`` bool after smoothing and shrinking.
+    inference
+        Which classifier ran (``onnx dense``, ``onnx per tile``, ``torch cuda``, ...).
+    seconds
+        Seconds per stage: ``sift``, ``classify``, ``assemble`` (``read`` added by
+        :func:`segment`).
+    """
+
+    pixels: NDArray[np.uint8] = field(repr=False)
+    grid: TileGrid
+    sifted: SiftResult = field(repr=False)
+    probs: NDArray[np.float32] = field(repr=False)
+    classified: NDArray[np.bool_] = field(repr=False)
+    classes: tuple[str, ...]
+    assembly: Assembly = field(repr=False)
+    mask: NDArray[np.bool_] = field(repr=False)
+    inference: str
+    seconds: dict[str, float]
+    thumb: Thumb | None = None
+
+    @property
+    def keep(self) -> NDArray[np.bool_]:
+        """``(n_rows, n_cols)`` tiles that passed the sifts used."""
+        return self.sifted.keep
+
+    @property
+    def vote(self) -> str | None:
+        """The slide's class by majority vote of tile labels (dominant subtype)."""
+        return self.assembly.dominant
+
+    def remask(self, spec: SegmentSpec) -> NDArray[np.bool_]:
+        """The mask under other assembly/post-processing options, without classifying again.
+
+        ``spec.rails`` False uses every tile that passed the background sift (all must have
+        been classified, see :func:`segment_pixels`'s ``classify_background``).
+        """
+        keep = self.sifted.keep_background if not spec.rails else self.sifted.keep
+        if not spec.rails and not self.classified[keep].all():
+            raise ConfigError("rails", False, "a result classified with classify_background=True")
+        a = assemble(self.grid, keep, self.probs, self.classes, mode=spec.mode,
+                     threshold=spec.threshold)  # fmt: skip
+        return shrink(smooth(a.mask, spec.smooth), spec.shrink)
+
+
+def _pick(spec: SegmentSpec, stride: int) -> str:
+    if spec.inference == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch"
+        return "dense" if dense_applies(stride) else "tiles"
+    if spec.inference == "dense" and not dense_applies(stride):
+        raise ConfigError(
+            "inference",
+            "dense",
+            f"a stride that is a multiple of 16 (it is {stride}); use --round-stride or 'tiles'",
+        )
+    return spec.inference
+
+
+def segment_pixels(
+    pixels: NDArray[np.uint8],
+    checkpoint: Checkpoint,
+    spec: SegmentSpec | None = None,
+    *,
+    classifiers: Classifiers | None = None,
+    classify_background: bool = False,
+) -> SegmentResult:
+    """Segment a thumbnail already read at the checkpoint's N (and normalised).
+
+    Parameters
+    ----------
+    pixels
+        ``(H, W, 3)`` uint8 thumbnail.
+    checkpoint
+        The model with its tile size, rails and sift options.
+    spec
+        Segmentation options.
+    classifiers
+        Reuse classifiers across slides (ONNX sessions are built once).
+    classify_background
+        Classify every tile that passes the background sift, not only those within the rails
+        (so :meth:`SegmentResult.remask` can run the no-rails ablation).
+    """
+    spec = spec or SegmentSpec()
+    classifiers = classifiers or Classifiers(checkpoint)
+    t = checkpoint.tile
+    if min(pixels.shape[:2]) < t:
+        raise ConfigError(
+            "tile", t, f"at most the thumbnail's shorter side ({min(pixels.shape[:2])} px)"
+        )
+    stride = spec.stride_for(t)
+    grid = TileGrid.from_stride(pixels.shape[:2], tile=t, stride=stride)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    stats = measure_tiles(pixels, grid, checkpoint.sift, workers=os.cpu_count() or 1)
+    sifted = sift(stats, checkpoint.rails if spec.rails else None)
+    seconds["sift"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    to_classify = sifted.keep_background if classify_background else sifted.keep
+    classes = checkpoint.classes
+    probs = np.zeros((*grid.grid_shape, len(classes)), np.float32)
+    probs[..., 0] = 1.0
+    flat = np.flatnonzero(to_classify.ravel())
+    kind = _pick(spec, stride)
+    classifier = classifiers.get(kind)
+    xy = grid.th_xy()[flat]
+    if flat.size == 0:
+        warnings.warn(
+            "no tile survived the sift (background and rails): the mask is empty; is this a "
+            "slide without tissue, or were the rails fitted on other material?",
+            NoTilesWarning,
+            stacklevel=2,
+        )
+        batches: Any = iter(())
+    elif kind == "dense":
+        batches = classifier.classify(pixels, xy, stride)
+    else:
+        batches = classify_tiles(classifier, pixels, xy, t, batch=spec.batch)
+    flat_probs = probs.reshape(-1, len(classes))
+    for idx, p in batches:
+        flat_probs[flat[idx]] = p
+    seconds["classify"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    a = assemble(grid, sifted.keep, probs, classes, mode=spec.mode, threshold=spec.threshold)
+    mask = shrink(smooth(a.mask, spec.smooth), spec.shrink)
+    seconds["assemble"] = time.perf_counter() - start
+    return SegmentResult(
+        pixels=pixels,
+        grid=grid,
+        sifted=sifted,
+        probs=probs,
+        classified=to_classify,
+        classes=classes,
+        assembly=a,
+        mask=mask,
+        inference=str(classifier.name),
+        seconds=seconds,
+    )
+
+
+def segment(
+    slide_path: str | os.PathLike[str],
+    checkpoint: Checkpoint,
+    spec: SegmentSpec | None = None,
+    *,
+    classifiers: Classifiers | None = None,
+    classify_background: bool = False,
+    thumb: Thumb | None = None,
+) -> SegmentResult:
+    """Read a slide at the checkpoint's N and segment it (see :func:`segment_pixels`).
+
+    Parameters
+    ----------
+    slide_path
+        Any slide slidesift reads.
+    checkpoint
+        The model.
+    spec
+        Segmentation options.
+    classifiers
+        Shared classifiers (reuse across slides).
+    classify_background
+        See :func:`segment_pixels`.
+    thumb
+        An already read thumbnail of this slide at the checkpoint's N (skips reading).
+    """
+    start = time.perf_counter()
+    if thumb is None:
+        with open_slide(slide_path) as slide:
+            thumb = read_thumb(slide, **checkpoint.downsample)
+    pixels = thumb.pixels
+    normalizer = checkpoint.normalizer
+    if normalizer is not None:
+        pixels = normalizer.apply(np.asarray(pixels))
+    read_s = time.perf_counter() - start
+    result = segment_pixels(
+        np.asarray(pixels), checkpoint, spec, classifiers=classifiers,
+        classify_background=classify_background,
+    )  # fmt: skip
+    return replace(result, thumb=thumb, seconds={"read": read_s, **result.seconds})
