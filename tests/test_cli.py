@@ -20,7 +20,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    "command", ["info", "sift", "rails", "demo", "phantom", "train", "subsets"]
+    "command", ["info", "sift", "rails", "demo", "phantom", "train", "subsets", "segment", "select"]
 )
 def test_help_teaches_with_an_example(capsys, command: str) -> None:
     code, out, _ = run(capsys, command, "--help")

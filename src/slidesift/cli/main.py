@@ -17,6 +17,7 @@ from slidesift.cli.demo import demo
 from slidesift.cli.info import info
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
+from slidesift.cli.segment_cmd import segment_command, select_command
 from slidesift.cli.sift_cmd import sift_command
 from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command
@@ -38,6 +39,9 @@ def cli() -> None:
       slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
     Train the lightweight CNN on a cohort (checkpoint per epoch):
       slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
+    Pick the best epoch on the test slides, then segment and score them:
+      slidesift select run cohort/manifest.csv --round-stride
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test
     """
 
 
@@ -48,6 +52,8 @@ cli.add_command(demo)
 cli.add_command(phantom)
 cli.add_command(subsets)
 cli.add_command(train_command)
+cli.add_command(segment_command)
+cli.add_command(select_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,273 @@
+"""``slidesift segment`` and ``slidesift select``: masks, scores, and the best epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from slidesift.checkpoint import load_checkpoint
+from slidesift.errors import ConfigError
+from slidesift.evaluate import SlideOutcome, evaluate_slides, summary, write_outcomes
+from slidesift.io.atomic import atomic_write_text
+from slidesift.manifest import ManifestEntry, read_manifest
+from slidesift.segment import SegmentSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def segment_options(f: F) -> F:
+    """Options of a :class:`SegmentSpec`, shared by ``segment`` and ``select``."""
+    d = SegmentSpec()
+    for option in reversed(
+        [
+            click.option(
+                "--overlap",
+                type=float,
+                default=d.overlap,
+                show_default=True,
+                help="Tile overlap (paper: 0.8).",
+            ),
+            click.option(
+                "--stride", type=int, default=None, help="Explicit stride (overrides --overlap)."
+            ),
+            click.option(
+                "--round-stride",
+                is_flag=True,
+                help="Round the stride to a multiple of 16 so the fast dense path applies.",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(["union", "dominant", "mean"]),
+                default=None,
+                help="Assembly [default: mean for binary models, dominant for subtypes].",
+            ),
+            click.option(
+                "--smooth",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Opening kernel diameter in thumbnail px (paper: 50-150 at N=6000).",
+            ),
+            click.option(
+                "--shrink",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="Shrink each region about its centroid by this fraction.",
+            ),
+            click.option("--no-rails", is_flag=True, help="Sift by background only (ablation)."),
+            click.option(
+                "--inference",
+                type=click.Choice(["auto", "dense", "tiles", "torch"]),
+                default="auto",
+                show_default=True,
+                help="auto: CUDA torch, else dense ONNX where exact, else ONNX per tile.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def make_spec(
+    overlap: float,
+    stride: int | None,
+    round_stride: bool,
+    mode: str | None,
+    smooth: int,
+    shrink: float,
+    no_rails: bool,
+    inference: str,
+) -> SegmentSpec:
+    """A :class:`SegmentSpec` from the shared options."""
+    return SegmentSpec(
+        overlap=overlap,
+        stride=stride,
+        round_stride=round_stride,
+        mode=mode,  # type: ignore[arg-type]
+        smooth=smooth,
+        shrink=shrink,
+        rails=not no_rails,
+        inference=inference,  # type: ignore[arg-type]
+    )
+
+
+def _entries(target: Path, truth: Path | None, split: str | None) -> list[ManifestEntry]:
+    if target.suffix.lower() == ".csv":
+        m = read_manifest(target)
+        return [e for e in m if split is None or e.split == split]
+    return [ManifestEntry(target.resolve(), truth.resolve() if truth else None)]
+
+
+def _fmt(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.3f}"
+
+
+def scores_table(outcomes: list[SlideOutcome], title: str) -> Table:
+    """Per slide: vote, Jaccard, Dice, precision, recall, kept tiles."""
+    table = Table(title=title)
+    for col in ("slide", "label", "vote", "Jaccard", "Dice", "precision", "recall", "tiles"):
+        table.add_column(col, justify="left" if col in ("slide", "label", "vote") else "right")
+    for o in outcomes:
+        s = o.scores
+        vals = (
+            ["-"] * 4
+            if s is None
+            else [_fmt(s.jaccard), _fmt(s.dice), _fmt(s.precision), _fmt(s.recall)]
+        )
+        table.add_row(o.name, o.label or "", o.vote or "-", *vals, str(o.kept_tiles))
+    return table
+
+
+@click.command("segment")
+@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ground truth of a single slide (mask, ASAP XML, GeoJSON).",
+)
+@click.option("--split", default=None, help="Only manifest rows of this split (e.g. test).")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("segment-out"),
+    show_default=True,
+)
+@segment_options
+def segment_command(
+    checkpoint: Path, target: Path, truth: Path | None, split: str | None, out: Path, **options: Any
+) -> None:
+    """Segment one slide, or every slide of a manifest, with a trained checkpoint.
+
+    Writes per slide: mask PNG, overlay PNG, error map (with truth), QuPath GeoJSON (level-0
+    px), the tile table and the tile location map; for the cohort scores.csv and summary.json.
+
+    \b
+    Examples:
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
+      slidesift segment run/epoch_005.safetensors slide.svs --truth slide_mask.tif --smooth 25
+    """
+    console = Console(highlight=False)
+    ck = load_checkpoint(checkpoint)
+    spec = make_spec(**options)
+    entries = _entries(target, truth, split)
+    if not entries:
+        raise ConfigError("split", split, "a split that some manifest rows have")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("segmenting", total=len(entries))
+        outcomes = evaluate_slides(entries, ck, spec, out=out, on_slide=lambda o: bar.advance(task))
+    console.print(scores_table(outcomes, f"{checkpoint.name} on {len(outcomes)} slide(s)"))
+    figures = summary(outcomes, ck.classes)
+    if any(o.scores is not None for o in outcomes):
+        console.print(
+            f"mean Jaccard {_fmt(figures['mean_jaccard'])}, precision "
+            f"{_fmt(figures['mean_precision'])}, recall {_fmt(figures['mean_recall'])}; nonzero "
+            f"({int(figures['nonzero_slides'])} slides) Jaccard {_fmt(figures['nonzero_jaccard'])}"
+        )
+    if not math.isnan(figures["classification_accuracy"]):
+        console.print(f"slide classification accuracy {figures['classification_accuracy']:.3f}")
+    console.print(f"inference: {outcomes[0].inference}")
+    write_outcomes(out / "scores.csv", outcomes)
+    atomic_write_text(out / "summary.json", json.dumps(figures, indent=2) + "\n")
+    console.print(f"outputs in [bold]{out}[/]")
+
+
+@click.command("select")
+@click.argument("run", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--split", default="test", show_default=True, help="Rows to score on.")
+@click.option(
+    "--metric",
+    type=click.Choice(["jaccard", "dice", "precision", "recall"]),
+    default="jaccard",
+    show_default=True,
+    help="Cohort mean to maximise.",
+)
+@click.option(
+    "--min-accuracy",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="Skip epochs at or below this slide classification accuracy (subtypes).",
+)
+@segment_options
+def select_command(
+    run: Path, manifest: Path, split: str, metric: str, min_accuracy: float, **options: Any
+) -> None:
+    """Score every epoch of a training run on the test slides and pick the best.
+
+    \b
+    Example:
+      slidesift select run cohort/manifest.csv --metric jaccard --round-stride
+    """
+    from slidesift.select import select_epoch
+
+    console = Console(highlight=False)
+    entries = [e for e in read_manifest(manifest) if e.split == split]
+    table = Table(title=f"epochs of {run} on {len(entries)} {split} slides")
+    for col in (
+        "epoch",
+        "Jaccard",
+        "precision",
+        "recall",
+        "nonzero Jaccard",
+        "class. acc.",
+        "used",
+    ):
+        table.add_column(col, justify="right")
+    with Progress(console=console, transient=True) as bar:
+        n = len(list(run.glob("epoch_*.safetensors")))
+        task = bar.add_task("scoring epochs", total=n)
+        sel = select_epoch(
+            run,
+            entries,
+            make_spec(**options),
+            metric=metric,
+            min_accuracy=min_accuracy,
+            on_epoch=lambda e: bar.advance(task),
+        )
+    for e in sel.epochs:
+        f = e.figures
+        table.add_row(
+            str(e.epoch),
+            _fmt(f["mean_jaccard"]),
+            _fmt(f["mean_precision"]),
+            _fmt(f["mean_recall"]),
+            _fmt(f["nonzero_jaccard"]),
+            _fmt(f["classification_accuracy"]),
+            "yes" if e.eligible else "no",
+        )
+    console.print(table)
+    if sel.best is None:
+        raise click.ClickException("no epoch qualified (classification accuracy too low)")
+    best = sel.best
+    console.print(
+        f"best by mean {metric}: epoch {best.epoch} ({_fmt(best.figures['mean_' + metric])}) "
+        f"-> {best.path}"
+    )
+    atomic_write_text(
+        run / "selection.json",
+        json.dumps(
+            {
+                "metric": metric,
+                "best": str(best.path),
+                "epoch": best.epoch,
+                "epochs": [
+                    {"epoch": e.epoch, "eligible": e.eligible, **e.figures} for e in sel.epochs
+                ],
+            },
+            indent=2,
+        )
+        + "\n",
+    )

@@ -1,0 +1,190 @@
+"""Segment the slides of a manifest with one checkpoint and score them (METHOD.md section 6).
+
+Each slide is read once at the checkpoint's N; with truth (a mask, XML, GeoJSON, or a normal
+label) it gets Jaccard, Dice, precision and recall; every slide gets its majority vote. The
+cohort gets means, "nonzero" means and the slide classification accuracy (slides whose label
+is one of the model's subtypes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slidesift.checkpoint import Checkpoint
+from slidesift.io.annotations import read_truth
+from slidesift.io.atomic import atomic_write_text
+from slidesift.io.slide import Thumb, open_slide, read_thumb
+from slidesift.manifest import ManifestEntry
+from slidesift.metrics import Scores, cohort_means, confusion, scores
+from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
+
+__all__ = [
+    "SlideOutcome",
+    "classification_accuracy",
+    "evaluate_slides",
+    "outcomes_csv",
+    "read_slide",
+    "summary",
+]
+
+
+@dataclass(frozen=True)
+class SlideOutcome:
+    """One slide's segmentation and scores."""
+
+    name: str
+    label: str | None
+    vote: str | None
+    counts: dict[str, int]
+    scores: Scores | None
+    kept_tiles: int
+    inference: str
+    seconds: dict[str, float]
+    result: SegmentResult | None = field(default=None, repr=False)
+
+
+def read_slide(
+    entry: ManifestEntry, downsample: dict[str, float | int]
+) -> tuple[Thumb, NDArray[np.bool_] | None]:
+    """The slide's thumbnail and its truth on that grid (``None`` when unknown)."""
+    with open_slide(entry.slide) as slide:
+        thumb = read_thumb(slide, **downsample)  # type: ignore[arg-type]
+    if entry.annotation is not None:
+        return thumb, np.asarray(read_truth(entry.annotation, thumb), bool)
+    if entry.is_normal:
+        return thumb, np.zeros(thumb.pixels.shape[:2], bool)
+    return thumb, None
+
+
+def evaluate_slides(
+    entries: Sequence[ManifestEntry],
+    checkpoint: Checkpoint,
+    spec: SegmentSpec | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    thumbs: dict[str, tuple[Thumb, NDArray[np.bool_] | None]] | None = None,
+    classifiers: Classifiers | None = None,
+    keep_results: bool = False,
+    on_slide: Callable[[SlideOutcome], None] | None = None,
+) -> list[SlideOutcome]:
+    """Segment and score every entry.
+
+    Parameters
+    ----------
+    entries
+        Slides (with their truth and labels).
+    checkpoint
+        The model.
+    spec
+        Segmentation options.
+    out
+        Write each slide's outputs (:func:`write_segmentation`) into this folder.
+    thumbs
+        Already read ``name -> (thumb, truth)`` (model selection reads each slide once).
+    classifiers
+        Shared classifiers.
+    keep_results
+        Keep each :class:`SegmentResult` in its outcome (memory: one thumbnail per slide).
+    on_slide
+        Called after each slide.
+    """
+    from slidesift.io.segment_outputs import write_segmentation
+
+    classifiers = classifiers or Classifiers(checkpoint)
+    outcomes = []
+    for entry in entries:
+        if thumbs is not None and entry.name in thumbs:
+            thumb, truth = thumbs[entry.name]
+        else:
+            thumb, truth = read_slide(entry, checkpoint.downsample)
+        r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
+        s = scores(confusion(r.mask, truth)) if truth is not None else None
+        if out is not None:
+            write_segmentation(out, entry.name, r, truth)
+        outcome = SlideOutcome(
+            entry.name,
+            entry.label,
+            r.vote,
+            dict(r.assembly.counts),
+            s,
+            int(r.keep.sum()),
+            r.inference,
+            r.seconds,
+            r if keep_results else None,
+        )
+        outcomes.append(outcome)
+        if on_slide is not None:
+            on_slide(outcome)
+    return outcomes
+
+
+def classification_accuracy(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> float:
+    """Share of slides labelled with one of the model's subtypes whose vote is that label.
+
+    NaN when no slide carries such a label (binary models, unlabelled cohorts).
+    """
+    judged = [o for o in outcomes if o.label is not None and o.label in classes[1:]]
+    if not judged or len(classes) < 3:
+        return math.nan
+    return sum(o.vote == o.label for o in judged) / len(judged)
+
+
+def summary(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> dict[str, float]:
+    """Cohort means, nonzero means and classification accuracy, flat."""
+    scored = [o.scores for o in outcomes if o.scores is not None]
+    out = {f"mean_{k}": v for k, v in cohort_means(scored).items()}
+    out.update({f"nonzero_{k}": v for k, v in cohort_means(scored, nonzero=True).items()})
+    out["classification_accuracy"] = classification_accuracy(outcomes, classes)
+    return out
+
+
+def outcomes_csv(outcomes: Sequence[SlideOutcome]) -> str:
+    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            "slide",
+            "label",
+            "vote",
+            "jaccard",
+            "dice",
+            "precision",
+            "recall",
+            "empty_prediction",
+            "kept_tiles",
+            "inference",
+        ]
+    )
+    for o in outcomes:
+        s = o.scores
+        vals = [
+            "" if s is None else f"{getattr(s, k):.6f}"
+            for k in ("jaccard", "dice", "precision", "recall")
+        ]
+        w.writerow(
+            [
+                o.name,
+                o.label or "",
+                o.vote or "",
+                *vals,
+                "" if s is None else int(s.empty_prediction),
+                o.kept_tiles,
+                o.inference,
+            ]
+        )
+    return buf.getvalue()
+
+
+def write_outcomes(path: str | os.PathLike[str], outcomes: Sequence[SlideOutcome]) -> Path:
+    """Write :func:`outcomes_csv` atomically."""
+    return atomic_write_text(path, outcomes_csv(outcomes))

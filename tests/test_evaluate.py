@@ -1,0 +1,103 @@
+"""Cohort segmentation and scoring, outputs a pathologist opens, model selection, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidesift.cache import ThumbCache
+from slidesift.checkpoint import Checkpoint, load_checkpoint
+from slidesift.cli.main import main
+from slidesift.dataset import TileSetSpec
+from slidesift.evaluate import classification_accuracy, evaluate_slides, summary
+from slidesift.io.annotations import read_geojson, read_truth
+from slidesift.io.segment_outputs import write_segmentation
+from slidesift.manifest import read_manifest
+from slidesift.metrics import confusion, scores
+from slidesift.prepare import prepare_tilesets
+from slidesift.segment import SegmentSpec
+from slidesift.select import select_epoch
+from slidesift.train import TrainSpec, train
+
+SPEC = SegmentSpec(stride=32)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two epochs of a binary model on the tiny cohort (N = 480, T = 96)."""
+    root = tmp_path_factory.mktemp("eval")
+    p = prepare_tilesets(
+        tiny_cohort, TileSetSpec(tile=96, longest=480), cache=ThumbCache(root / "c")
+    )
+    train(p.train, root / "run", TrainSpec(epochs=2))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(run: Path) -> Checkpoint:
+    return load_checkpoint(run / "epoch_002.safetensors")
+
+
+def test_outputs_and_geojson_round_trip(
+    tiny_cohort: Path, checkpoint: Checkpoint, tmp_path: Path
+) -> None:
+    entries = read_manifest(tiny_cohort).split("test")
+    outcomes = evaluate_slides(entries, checkpoint, SPEC, out=tmp_path, keep_results=True)
+    assert [o.name for o in outcomes] == [e.name for e in entries]
+    for o in outcomes:
+        assert o.scores is not None and 0 <= o.scores.jaccard <= 1
+        for kind in ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv",
+                     "locations.png"):  # fmt: skip
+            assert (tmp_path / f"{o.name}_{kind}").stat().st_size > 0
+        r = o.result
+        assert r is not None and r.thumb is not None
+        if r.mask.any():
+            back = read_geojson(tmp_path / f"{o.name}_tumor.geojson", r.thumb) > 0
+            assert scores(confusion(back, r.mask)).jaccard >= 0.99
+        # a mask that is surely not empty: the truth, written as a segmentation
+        truth = read_truth(entries[0].annotation, r.thumb) if o is outcomes[0] else None
+        if truth is not None:
+            write_segmentation(tmp_path / "truth", "t", replace(r, mask=truth))
+            back = read_geojson(tmp_path / "truth" / "t_tumor.geojson", r.thumb) > 0
+            assert truth.any() and scores(confusion(back, truth)).jaccard >= 0.99
+        rows = list(csv.DictReader((tmp_path / f"{o.name}_tiles.csv").open()))
+        assert len(rows) == len(r.grid)
+        assert sum(int(row["keep"]) for row in rows) == o.kept_tiles
+    figures = summary(outcomes, checkpoint.classes)
+    assert figures["mean_slides"] == len(entries)
+    assert np.isnan(classification_accuracy(outcomes, checkpoint.classes))  # binary: no vote
+
+
+def test_selection_scores_every_epoch_and_picks_the_best(tiny_cohort: Path, run: Path) -> None:
+    entries = read_manifest(tiny_cohort).split("test")
+    sel = select_epoch(run, entries, SPEC, metric="recall")
+    assert [e.epoch for e in sel.epochs] == [1, 2]
+    assert sel.best is not None
+    best = max(e.figures["mean_recall"] for e in sel.epochs)
+    assert sel.best.figures["mean_recall"] == best
+    with pytest.raises(ValueError, match="metric"):
+        select_epoch(run, entries, SPEC, metric="accuracy")
+
+
+def test_segment_and_select_commands(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "seg"
+    code = main(["segment", str(run / "epoch_002.safetensors"), str(tiny_cohort), "--split",
+                 "test", "--stride", "32", "--out", str(out)])  # fmt: skip
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert "mean Jaccard" in text and "inference: onnx dense" in text
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == 2 and all(0 <= float(r["jaccard"]) <= 1 for r in rows)
+    assert "mean_jaccard" in json.loads((out / "summary.json").read_text())
+    code = main(["select", str(run), str(tiny_cohort), "--stride", "32"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert "best by mean jaccard" in text
+    assert json.loads((run / "selection.json").read_text())["epoch"] in (1, 2)
