@@ -101,3 +101,20 @@ def test_segment_and_select_commands(
     assert code == 0, err
     assert "best by mean jaccard" in text
     assert json.loads((run / "selection.json").read_text())["epoch"] in (1, 2)
+
+
+def test_ablation_table_has_the_papers_rows(tiny_cohort: Path, checkpoint: Checkpoint) -> None:
+    from slidesift.ablate import ablate
+
+    entries = read_manifest(tiny_cohort).split("test")
+    rows = ablate(entries, checkpoint, SPEC)
+    assert [r.condition.split(" (")[0] for r in rows] == [
+        "rails", "no rails", "rails + smoothing 50 px", "rails + smoothing 100 px",
+        "rails + smoothing 150 px", "rails + shrink 5%", "rails + shrink 10%",
+    ]  # fmt: skip
+    plain = summary(evaluate_slides(entries, checkpoint, SPEC), checkpoint.classes)
+    assert rows[0].figures["jaccard"] == pytest.approx(plain["mean_jaccard"], nan_ok=True)
+    assert rows[2].smooth == round(50 * 480 / 6000)
+    rec = [r.figures["recall"] for r in rows]
+    if not np.isnan(rec[0]):
+        assert rec[6] <= rec[5] + 1e-12 <= rec[0] + 2e-12  # shrinking never finds more

@@ -144,9 +144,20 @@ def scores_table(outcomes: list[SlideOutcome], title: str) -> Table:
     default=Path("segment-out"),
     show_default=True,
 )
+@click.option(
+    "--ablate",
+    is_flag=True,
+    help="Also run the paper's ablations (rails, smoothing, shrink) into ablation.json.",
+)
 @segment_options
 def segment_command(
-    checkpoint: Path, target: Path, truth: Path | None, split: str | None, out: Path, **options: Any
+    checkpoint: Path,
+    target: Path,
+    truth: Path | None,
+    split: str | None,
+    out: Path,
+    ablate: bool,
+    **options: Any,
 ) -> None:
     """Segment one slide, or every slide of a manifest, with a trained checkpoint.
 
@@ -157,6 +168,7 @@ def segment_command(
     Examples:
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
       slidesift segment run/epoch_005.safetensors slide.svs --truth slide_mask.tif --smooth 25
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --ablate
     """
     console = Console(highlight=False)
     ck = load_checkpoint(checkpoint)
@@ -180,7 +192,30 @@ def segment_command(
     console.print(f"inference: {outcomes[0].inference}")
     write_outcomes(out / "scores.csv", outcomes)
     atomic_write_text(out / "summary.json", json.dumps(figures, indent=2) + "\n")
+    if ablate:
+        _ablation(console, entries, ck, spec, out)
     console.print(f"outputs in [bold]{out}[/]")
+
+
+def _ablation(
+    console: Console, entries: list[ManifestEntry], ck: Any, spec: SegmentSpec, out: Path
+) -> None:
+    """Run and print the Table 3 shaped ablation; write ablation.json."""
+    from dataclasses import asdict
+
+    from slidesift.ablate import ablate
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("ablations", total=len(entries))
+        rows = ablate(entries, ck, spec, on_slide=lambda e: bar.advance(task))
+    table = Table(title="ablations (cohort means)")
+    for col in ("condition", "Jaccard", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for r in rows:
+        f = r.figures
+        table.add_row(r.condition, _fmt(f["jaccard"]), _fmt(f["precision"]), _fmt(f["recall"]))
+    console.print(table)
+    atomic_write_text(out / "ablation.json", json.dumps([asdict(r) for r in rows], indent=2) + "\n")
 
 
 @click.command("select")
