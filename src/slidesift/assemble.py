@@ -112,17 +112,18 @@ def assemble(
     labels = np.where(k, tile_labels(p), 0)
     counts = {name: int((labels == i).sum()) for i, name in enumerate(classes) if i > 0}
     dominant = majority_vote(counts)
+    # Decide on the block grid (coverage is constant on each block), then expand once.
     if mode == "mean":
         tumor_p = np.where(k, 1.0 - p[..., 0], 0.0)
-        n_cover = grid.coverage(np.ones(grid.grid_shape))
-        total = grid.coverage(tumor_p)
-        mask = (n_cover > 0) & (total > threshold * n_cover)
+        n_cover = grid.coverage_blocks(np.ones(grid.grid_shape))
+        total = grid.coverage_blocks(tumor_p)
+        blocks = (n_cover > 0) & (total > threshold * n_cover)
     elif mode == "union":
-        mask = grid.coverage(labels > 0) > 0.5
+        blocks = grid.coverage_blocks(labels > 0) > 0.5
     else:
         chosen = labels == (list(classes).index(dominant) if dominant else -1)
-        mask = grid.coverage(chosen) > 0.5
-    return Assembly(np.asarray(mask, bool), counts, dominant, mode)
+        blocks = grid.coverage_blocks(chosen) > 0.5
+    return Assembly(np.asarray(grid.expand(blocks), bool), counts, dominant, mode)
 
 
 def smooth(mask: NDArray[np.bool_], kernel: int) -> NDArray[np.bool_]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -135,10 +136,44 @@ class TileGrid:
             [xy[:, 0] * sx, xy[:, 1] * sy, np.full(n, self.tile * sx), np.full(n, self.tile * sy)]
         )
 
+    def coverage_blocks(self, values: NDArray[np.generic]) -> NDArray[np.float64]:
+        """:meth:`coverage` on the grid of ``b x b`` blocks (``b`` = :attr:`block`).
+
+        Every tile edge falls on a multiple of ``b``, so coverage is constant on each block:
+        this is the whole answer at ``1/b**2`` of the cost. Blocks past the covered region
+        (a right/bottom margin) hold 0. Expand with :meth:`expand`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(ceil(H / b), ceil(W / b))`` float64.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != self.grid_shape:
+            raise ConfigError("values", v.shape, f"an array of shape {self.grid_shape}")
+        b = self.block
+        h, w = -(-self.shape[0] // b), -(-self.shape[1] // b)
+        s, t = self.stride // b, self.tile // b
+        diff = np.zeros((h + 1, w + 1), dtype=np.float64)
+        r0 = np.arange(self.n_rows) * s
+        c0 = np.arange(self.n_cols) * s
+        # Corners of each tile's box: +v at (r0, c0) and (r0+t, c0+t), -v at the other two.
+        # Within one corner the positions are distinct, so plain fancy-index adds are exact.
+        for dr, dc, sign in ((0, 0, 1.0), (t, t, 1.0), (0, t, -1.0), (t, 0, -1.0)):
+            diff[np.ix_(r0 + dr, c0 + dc)] += sign * v
+        return np.cumsum(np.cumsum(diff, axis=0), axis=1)[:h, :w]
+
+    def expand(self, blocks: NDArray[np.generic]) -> NDArray[Any]:
+        """A block-grid array (:meth:`coverage_blocks`) at pixel resolution, ``(H, W)``."""
+        b = self.block
+        out = np.repeat(np.repeat(np.asarray(blocks), b, axis=0), b, axis=1)
+        return out[: self.shape[0], : self.shape[1]]
+
     def coverage(self, values: NDArray[np.generic]) -> NDArray[np.float64]:
         """Per-pixel sum of the values of the tiles covering each pixel.
 
-        Uses a 2-D difference array: O(tiles + pixels), whatever the overlap.
+        A 2-D difference array on the block grid, expanded to pixels: O(tiles + pixels),
+        whatever the overlap.
 
         Parameters
         ----------
@@ -150,20 +185,8 @@ class TileGrid:
         numpy.ndarray
             ``(H, W)`` float64 on the thumbnail grid.
         """
-        v = np.asarray(values, dtype=np.float64)
-        if v.shape != self.grid_shape:
-            raise ConfigError("values", v.shape, f"an array of shape {self.grid_shape}")
-        h, w = self.shape
-        s, t = self.stride, self.tile
-        diff = np.zeros((h + 1, w + 1), dtype=np.float64)
-        r0 = np.arange(self.n_rows) * s
-        c0 = np.arange(self.n_cols) * s
-        # Corners of each tile's box: +v at (r0, c0) and (r0+t, c0+t), -v at the other two.
-        # Within one corner the positions are distinct, so plain fancy-index adds are exact.
-        for dr, dc, sign in ((0, 0, 1.0), (t, t, 1.0), (0, t, -1.0), (t, 0, -1.0)):
-            diff[np.ix_(r0 + dr, c0 + dc)] += sign * v
-        return np.cumsum(np.cumsum(diff, axis=0), axis=1)[:h, :w]
+        return np.asarray(self.expand(self.coverage_blocks(values)), dtype=np.float64)
 
     def location_map(self, keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """The union of the kept tiles (paper Fig. 1c): ``(H, W)`` bool on the thumbnail grid."""
-        return self.coverage(np.asarray(keep, dtype=bool)) > 0.5
+        return np.asarray(self.expand(self.coverage_blocks(np.asarray(keep, bool)) > 0.5))

@@ -26,7 +26,10 @@ def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8] | NDArray[n
         img = np.where(img, np.uint8(255), np.uint8(0))
     if img.ndim == 3:
         img = np.asarray(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-    ok, buf = cv2.imencode(".png", np.asarray(img, dtype=np.uint8))
+    # level 1: large thumbnails encode ~3x faster than at the default, ~10% larger files
+    ok, buf = cv2.imencode(
+        ".png", np.asarray(img, dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    )
     if not ok:
         raise SlidesiftError(f"could not encode {path} as PNG")
     return atomic_write_bytes(path, buf.tobytes())

@@ -16,6 +16,7 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -92,24 +93,45 @@ def tile_table_csv(result: SegmentResult, scale: tuple[float, float] | None = No
     return buf.getvalue()
 
 
+def _preview(image: NDArray[np.generic], longest: int, nearest: bool) -> NDArray[Any]:
+    """``image`` shrunk so its longer side is at most ``longest`` (area, or nearest for masks)."""
+    h, w = image.shape[:2]
+    f = longest / max(h, w)
+    if f >= 1:
+        return np.asarray(image)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    if nearest:
+        small = cv2.resize(np.asarray(image, np.uint8), size, interpolation=cv2.INTER_NEAREST)
+        return np.asarray(small > 0)
+    return np.asarray(cv2.resize(np.asarray(image), size, interpolation=cv2.INTER_AREA))
+
+
 def write_segmentation(
     folder: str | os.PathLike[str],
     name: str,
     result: SegmentResult,
     truth: NDArray[np.bool_] | None = None,
+    *,
+    preview_longest: int = 3000,
 ) -> dict[str, Path]:
-    """Write every output of one slide into ``folder``; returns kind -> path."""
+    """Write every output of one slide into ``folder``; returns kind -> path.
+
+    The mask PNG, GeoJSON and tile table are at full thumbnail resolution; the three RGB
+    pictures (overlay, error map, location map) are previews at most ``preview_longest`` px
+    long (a 6000-px RGB PNG takes ~3 s to encode and is no easier to look at).
+    """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     pixels = result.thumb.pixels if result.thumb is not None else result.pixels
     scale = result.thumb.scale if result.thumb is not None else (1.0, 1.0)
+    small = _preview(pixels, preview_longest, nearest=False)
+    mask_s = _preview(result.mask, preview_longest, nearest=True)
+    truth_s = None if truth is None else _preview(truth, preview_longest, nearest=True)
+    kept_s = _preview(result.grid.location_map(result.keep), preview_longest, nearest=True)
     out = {
         "mask": write_png(root / f"{name}_mask.png", result.mask),
-        "overlay": write_png(root / f"{name}_overlay.png", overlay(pixels, result.mask, truth)),
-        "locations": write_png(
-            root / f"{name}_locations.png",
-            location_map_image(pixels, result.grid.location_map(result.keep)),
-        ),
+        "overlay": write_png(root / f"{name}_overlay.png", overlay(small, mask_s, truth_s)),
+        "locations": write_png(root / f"{name}_locations.png", location_map_image(small, kept_s)),
         "geojson": write_geojson(
             root / f"{name}_tumor.geojson", mask_to_geojson(result.mask, scale)
         ),
