@@ -20,7 +20,7 @@ import hashlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -345,14 +345,3 @@ def classify_tiles(
         for k, (x, y) in enumerate(part):
             buf[k] = pixels[y : y + tile, x : x + tile]
         yield np.arange(j, j + len(part)), classifier(buf[: len(part)])
-
-
-def probabilities_for(
-    classes: Sequence[str],
-    grid_shape: tuple[int, int],
-    keep: NDArray[np.bool_],
-) -> NDArray[np.float32]:
-    """An empty ``(n_rows, n_cols, C)`` probability array: non-tumor for every tile."""
-    out = np.zeros((*grid_shape, len(classes)), np.float32)
-    out[..., 0] = 1.0
-    return out

@@ -182,9 +182,19 @@ class SegmentResult:
         keep = self.sifted.keep_background if not spec.rails else self.sifted.keep
         if not spec.rails and not self.classified[keep].all():
             raise ConfigError("rails", False, "a result classified with classify_background=True")
-        a = assemble(self.grid, keep, self.probs, self.classes, mode=spec.mode,
-                     threshold=spec.threshold)  # fmt: skip
-        return shrink(smooth(a.mask, spec.smooth), spec.shrink)
+        return _assemble_and_clean(self.grid, keep, self.probs, self.classes, spec)[1]
+
+
+def _assemble_and_clean(
+    grid: TileGrid,
+    keep: NDArray[np.bool_],
+    probs: NDArray[np.float32],
+    classes: tuple[str, ...],
+    spec: SegmentSpec,
+) -> tuple[Assembly, NDArray[np.bool_]]:
+    """Assemble the kept tiles, then smooth and shrink: the raw assembly and the final mask."""
+    a = assemble(grid, keep, probs, classes, mode=spec.mode, threshold=spec.threshold)
+    return a, shrink(smooth(a.mask, spec.smooth), spec.shrink)
 
 
 def _pick(spec: SegmentSpec, stride: int) -> str:
@@ -269,8 +279,7 @@ def segment_pixels(
     seconds["classify"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    a = assemble(grid, sifted.keep, probs, classes, mode=spec.mode, threshold=spec.threshold)
-    mask = shrink(smooth(a.mask, spec.smooth), spec.shrink)
+    a, mask = _assemble_and_clean(grid, sifted.keep, probs, classes, spec)
     seconds["assemble"] = time.perf_counter() - start
     return SegmentResult(
         pixels=pixels,

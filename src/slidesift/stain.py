@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError, SlidesiftError
-from slidesift.sift import SiftSpec
+from slidesift.sift import SiftSpec, to_gray
 
 __all__ = [
     "MacenkoNormalizer",
@@ -94,8 +94,8 @@ def _lab(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
 
 def _tissue(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Pixels neither near-white nor near-black (the paper's grey limits), ``(n, 3)``."""
-    flat = rgb.reshape(-1, 3)
-    gray = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    flat = np.ascontiguousarray(rgb.reshape(-1, 3))
+    gray = to_gray(flat.reshape(-1, 1, 3)).ravel()  # the sift's own grey values
     return flat[(gray >= 15) & (gray <= 235)]
 
 
