@@ -7,11 +7,13 @@ Every classifier maps uint8 RGB tiles to class probabilities ``(B, C)`` (column 
   random tiles (max abs difference <= 1e-4) when exported.
 - :class:`TorchTiles`: the network itself (CUDA: bf16 autocast, channels_last).
 - :class:`DenseOnnx`: shared feature maps. With a stride that is a multiple of 16, the first
-  four conv+pool blocks of every tile are crops of the same blocks run once over a region of
-  the thumbnail (valid convolutions; the 2x2 pooling grids stay aligned because every tile
-  starts on a multiple of 16), so only the fifth block and the dense head run per tile. The
-  outputs equal per-tile evaluation up to float summation order. Regions are blocks of tiles
-  (bounded memory), and only blocks holding a kept tile are computed.
+  four conv+pool blocks and the fifth convolution of every tile are crops of the same layers
+  run once over the thumbnail (valid convolutions; the 2x2 pooling grids stay aligned because
+  every tile starts on a multiple of 16). The fifth pooling is taken from the one of four
+  pooled maps whose grid matches the tile's offset, so only BatchNorm and the dense head run
+  per tile. The outputs equal per-tile evaluation up to float summation order. The maps are
+  computed in blocks (bounded memory) that overlap by the 62-px receptive margin only, and
+  only blocks under a kept tile are computed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ __all__ = [
 
 #: Tiles must start on multiples of this for the dense path (four 2x2 poolings).
 DENSE_STEP = 16
+#: ``net.features[:_MAPS_END]`` is blocks 1-4 plus conv 5 and its ReLU (each block: conv, ReLU,
+#: pool, BatchNorm); ``features[_MAPS_END]`` is pool 5.
+_MAPS_END = 18
+#: Extra pixels a region needs beyond 16 px per conv-5 cell: conv 5 cell j sees pixels
+#: 16 j .. 16 j + 77.
+_MAPS_MARGIN = 62
 _PARITY_ATOL = 1e-4
 
 
@@ -65,8 +73,9 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def _wrapped(checkpoint: Checkpoint, part: str) -> Any:
-    """The network (or its trunk / tail) with uint8 NHWC input and probability output."""
+def _wrapped(checkpoint: Checkpoint, part: str) -> tuple[Any, Any]:
+    """The part to export (uint8 NHWC input; probabilities out but for ``maps``) and the plain
+    torch module it must equal (the same, but for the BatchNorm-folded ``maps``)."""
     import torch
 
     from slidesift.model import probabilities
@@ -76,21 +85,57 @@ def _wrapped(checkpoint: Checkpoint, part: str) -> Any:
         p.requires_grad_(False)
 
     class Wrapped(torch.nn.Module):
-        def __init__(self, body: Any, images_in: bool, probs_out: bool) -> None:
+        def __init__(self, body: Any, images_in: str, probs_out: bool) -> None:
             super().__init__()
             self.body, self.images_in, self.probs_out = body, images_in, probs_out
 
         def forward(self, x: Any) -> Any:
-            if self.images_in:
+            if self.images_in == "scaled":
                 x = x.permute(0, 3, 1, 2).float() / 255.0
+            elif self.images_in:
+                x = x.permute(0, 3, 1, 2).float()
             y = self.body(x)
             return probabilities(y) if self.probs_out else y
 
     if part == "whole":
-        return Wrapped(net, True, True).eval()
-    if part == "trunk":
-        return Wrapped(net.features[:16], True, False).eval()
-    return Wrapped(torch.nn.Sequential(net.features[16:], net.head), False, True).eval()
+        whole = Wrapped(net, "scaled", True).eval()
+        return whole, whole
+    if part == "maps":  # blocks 1-4, conv 5 and its ReLU
+        plain = Wrapped(net.features[:_MAPS_END], "scaled", False).eval()
+        return Wrapped(_folded_maps(net.features), "raw", False).eval(), plain
+    # BatchNorm 5 and the head, on pooled block-5 features
+    head = Wrapped(torch.nn.Sequential(net.features[_MAPS_END + 1 :], net.head), "", True)
+    return head.eval(), head.eval()
+
+
+def _folded_maps(features: Any) -> Any:
+    """``features[:_MAPS_END]`` with each BatchNorm folded into the next convolution.
+
+    BatchNorm after a pooling is ``x * a + c`` per channel; the following valid (unpadded)
+    convolution of it equals a convolution with weights ``W * a`` (per input channel) and bias
+    ``b + sum(W * c)``, so the maps lose four BatchNorm passes (ONNX Runtime cannot fuse a
+    BatchNorm into the convolution after it). The 1/255 input scaling folds into conv 1.
+    """
+    import torch
+
+    layers: list[Any] = []
+    scale: Any = torch.full((3,), 1.0 / 255.0)
+    shift: Any = torch.zeros(3)
+    for b in range(_MAPS_END // 4 + 1):
+        conv = features[4 * b]
+        w, bias = conv.weight.detach(), conv.bias.detach()
+        fused = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size)
+        fused.weight = torch.nn.Parameter(w * scale[None, :, None, None], requires_grad=False)
+        fused.bias = torch.nn.Parameter(
+            bias + (w * shift[None, :, None, None]).sum(dim=(1, 2, 3)), requires_grad=False
+        )
+        layers += [fused, torch.nn.ReLU()]
+        if 4 * b + 2 < _MAPS_END:
+            layers.append(features[4 * b + 2])
+            bn = features[4 * b + 3]
+            scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+            shift = (bn.bias - bn.running_mean * scale).detach()
+    return torch.nn.Sequential(*layers).eval()
 
 
 def _digest(checkpoint: Checkpoint) -> str:
@@ -153,8 +198,8 @@ def export_onnx(
     checkpoint
         The model.
     part
-        ``whole`` (tiles -> probabilities), ``trunk`` (image -> block-4 features, any size) or
-        ``tail`` (block-4 features -> probabilities).
+        ``whole`` (tiles -> probabilities), ``maps`` (image of any size -> conv-5 maps after
+        ReLU, before pooling) or ``head`` (pooled conv-5 features -> probabilities).
     folder
         Where to write; default beside the checkpoint (a temporary folder when it has no
         path). The file is reused while it carries the checkpoint's digest.
@@ -181,11 +226,13 @@ def export_onnx(
     if _cached(path, digest):
         return path
     t = checkpoint.tile
-    module = _wrapped(checkpoint, part)
+    if part not in ("whole", "maps", "head"):
+        raise ValueError(f"part must be whole, maps or head, not {part!r}")
+    module, reference = _wrapped(checkpoint, part)
     g = torch.Generator().manual_seed(0)
-    if part == "tail":
-        side = _side_after(t, 4)
-        example: Any = torch.rand(4, FILTERS[3], side, side, generator=g) * 3
+    if part == "head":
+        side = _side_after(t, 5)
+        example: Any = torch.rand(4, FILTERS[4], side, side, generator=g) * 3
         dynamic = {"x": {0: "batch"}, "y": {0: "batch"}}
     else:
         h = t if part == "whole" else t + 2 * DENSE_STEP
@@ -197,7 +244,7 @@ def export_onnx(
             dynamic = {"x": {0: "batch"}, "y": {0: "batch"}}
     _export(module, example, path, dynamic, digest)
     with torch.no_grad():
-        expected = module(example).numpy()
+        expected = reference(example).numpy()
     got = _session(path, None).run(None, {"x": example.numpy()})[0]
     diff = float(np.abs(got - expected).max())
     if diff > _PARITY_ATOL:
@@ -270,8 +317,8 @@ class DenseOnnx:
     checkpoint
         The model.
     block_px
-        Largest side of the image region run through the trunk at once (memory bound:
-        32 x block_px^2 float32 for the first block's activations).
+        Largest side of the image region run through the feature layers at once (memory
+        bound: about 128 x block_px^2 bytes for the first block's float32 activations).
     threads
         ONNX Runtime intra-op threads.
     """
@@ -279,13 +326,50 @@ class DenseOnnx:
     name = "onnx dense"
 
     def __init__(
-        self, checkpoint: Checkpoint, *, block_px: int = 1280, threads: int | None = None
+        self, checkpoint: Checkpoint, *, block_px: int = 1600, threads: int | None = None
     ) -> None:
         self.tile = checkpoint.tile
-        self.side = _side_after(self.tile, 4)
-        self.block_px = max(block_px, self.tile)
-        self.trunk = _session(export_onnx(checkpoint, part="trunk"), threads)
-        self.tail = _session(export_onnx(checkpoint, part="tail"), threads)
+        #: conv-5 cells per tile side that the tile's pooling reads (2 x the pooled side)
+        self.span = 2 * _side_after(self.tile, 5)
+        #: conv-5 cells per region side
+        self.cells = max(1, (block_px - _MAPS_MARGIN) // DENSE_STEP)
+        self.maps = _session(export_onnx(checkpoint, part="maps"), threads)
+        self.head = _session(export_onnx(checkpoint, part="head"), threads)
+
+    def conv5_maps(
+        self, pixels: NDArray[np.uint8], needed: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        """Conv-5 maps (after ReLU, before pooling) of the whole image, where ``needed``.
+
+        Parameters
+        ----------
+        pixels
+            ``(H, W, 3)`` uint8 image.
+        needed
+            ``(H5, W5)`` bool over conv-5 cells (cell ``(j, i)`` sees pixels ``16 j .. 16 j +
+            77`` by ``16 i .. 16 i + 77``); regions without a needed cell are skipped.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(C5, H5, W5)`` float32; zero where not computed.
+        """
+        k = self.cells
+        h5, w5 = needed.shape
+        out: NDArray[np.float32] | None = None
+        for j0 in range(0, h5, k):
+            for i0 in range(0, w5, k):
+                j1, i1 = min(j0 + k, h5), min(i0 + k, w5)
+                if not needed[j0:j1, i0:i1].any():
+                    continue
+                y0, x0 = j0 * DENSE_STEP, i0 * DENSE_STEP
+                region = pixels[y0 : j1 * DENSE_STEP + _MAPS_MARGIN,
+                                x0 : i1 * DENSE_STEP + _MAPS_MARGIN]  # fmt: skip
+                maps = self.maps.run(None, {"x": np.ascontiguousarray(region)[None]})[0][0]
+                if out is None:
+                    out = np.zeros((maps.shape[0], h5, w5), np.float32)
+                out[:, j0:j1, i0:i1] = maps[:, : j1 - j0, : i1 - i0]
+        return out if out is not None else np.zeros((0, h5, w5), np.float32)
 
     def classify(
         self,
@@ -293,38 +377,61 @@ class DenseOnnx:
         th_xy: NDArray[np.int64],
         stride: int,
         *,
-        batch: int = 64,
+        batch: int = 256,
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
         """Probabilities of the tiles at ``th_xy`` (all on a grid of ``stride`` from 0, 0).
 
-        Yields ``(indices into th_xy, (n, C) probabilities)`` block by block.
+        Parameters
+        ----------
+        pixels
+            ``(H, W, 3)`` uint8 image.
+        th_xy
+            ``(n, 2)`` tile corners ``(th_x, th_y)``, multiples of ``stride``.
+        stride
+            The grid's stride; a multiple of 16.
+
+        Yields
+        ------
+        tuple
+            ``(indices into th_xy, (m, C) probabilities)``, batch by batch.
         """
         if not dense_applies(stride):
             raise SlidesiftError(
                 f"dense inference needs a stride that is a multiple of 16, not {stride}"
             )
-        t, s = self.tile, stride
-        per_block = max(1, (self.block_px - t) // s + 1)  # tiles per block side
-        cols = th_xy[:, 0] // s
-        rows = th_xy[:, 1] // s
-        block_of = (rows // per_block) * (int(cols.max()) // per_block + 1) + cols // per_block
-        for b in np.unique(block_of):
-            idx = np.flatnonzero(block_of == b)
-            r0, c0 = int(rows[idx].min()), int(cols[idx].min())
-            r1, c1 = int(rows[idx].max()), int(cols[idx].max())
-            y0, x0 = r0 * s, c0 * s
-            region = np.ascontiguousarray(pixels[y0 : r1 * s + t, x0 : c1 * s + t])[None]
-            feats = self.trunk.run(None, {"x": region})[0][0]
-            fy = (th_xy[idx, 1] - y0) // DENSE_STEP
-            fx = (th_xy[idx, 0] - x0) // DENSE_STEP
-            for j in range(0, idx.size, batch):
-                crops = np.stack(
-                    [
-                        feats[:, a : a + self.side, c : c + self.side]
-                        for a, c in zip(fy[j : j + batch], fx[j : j + batch], strict=True)
-                    ]
-                )
-                yield idx[j : j + batch], self.tail.run(None, {"x": crops})[0]
+        if len(th_xy) == 0:
+            return
+        h5 = _side_after(pixels.shape[0], 4) - 2
+        w5 = _side_after(pixels.shape[1], 4) - 2
+        fy, fx = th_xy[:, 1] // DENSE_STEP, th_xy[:, 0] // DENSE_STEP
+        needed = np.zeros((h5 + 1, w5 + 1), np.int32)  # 2-D difference array of footprints
+        span = self.span
+        np.add.at(needed, (fy, fx), 1)
+        np.add.at(needed, (fy, np.minimum(fx + span, w5)), -1)
+        np.add.at(needed, (np.minimum(fy + span, h5), fx), -1)
+        np.add.at(needed, (np.minimum(fy + span, h5), np.minimum(fx + span, w5)), 1)
+        covered = needed.cumsum(0).cumsum(1)[:h5, :w5] > 0
+        maps = self.conv5_maps(pixels, covered)
+        pooled: dict[tuple[int, int], NDArray[np.float32]] = {}
+        side = span // 2
+        order = np.lexsort((fx % 2, fy % 2))  # one pooled map at a time
+        for j in range(0, len(order), batch):
+            idx = order[j : j + batch]
+            feats = np.empty((len(idx), maps.shape[0], side, side), np.float32)
+            for k, (a, c) in enumerate(zip(fy[idx], fx[idx], strict=True)):
+                key = (int(a) % 2, int(c) % 2)
+                if key not in pooled:
+                    pooled[key] = _pool2(maps[:, key[0] :, key[1] :])
+                feats[k] = pooled[key][:, a // 2 : a // 2 + side, c // 2 : c // 2 + side]
+            yield idx.astype(np.int64), self.head.run(None, {"x": feats})[0]
+
+
+def _pool2(maps: NDArray[np.float32]) -> NDArray[np.float32]:
+    """2x2 max-pooling (floor) of ``(C, H, W)`` maps."""
+    c, h, w = maps.shape
+    h2, w2 = h // 2, w // 2
+    view = maps[:, : 2 * h2, : 2 * w2].reshape(c, h2, 2, w2, 2)
+    return np.asarray(view.max(axis=(2, 4)), np.float32)
 
 
 def classify_tiles(

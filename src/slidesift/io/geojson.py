@@ -187,7 +187,9 @@ def mask_to_geojson(
     colors = dict(colors or {1: (200, 0, 0)})
     sx, sy = scale
     features: list[dict[str, Any]] = []
-    for value in (int(v) for v in np.unique(lab) if v != 0):
+    # bincount finds the labels of a uint8 mask ~10x faster than np.unique (no sort)
+    present = np.flatnonzero(np.bincount(lab.ravel())) if lab.dtype == np.uint8 else np.unique(lab)
+    for value in (int(v) for v in present if v != 0):
         # Trace at twice the resolution: rings then run a quarter pixel inside the region's
         # outer pixel edges, so every region pixel's centre is strictly inside and every other
         # centre strictly outside; reading back paints exactly the mask.

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from slidesift.io.atomic import atomic_write_text
 from slidesift.io.geojson import mask_to_geojson, write_geojson
-from slidesift.io.outputs import location_map_image, write_png
+from slidesift.io.outputs import linear_lut, location_map_image, write_png
 from slidesift.segment import SegmentResult
 
 __all__ = ["error_map", "overlay", "tile_table_csv", "write_segmentation"]
@@ -58,7 +58,8 @@ def error_map(
     pixels: NDArray[np.uint8], mask: NDArray[np.bool_], truth: NDArray[np.bool_]
 ) -> NDArray[np.uint8]:
     """TP green, FP red, FN blue over the slide dimmed to 40%: ``(H, W, 3)`` uint8."""
-    out = (np.asarray(pixels, np.float32) * 0.4 + 255 * 0.6).astype(np.uint8)
+    dimmed = cv2.LUT(np.ascontiguousarray(pixels, np.uint8), linear_lut(0.4, 153.0))
+    out = np.asarray(dimmed, dtype=np.uint8)
     m, t = np.asarray(mask, bool), np.asarray(truth, bool)
     out[m & t] = TP
     out[m & ~t] = FP
@@ -116,9 +117,9 @@ def write_segmentation(
 ) -> dict[str, Path]:
     """Write every output of one slide into ``folder``; returns kind -> path.
 
-    The mask PNG, GeoJSON and tile table are at full thumbnail resolution; the three RGB
-    pictures (overlay, error map, location map) are previews at most ``preview_longest`` px
-    long (a 6000-px RGB PNG takes ~3 s to encode and is no easier to look at).
+    The mask PNG (1 bit), GeoJSON and tile table are at full thumbnail resolution; the three
+    RGB pictures (overlay, error map, location map) are previews at most ``preview_longest``
+    px long (a 6000-px RGB PNG takes seconds to encode and is no easier to look at).
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -137,8 +138,6 @@ def write_segmentation(
         ),
         "tiles": atomic_write_text(root / f"{name}_tiles.csv", tile_table_csv(result, scale)),
     }
-    if truth is not None:
-        out["errors"] = write_png(
-            root / f"{name}_errors.png", error_map(pixels, result.mask, truth)
-        )
+    if truth_s is not None:
+        out["errors"] = write_png(root / f"{name}_errors.png", error_map(small, mask_s, truth_s))
     return out
