@@ -30,6 +30,7 @@ from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
 __all__ = [
     "SlideOutcome",
     "classification_accuracy",
+    "evaluate_slide",
     "evaluate_slides",
     "outcomes_csv",
     "read_slide",
@@ -97,34 +98,67 @@ def evaluate_slides(
     on_slide
         Called after each slide.
     """
-    from slidesift.io.segment_outputs import write_segmentation
-
     classifiers = classifiers or Classifiers(checkpoint)
     outcomes = []
     for entry in entries:
-        if thumbs is not None and entry.name in thumbs:
-            thumb, truth = thumbs[entry.name]
-        else:
-            thumb, truth = read_slide(entry, checkpoint.downsample)
-        r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
-        s = scores(confusion(r.mask, truth)) if truth is not None else None
-        if out is not None:
-            write_segmentation(out, entry.name, r, truth)
-        outcome = SlideOutcome(
-            entry.name,
-            entry.label,
-            r.vote,
-            dict(r.assembly.counts),
-            s,
-            int(r.keep.sum()),
-            r.inference,
-            r.seconds,
-            r if keep_results else None,
-        )
+        read = thumbs.get(entry.name) if thumbs is not None else None
+        outcome = evaluate_slide(
+            entry, checkpoint, spec, out=out, read=read, classifiers=classifiers,
+            keep_result=keep_results,
+        )  # fmt: skip
         outcomes.append(outcome)
         if on_slide is not None:
             on_slide(outcome)
     return outcomes
+
+
+def evaluate_slide(
+    entry: ManifestEntry,
+    checkpoint: Checkpoint,
+    spec: SegmentSpec | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    read: tuple[Thumb, NDArray[np.bool_] | None] | None = None,
+    classifiers: Classifiers | None = None,
+    keep_result: bool = False,
+) -> SlideOutcome:
+    """Segment and score one slide (one step of :func:`evaluate_slides`).
+
+    Parameters
+    ----------
+    entry
+        The slide, its truth and label.
+    checkpoint
+        The model.
+    spec
+        Segmentation options.
+    out
+        Write the slide's outputs (:func:`write_segmentation`) into this folder.
+    read
+        The slide's already read ``(thumb, truth)`` (:func:`read_slide`).
+    classifiers
+        Shared classifiers.
+    keep_result
+        Keep the :class:`SegmentResult` in the outcome.
+    """
+    from slidesift.io.segment_outputs import write_segmentation
+
+    thumb, truth = read if read is not None else read_slide(entry, checkpoint.downsample)
+    r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
+    s = scores(confusion(r.mask, truth)) if truth is not None else None
+    if out is not None:
+        write_segmentation(out, entry.name, r, truth)
+    return SlideOutcome(
+        entry.name,
+        entry.label,
+        r.vote,
+        dict(r.assembly.counts),
+        s,
+        int(r.keep.sum()),
+        r.inference,
+        r.seconds,
+        r if keep_result else None,
+    )
 
 
 def classification_accuracy(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> float:
@@ -147,44 +181,50 @@ def summary(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> dict[st
     return out
 
 
-def outcomes_csv(outcomes: Sequence[SlideOutcome]) -> str:
-    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference."""
+def outcomes_csv(
+    outcomes: Sequence[SlideOutcome], *, status: Sequence[tuple[str, str, str]] | None = None
+) -> str:
+    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference.
+
+    Parameters
+    ----------
+    outcomes
+        The slides, in the order of the rows.
+    status
+        Per outcome ``(status, error type, error message)``: adds the columns ``status``,
+        ``error_type`` and ``error`` (the cohort runner's ``ok``, ``resumed`` or ``failed``).
+        A ``failed`` row leaves ``kept_tiles`` empty.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "slide",
-            "label",
-            "vote",
-            "jaccard",
-            "dice",
-            "precision",
-            "recall",
-            "empty_prediction",
-            "kept_tiles",
-            "inference",
-        ]
-    )
-    for o in outcomes:
+    header = ["slide", "label", "vote", "jaccard", "dice", "precision", "recall",
+              "empty_prediction", "kept_tiles", "inference"]  # fmt: skip
+    w.writerow(header if status is None else [*header, "status", "error_type", "error"])
+    for i, o in enumerate(outcomes):
         s = o.scores
         vals = [
             "" if s is None else f"{getattr(s, k):.6f}"
             for k in ("jaccard", "dice", "precision", "recall")
         ]
-        w.writerow(
-            [
-                o.name,
-                o.label or "",
-                o.vote or "",
-                *vals,
-                "" if s is None else int(s.empty_prediction),
-                o.kept_tiles,
-                o.inference,
-            ]
-        )
+        failed = status is not None and status[i][0] == "failed"
+        row: list[object] = [
+            o.name,
+            o.label or "",
+            o.vote or "",
+            *vals,
+            "" if s is None else int(s.empty_prediction),
+            "" if failed else o.kept_tiles,
+            o.inference,
+        ]
+        w.writerow(row if status is None else [*row, *status[i]])
     return buf.getvalue()
 
 
-def write_outcomes(path: str | os.PathLike[str], outcomes: Sequence[SlideOutcome]) -> Path:
+def write_outcomes(
+    path: str | os.PathLike[str],
+    outcomes: Sequence[SlideOutcome],
+    *,
+    status: Sequence[tuple[str, str, str]] | None = None,
+) -> Path:
     """Write :func:`outcomes_csv` atomically."""
-    return atomic_write_text(path, outcomes_csv(outcomes))
+    return atomic_write_text(path, outcomes_csv(outcomes, status=status))

@@ -21,7 +21,17 @@ from slidesift.io.atomic import atomic_write_text
 from slidesift.sift import EntropyMode, SiftSpec, measure_tiles
 from slidesift.tiles import TileGrid
 
-__all__ = ["Rails", "RailsAtSize", "fit_rails", "rails_spread", "tumor_tile_entropies"]
+__all__ = [
+    "Rails",
+    "RailsAtSize",
+    "fit_rails",
+    "rails_spread",
+    "read_spread",
+    "spread_from_json",
+    "spread_to_json",
+    "tumor_tile_entropies",
+    "write_spread",
+]
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,106 @@ class RailsAtSize:
     def spread(self) -> float:
         """``hi - lo``, or NaN when no tumor tile survived at this size."""
         return self.rails.spread if self.rails else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON: ``tile, n_tiles, lo, hi, spread, entropy``.
+
+        ``lo``, ``hi``, ``spread`` and ``entropy`` are ``None`` (JSON ``null``) and ``n_tiles``
+        is 0 when no tumor tile survived at this size.
+        """
+        r = self.rails
+        return {
+            "tile": self.tile,
+            "n_tiles": r.n_tiles if r else 0,
+            "lo": r.lo if r else None,
+            "hi": r.hi if r else None,
+            "spread": r.spread if r else None,
+            "entropy": r.entropy if r else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RailsAtSize:
+        """Inverse of :meth:`to_dict`; ``spread`` is recomputed, not trusted.
+
+        Raises
+        ------
+        ConfigError
+            ``tile`` is missing or not an integer, or ``lo``/``hi`` are not both numbers or
+            both null.
+        """
+        valid = "an object with an integer 'tile' and numeric (or both null) 'lo' and 'hi'"
+        if not isinstance(data, dict):
+            raise ConfigError("rails spread row", data, valid)
+        try:
+            tile = data["tile"]
+            if isinstance(tile, bool) or int(tile) != tile:
+                raise ValueError(tile)
+            lo: Any = data.get("lo")
+            hi: Any = data.get("hi")
+            if lo is None and hi is None:
+                return cls(int(tile), None)
+            rails = Rails(
+                lo=float(lo),
+                hi=float(hi),
+                entropy=data.get("entropy") or "rgb",
+                tile=int(tile),
+                n_tiles=int(data.get("n_tiles") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("rails spread row", data, valid) from exc
+        return cls(int(tile), rails)
+
+
+def spread_to_json(rows: Sequence[RailsAtSize]) -> str:
+    """The Fig. 5 rows as a JSON array of :meth:`RailsAtSize.to_dict` objects (one per size)."""
+    return json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
+
+
+def spread_from_json(text: str) -> list[RailsAtSize]:
+    """Inverse of :func:`spread_to_json`; also accepts ``{"rows": [...]}``.
+
+    Raises
+    ------
+    ConfigError
+        The text is not JSON, or not an array of rows (see :meth:`RailsAtSize.from_dict`).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("rails spread", text[:80], f"JSON ({exc})") from exc
+    if isinstance(data, dict) and "rows" in data:
+        data = data["rows"]
+    if not isinstance(data, list):
+        raise ConfigError(
+            "rails spread", data, "a JSON array of {tile, n_tiles, lo, hi, spread} objects"
+        )
+    return [RailsAtSize.from_dict(row) for row in data]
+
+
+def write_spread(path: str | os.PathLike[str], rows: Sequence[RailsAtSize]) -> Path:
+    """Write :func:`spread_to_json` atomically."""
+    return atomic_write_text(path, spread_to_json(rows))
+
+
+def read_spread(path: str | os.PathLike[str]) -> list[RailsAtSize]:
+    """Read rows written by :func:`write_spread` (``slidesift rails --spread-out``).
+
+    Raises
+    ------
+    SlidesiftError
+        The file cannot be read.
+    ConfigError
+        Its content is not a rails spread.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SlidesiftError(f"cannot read rails spread {str(p)!r}: {exc}") from exc
+    try:
+        return spread_from_json(text)
+    except ConfigError as exc:
+        raise ConfigError(f"rails spread in {str(p)!r}", exc.value, exc.valid) from exc
 
 
 def rails_spread(

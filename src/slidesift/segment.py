@@ -101,18 +101,23 @@ class SegmentSpec:
 
 @dataclass
 class Classifiers:
-    """Classifiers built once per checkpoint and reused over slides."""
+    """Classifiers built once per checkpoint and reused over slides.
+
+    ``threads`` caps the ONNX Runtime sessions' and the tile measurement's threads (default:
+    every core), so that several segmenting processes share a machine without oversubscribing.
+    """
 
     checkpoint: Checkpoint
+    threads: int | None = None
     _made: dict[str, Any] = field(default_factory=dict)
 
     def get(self, kind: str) -> Any:
         """``dense``, ``tiles`` or ``torch`` (CUDA when present)."""
         if kind not in self._made:
             if kind == "dense":
-                self._made[kind] = DenseOnnx(self.checkpoint)
+                self._made[kind] = DenseOnnx(self.checkpoint, threads=self.threads)
             elif kind == "tiles":
-                self._made[kind] = OnnxTiles(self.checkpoint)
+                self._made[kind] = OnnxTiles(self.checkpoint, threads=self.threads)
             else:
                 import torch
 
@@ -248,7 +253,8 @@ def segment_pixels(
     grid = TileGrid.from_stride(pixels.shape[:2], tile=t, stride=stride)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    stats = measure_tiles(pixels, grid, checkpoint.sift, workers=os.cpu_count() or 1)
+    workers = classifiers.threads or os.cpu_count() or 1
+    stats = measure_tiles(pixels, grid, checkpoint.sift, workers=workers)
     sifted = sift(stats, checkpoint.rails if spec.rails else None)
     seconds["sift"] = time.perf_counter() - start
 

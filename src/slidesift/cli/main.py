@@ -14,18 +14,38 @@ from rich.console import Console
 
 from slidesift import __version__
 from slidesift.cli.demo import demo
+from slidesift.cli.doctor_cmd import doctor
+from slidesift.cli.evaluate_cmd import evaluate_command
 from slidesift.cli.info import info
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
+from slidesift.cli.report_cmd import report
 from slidesift.cli.segment_cmd import segment_command, select_command
 from slidesift.cli.sift_cmd import sift_command
 from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command
+from slidesift.config import default_map, read_config
 from slidesift.errors import SlidesiftError
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--config FILE``: defaults for every command from TOML (flags still win)."""
+    if value:
+        ctx.default_map = default_map(cli, read_config(value))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="slidesift")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="SLIDESIFT_CONFIG",
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file of option defaults: top-level keys for every command, [command] tables "
+    "for one; flags win. Also $SLIDESIFT_CONFIG.",
+)
 def cli() -> None:
     """Find tumor in whole-slide images with entropy rails and a lightweight CNN.
 
@@ -39,9 +59,14 @@ def cli() -> None:
       slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
     Train the lightweight CNN on a cohort (checkpoint per epoch):
       slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
-    Pick the best epoch on the test slides, then segment and score them:
+    Pick the best epoch on the test slides, then segment and score them (Dask):
       slidesift select run cohort/manifest.csv --round-stride
-      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --out seg
+    One HTML page with the scores, pictures and training curves:
+      slidesift report seg --run run
+    Options from a TOML file (flags win); what is installed:
+      slidesift --config slidesift.toml train cohort/manifest.csv --out run
+      slidesift doctor
     """
 
 
@@ -54,6 +79,9 @@ cli.add_command(subsets)
 cli.add_command(train_command)
 cli.add_command(segment_command)
 cli.add_command(select_command)
+cli.add_command(report)
+cli.add_command(evaluate_command)
+cli.add_command(doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from slidesift.cli.options import downsample_options, resolve_downsample, sift_o
 from slidesift.errors import ConfigError
 from slidesift.io.annotations import read_truth
 from slidesift.io.slide import open_slide, read_thumb
-from slidesift.rails import RailsAtSize, rails_spread
+from slidesift.rails import RailsAtSize, rails_spread, write_spread
 
 
 def spread_table(rows: list[RailsAtSize]) -> Table:
@@ -55,6 +55,11 @@ def spread_table(rows: list[RailsAtSize]) -> Table:
     "--out", "out_path", type=click.Path(path_type=Path), default=None,
     help="Write the rails at --tile to this JSON file.",
 )  # fmt: skip
+@click.option(
+    "--spread-out", "spread_out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Write the rails spread rows (every --spread size) to this JSON file, for "
+    "`slidesift report --rails-spread`.",
+)  # fmt: skip
 def rails(
     slides: tuple[Path, ...],
     truths: tuple[Path, ...],
@@ -67,6 +72,7 @@ def rails(
     overlap: float,
     spread_sizes: str | None,
     out_path: Path | None,
+    spread_out: Path | None,
 ) -> None:
     """Fit entropy rails (min and max entropy of tumor tiles) over training slides.
 
@@ -74,6 +80,7 @@ def rails(
     Examples:
       slidesift rails -s a.svs -t a_mask.tif -s b.svs -t b_mask.tif -N 6000 -T 400 --out rails.json
       slidesift rails -s node.tif -t node.xml -N 15000 --spread 100,150,200,300,400
+      slidesift rails -s a.svs -t a.xml --spread 100,200,400 --spread-out rails_spread.json
     """
     if len(slides) != len(truths):
         raise click.UsageError(f"{len(slides)} --slide but {len(truths)} --truth; pair them")
@@ -100,6 +107,9 @@ def rails(
         )
     rows = rails_spread(images, sizes, overlap=overlap, spec=spec)
     console.print(spread_table(rows))
+    if spread_out is not None:
+        write_spread(spread_out, rows)
+        console.print(f"rails spread written to [bold]{spread_out}[/]")
     at_tile = next(r for r in rows if r.tile == tile)
     if at_tile.rails is None:
         raise click.ClickException(f"no tumor tile of {tile} px survived the background sift")

@@ -1,0 +1,630 @@
+"""Segment and score a cohort on Dask: one task per slide, resumable, failures reported.
+
+::
+
+    manifest entries --(one task per slide: read, segment, score, write OUT/<name>/,
+    then OUT/<name>/outcome.json)--> OUT/scores.csv, OUT/summary.json
+
+Layout of the output folder::
+
+    <name>/<name>_mask.png, _overlay.png, _tumor.geojson, _tiles.csv, ...  (write_segmentation)
+    <name>/outcome.json   written last and atomically: the slide's row and its fingerprint
+    scores.csv            one row per slide in manifest order, with status, error type, error
+    summary.json          cohort means (:func:`slidesift.evaluate.summary`), counts, failures
+
+Where the tasks run (``scheduler``):
+
+- ``None`` (default): a :class:`distributed.LocalCluster` of worker processes, as many as there
+  are slides to compute or cores (fewer if ``workers`` says so), one thread each; each task's
+  ONNX Runtime, OpenCV, torch and tile measurement use ``cores // workers`` threads.
+- ``"tcp://host:8786"``: an existing Dask cluster (:class:`distributed.Client`). The
+  checkpoint, the slides and the output folder must be at the same paths on its workers (a
+  shared file system).
+- ``"sync"`` (or ``workers=0``): in this process, one slide after another, without Dask.
+
+A task loads the checkpoint itself (once per process, keyed by path and mtime) and never raises:
+a slide that fails (unreadable file, bad annotation, any exception) comes back as a ``failed``
+row with its error, and the other slides go on. A rerun skips each slide whose outcome.json
+matches the run's fingerprint (checkpoint digest, :class:`SegmentSpec`, the slide's paths and
+label) and whose files are all there (status ``resumed``); ``force=True`` recomputes. A task
+deletes its slide's outcome.json before it writes anything, so an interrupted slide is never
+taken for a finished one. The slides' contents are not hashed: a slide rewritten in place
+under the same path needs ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.evaluate import SlideOutcome
+from slidesift.manifest import ManifestEntry
+from slidesift.metrics import Scores
+from slidesift.segment import Classifiers, SegmentSpec
+
+__all__ = [
+    "OUTCOME_FILE",
+    "SCORES_FILE",
+    "SUMMARY_FILE",
+    "CohortError",
+    "CohortResult",
+    "MissingExtraError",
+    "SlideRun",
+    "Status",
+    "fingerprint",
+    "run_cohort",
+    "segment_slide_task",
+]
+
+#: Per-slide record, written last in ``OUT/<name>/``.
+OUTCOME_FILE = "outcome.json"
+#: Cohort table and figures in ``OUT/``.
+SCORES_FILE = "scores.csv"
+SUMMARY_FILE = "summary.json"
+#: ``ok``: computed now; ``resumed``: an earlier run's complete outputs reused; ``failed``.
+Status = Literal["ok", "resumed", "failed"]
+_FORMAT = "slidesift-outcome/1"
+
+
+class CohortError(SlidesiftError):
+    """A cohort cannot run (repeated slide names, unreachable scheduler) or every slide failed."""
+
+
+class MissingExtraError(SlidesiftError):
+    """An optional dependency is not installed; the message names the pip extra.
+
+    Parameters
+    ----------
+    module
+        The module that failed to import.
+    extra
+        The slidesift extra that provides it.
+    """
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"running a cohort on Dask needs {module!r}, which is not installed: "
+            f"pip install 'slidesift[{extra}]'\n"
+            "  hint: or run in this process without Dask: scheduler='sync' "
+            "(slidesift evaluate ... --workers 0)"
+        )
+
+
+@dataclass(frozen=True)
+class SlideRun:
+    """One slide's result in a cohort run.
+
+    Attributes
+    ----------
+    name
+        The slide's name (:attr:`ManifestEntry.name`), also its output folder.
+    status
+        ``ok``, ``resumed`` or ``failed``.
+    outcome
+        Its scores and counts; ``None`` when it failed.
+    error_type, error
+        The exception's class name and message (empty unless failed).
+    traceback
+        The formatted traceback of an unexpected exception (empty for slidesift's own errors).
+    seconds
+        Wall seconds the slide's task took (in the earlier run, when resumed).
+    worker
+        ``host:pid`` of the process that computed it (empty when it failed).
+    """
+
+    name: str
+    status: Status
+    outcome: SlideOutcome | None
+    error_type: str = ""
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """A cohort run: its rows in manifest order and the figures in summary.json.
+
+    Attributes
+    ----------
+    rows
+        One per slide, in manifest order.
+    figures
+        What summary.json holds: cohort means over the scored slides, counts, failures.
+    out
+        The output folder.
+    """
+
+    rows: tuple[SlideRun, ...]
+    figures: dict[str, Any]
+    out: Path
+
+    @property
+    def outcomes(self) -> list[SlideOutcome]:
+        """Outcomes of the slides that did not fail (computed or resumed), in manifest order."""
+        return [r.outcome for r in self.rows if r.outcome is not None]
+
+    @property
+    def failures(self) -> list[SlideRun]:
+        """The rows that failed."""
+        return [r for r in self.rows if r.status == "failed"]
+
+    @property
+    def scores_csv(self) -> Path:
+        """``OUT/scores.csv``."""
+        return self.out / SCORES_FILE
+
+    @property
+    def summary_json(self) -> Path:
+        """``OUT/summary.json``."""
+        return self.out / SUMMARY_FILE
+
+
+def fingerprint(checkpoint_digest: str, spec: SegmentSpec, entry: ManifestEntry) -> dict[str, Any]:
+    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row.
+
+    Parameters
+    ----------
+    checkpoint_digest
+        :func:`slidesift.cache.file_digest` of the checkpoint file.
+    spec
+        The segmentation options.
+    entry
+        The slide (its path, annotation path and label).
+
+    Returns
+    -------
+    dict
+        Plain JSON values; stored in outcome.json and compared on a rerun.
+    """
+    return {
+        "checkpoint": checkpoint_digest,
+        "spec": asdict(spec),
+        "slide": str(entry.slide),
+        "annotation": None if entry.annotation is None else str(entry.annotation),
+        "label": entry.label,
+    }
+
+
+# ---------------------------------------------------------------- the task (runs on a worker)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(path: str, mtime_ns: int, threads: int | None) -> Classifiers:
+    """The checkpoint and its classifiers, once per process (the key holds the mtime)."""
+    from slidesift.checkpoint import load_checkpoint
+
+    return Classifiers(load_checkpoint(path), threads=threads)
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Cap OpenCV's and torch's threads in this (worker) process; ``None`` leaves them."""
+    if threads is None:
+        return
+    import cv2
+
+    cv2.setNumThreads(threads)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _outcome_doc(outcome: SlideOutcome) -> dict[str, Any]:
+    """A :class:`SlideOutcome` as plain JSON values (without its result)."""
+    return {
+        "name": outcome.name,
+        "label": outcome.label,
+        "vote": outcome.vote,
+        "counts": outcome.counts,
+        "scores": None if outcome.scores is None else outcome.scores.to_dict(),
+        "kept_tiles": outcome.kept_tiles,
+        "inference": outcome.inference,
+        "seconds": outcome.seconds,
+    }
+
+
+def _outcome_from_doc(doc: dict[str, Any]) -> SlideOutcome:
+    """The inverse of :func:`_outcome_doc`."""
+    s = doc["scores"]
+    return SlideOutcome(
+        name=str(doc["name"]),
+        label=doc["label"],
+        vote=doc["vote"],
+        counts={str(k): int(v) for k, v in doc["counts"].items()},
+        scores=None if s is None else Scores(**s),
+        kept_tiles=int(doc["kept_tiles"]),
+        inference=str(doc["inference"]),
+        seconds={str(k): float(v) for k, v in doc["seconds"].items()},
+    )
+
+
+def _segment_one(
+    checkpoint: Path, entry: ManifestEntry, spec: SegmentSpec, folder: Path,
+    stamp: dict[str, Any], threads: int | None, start: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Segment, score and write one slide; outcome.json last."""
+    from slidesift.evaluate import evaluate_slide, read_slide
+    from slidesift.io.atomic import atomic_write_text
+    from slidesift.io.segment_outputs import write_segmentation
+
+    (folder / OUTCOME_FILE).unlink(missing_ok=True)
+    _limit_threads(threads)
+    classifiers = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads)
+    ck = classifiers.checkpoint
+    read_start = time.perf_counter()
+    read = read_slide(entry, ck.downsample)
+    read_s = time.perf_counter() - read_start
+    outcome = evaluate_slide(entry, ck, spec, read=read, classifiers=classifiers, keep_result=True)
+    assert outcome.result is not None
+    written = time.perf_counter()
+    files = write_segmentation(folder, entry.name, outcome.result, read[1])
+    doc = _outcome_doc(outcome)
+    now = time.perf_counter()
+    doc["seconds"] = {**outcome.seconds, "read": outcome.seconds.get("read", 0.0) + read_s,
+                      "write": now - written, "total": now - start}  # fmt: skip
+    doc.update(
+        status="ok",
+        files=sorted(p.name for p in files.values()),
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        fingerprint=stamp,
+    )
+    atomic_write_text(folder / OUTCOME_FILE, json.dumps({"format": _FORMAT, **doc}, indent=2))
+    return doc
+
+
+def _failure_doc(entry: ManifestEntry, exc: BaseException, seconds: float) -> dict[str, Any]:
+    """A failed slide's row: its error's type and message (and traceback when unexpected)."""
+    tb = ""
+    if not isinstance(exc, SlidesiftError):
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "name": entry.name,
+        "status": "failed",
+        "error_type": type(exc).__name__,
+        "error": str(exc) or repr(exc),
+        "traceback": tb,
+        "seconds": {"total": seconds},
+    }
+
+
+def segment_slide_task(
+    checkpoint: str,
+    entry: ManifestEntry,
+    spec: SegmentSpec,
+    out: str,
+    stamp: dict[str, Any],
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """One cohort task: read, segment, score and write a slide into ``out/<name>/``.
+
+    Runs on a Dask worker (or in process); takes and returns plain picklable values and
+    never raises for a slide's fault.
+
+    Parameters
+    ----------
+    checkpoint
+        Absolute path of the checkpoint (loaded once per process).
+    entry
+        The slide.
+    spec
+        Segmentation options.
+    out
+        The cohort's output folder; the slide's go to ``out/<entry.name>/``.
+    stamp
+        The slide's :func:`fingerprint`, stored in its outcome.json.
+    threads
+        Threads for ONNX Runtime, OpenCV, torch and the tile measurement (``None``: all cores,
+        leaving the process's settings alone).
+
+    Returns
+    -------
+    dict
+        outcome.json's content (``status`` ``ok``; ``worker`` is ``host:pid`` of the process
+        that ran it), or ``status`` ``failed`` with ``error_type``, ``error`` and
+        ``traceback``. No arrays.
+    """
+    start = time.perf_counter()
+    folder = Path(out) / entry.name
+    try:
+        return _segment_one(Path(checkpoint), entry, spec, folder, stamp, threads, start)
+    except Exception as exc:
+        return _failure_doc(entry, exc, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- the client side
+
+
+def _run_from_doc(doc: dict[str, Any], status: Status | None = None) -> SlideRun:
+    """A :class:`SlideRun` from a task's (or an earlier outcome.json's) document."""
+    seconds = float(doc.get("seconds", {}).get("total", 0.0))
+    if doc["status"] != "ok":
+        return SlideRun(doc["name"], "failed", None, doc["error_type"], doc["error"],
+                        doc.get("traceback", ""), seconds)  # fmt: skip
+    outcome = _outcome_from_doc(doc)
+    return SlideRun(doc["name"], status or "ok", outcome, seconds=seconds, worker=doc["worker"])
+
+
+def _resumable(folder: Path, stamp: dict[str, Any]) -> SlideRun | None:
+    """The earlier run of this slide, when its outcome.json matches and its files exist."""
+    try:
+        doc = json.loads((folder / OUTCOME_FILE).read_text(encoding="utf-8"))
+        complete = (
+            doc["status"] == "ok"
+            and doc["fingerprint"] == json.loads(json.dumps(stamp))
+            and all((folder / name).is_file() for name in doc["files"])
+        )
+        return _run_from_doc(doc, "resumed") if complete else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _distributed() -> Any:
+    """The ``distributed`` module, or :class:`MissingExtraError` naming ``slidesift[cohort]``."""
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("dask", "cohort") from None
+    try:
+        import distributed
+    except ImportError:
+        raise MissingExtraError("distributed", "cohort") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, n_workers: int) -> Iterator[Any]:
+    """A :class:`distributed.Client` on ``scheduler``, or on a new local process cluster."""
+    distributed = _distributed()
+    if scheduler is None:
+        with (
+            distributed.LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler)
+    except (OSError, TimeoutError) as exc:
+        raise CohortError(
+            f"cannot reach the Dask scheduler at {scheduler!r}: {exc}\n  hint: start one "
+            "(dask scheduler, then dask worker ADDRESS on each machine), or leave the "
+            "scheduler out to run on a local cluster"
+        ) from exc
+    with client:
+        yield client
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every task of one run shares."""
+
+    checkpoint: str
+    spec: SegmentSpec
+    out: str
+    stamps: dict[str, dict[str, Any]]
+    threads: int | None
+
+
+def _in_process(todo: Sequence[ManifestEntry], job: _Job) -> Iterator[SlideRun]:
+    for e in todo:
+        doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
+                                 job.threads)  # fmt: skip
+        yield _run_from_doc(doc)
+
+
+def _on_dask(
+    todo: Sequence[ManifestEntry], job: _Job, scheduler: str | None, n_workers: int
+) -> Iterator[SlideRun]:
+    """Submit one task per slide; yield rows as they finish (a lost task is a failed row)."""
+    with _client(scheduler, n_workers) as client:
+        run_id = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(
+                segment_slide_task, job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
+                job.threads, key=f"slidesift-segment-{e.name}-{run_id}", retries=0,
+            ): e
+            for e in todo
+        }  # fmt: skip
+        for future in _distributed().as_completed(futures):
+            entry = futures[future]
+            try:
+                doc = future.result()
+            except Exception as exc:  # the worker died, or the task could not be run
+                doc = _failure_doc(entry, exc, 0.0)
+            yield _run_from_doc(doc)
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _check_options(scheduler: str | None, workers: int | None, threads: int | None) -> None:
+    if scheduler is not None and scheduler != "sync" and ":" not in scheduler:
+        raise ConfigError(
+            "scheduler", scheduler, "'sync' or a Dask scheduler address like tcp://10.0.0.5:8786"
+        )
+    if workers is not None and workers < 0:
+        raise ConfigError("workers", workers, "0 (in process) or a positive number of processes")
+    if workers not in (None, 0) and scheduler is not None:
+        raise ConfigError(
+            "workers", workers, "left unset with a scheduler (its cluster has its own workers)"
+        )
+    if threads is not None and threads < 1:
+        raise ConfigError("threads", threads, "a positive number, or None")
+
+
+def _check_names(entries: Sequence[ManifestEntry]) -> None:
+    """Each slide's outputs go to OUT/<name>/: names must differ."""
+    seen: dict[str, ManifestEntry] = {}
+    clashes = []
+    for e in entries:
+        if e.name in seen:
+            clashes.append(f"{seen[e.name].slide} and {e.slide} are both {e.name!r}")
+        seen.setdefault(e.name, e)
+    if clashes:
+        raise CohortError(
+            "slides share a name, so their outputs would overwrite each other: "
+            + "; ".join(clashes) + "\n  hint: rename one of each pair (the name is the file "
+            "name up to its first dot)"
+        )  # fmt: skip
+
+
+def _execute(
+    todo: Sequence[ManifestEntry],
+    job: _Job,
+    scheduler: str | None,
+    workers: int | None,
+) -> Iterator[SlideRun]:
+    """Run ``todo`` where the options say; yields rows as slides finish."""
+    if not todo:
+        return
+    if scheduler == "sync" or workers == 0:
+        yield from _in_process(todo, job)
+        return
+    n = min(len(todo), workers or _cores())
+    if scheduler is None and job.threads is None:
+        job = _Job(job.checkpoint, job.spec, job.out, job.stamps, max(1, _cores() // n))
+    yield from _on_dask(todo, job, scheduler, n)
+
+
+def _placeholder(row: SlideRun, entry: ManifestEntry) -> SlideOutcome:
+    """A failed slide's line in scores.csv: its name and label, nothing measured."""
+    return SlideOutcome(row.name, entry.label, None, {}, None, 0, "", {})
+
+
+def _figures(rows: Sequence[SlideRun], classes: Sequence[str]) -> dict[str, Any]:
+    """summary.json: cohort means over the slides that did not fail, counts and failures."""
+    from slidesift.evaluate import summary
+
+    figures: dict[str, Any] = dict(summary([r.outcome for r in rows if r.outcome], classes))
+    figures.update(
+        slides=len(rows),
+        ok=sum(r.status == "ok" for r in rows),
+        resumed=sum(r.status == "resumed" for r in rows),
+        failed=sum(r.status == "failed" for r in rows),
+        failures=[
+            {"slide": r.name, "error_type": r.error_type, "error": r.error,
+             "traceback": r.traceback}
+            for r in rows if r.status == "failed"
+        ],
+    )  # fmt: skip
+    return figures
+
+
+def _write_tables(
+    rows: Sequence[SlideRun], entries: Sequence[ManifestEntry], figures: dict[str, Any], out: Path
+) -> None:
+    from slidesift.evaluate import write_outcomes
+    from slidesift.io.atomic import atomic_write_text
+
+    outcomes = [r.outcome or _placeholder(r, e) for r, e in zip(rows, entries, strict=True)]
+    status = [(r.status, r.error_type, r.error) for r in rows]
+    write_outcomes(out / SCORES_FILE, outcomes, status=status)
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(figures, indent=2) + "\n")
+
+
+def run_cohort(
+    checkpoint: str | os.PathLike[str],
+    entries: Iterable[ManifestEntry],
+    spec: SegmentSpec | None = None,
+    *,
+    out: str | os.PathLike[str],
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    on_slide: Callable[[SlideRun], None] | None = None,
+) -> CohortResult:
+    """Segment and score every slide, one Dask task per slide; write scores.csv, summary.json.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint file (read by every worker at this absolute path).
+    entries
+        The slides (a :class:`Manifest` or some of its entries); names must differ.
+    spec
+        Segmentation options.
+    out
+        Output folder (see the module docstring for its layout).
+    scheduler
+        ``None``: a new local process cluster; ``"sync"``: in this process without Dask; else
+        a Dask scheduler's address (``tcp://host:8786``).
+    workers
+        Processes of the local cluster (default: as many as slides to compute, at most the
+        cores); ``0`` runs in this process like ``scheduler="sync"``.
+    threads
+        Threads per task (default: ``cores // workers`` on the local cluster, else all cores).
+    force
+        Recompute slides whose complete outputs an earlier run left.
+    on_slide
+        Called with each slide's row as it is known (resumed ones first, then as they finish).
+
+    Returns
+    -------
+    CohortResult
+        Rows in the entries' order and the figures written to summary.json.
+
+    Raises
+    ------
+    ConfigError
+        A bad scheduler, workers or threads value.
+    CohortError
+        Two slides with one name, or an unreachable scheduler.
+    MissingExtraError
+        Dask is needed (any scheduler but ``sync``) and not installed.
+    CheckpointError
+        The checkpoint cannot be read.
+    """
+    from slidesift.cache import file_digest
+    from slidesift.checkpoint import load_checkpoint
+
+    _check_options(scheduler, workers, threads)
+    entries = list(entries)
+    _check_names(entries)
+    spec = spec or SegmentSpec()
+    ck_path = Path(checkpoint).resolve()
+    classes = load_checkpoint(ck_path).classes
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    digest = file_digest(ck_path)
+    stamps = {e.name: fingerprint(digest, spec, e) for e in entries}
+    found: dict[str, SlideRun] = {}
+    todo = []
+    for e in entries:
+        earlier = None if force else _resumable(root / e.name, stamps[e.name])
+        if earlier is None:
+            todo.append(e)
+            continue
+        found[e.name] = earlier
+        if on_slide is not None:
+            on_slide(earlier)
+    job = _Job(str(ck_path), spec, str(root), stamps, threads)
+    for row in _execute(todo, job, scheduler, workers):
+        found[row.name] = row
+        if on_slide is not None:
+            on_slide(row)
+    rows = tuple(found[e.name] for e in entries)
+    figures = _figures(rows, classes)
+    _write_tables(rows, entries, figures, root)
+    return CohortResult(rows, figures, root)

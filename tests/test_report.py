@@ -1,0 +1,354 @@
+"""``slidesift report``: one self-contained HTML page of a cohort run, and the spread JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidesift.cli.main import main
+from slidesift.errors import ConfigError
+from slidesift.io.outputs import write_png
+from slidesift.io.segment_outputs import FN, FP, TP
+from slidesift.rails import (
+    Rails,
+    RailsAtSize,
+    read_spread,
+    spread_from_json,
+    spread_to_json,
+    write_spread,
+)
+from slidesift.report import ReportError, build_report, read_cohort, write_report
+from slidesift.train import LOG_COLUMNS
+
+ODD = "a<b&c"  # a slide name that must be escaped
+COLUMNS = ("slide,label,vote,jaccard,dice,precision,recall,empty_prediction,kept_tiles,"
+           "inference,status,error")  # fmt: skip
+
+
+def _png(path: Path, seed: int, shape: tuple[int, int] = (24, 32)) -> None:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    img[: shape[0] // 2] = (40 * seed % 256, 120, 200)  # a flat band: not noise only
+    write_png(path, img)
+
+
+@dataclass(frozen=True)
+class Fixture:
+    out: Path
+    run: Path
+    spread: Path
+    slide_images: int  # PNGs the report must embed for the slides
+
+
+def _cohort(root: Path) -> Path:
+    out = root / "seg"
+    (out / "alpha").mkdir(parents=True)
+    rows = [
+        "alpha,LUAD,LUAD,0.812345,0.896,0.9,0.88,0,120,dense,ok,",
+        "beta,,LUSC,,,,,,75,dense,ok,",
+        f'"{ODD}",LUAD,LUSC,0.5,0.667,0.6,0.7,0,33,tiles,ok,',
+        "gamma,LUAD,,,,,,,,,failed,\"SlideReadError: cannot read slide 'gamma.svs'\"",
+    ]
+    (out / "scores.csv").write_text(COLUMNS + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    for i, kind in enumerate(("overlay", "errors", "locations")):  # per-slide folder layout
+        _png(out / "alpha" / f"alpha_{kind}.png", i)
+    for i, kind in enumerate(("overlay", "locations")):  # flat layout, no truth
+        _png(out / f"beta_{kind}.png", 3 + i)
+    for i, kind in enumerate(("overlay", "errors", "locations")):
+        _png(out / f"{ODD}_{kind}.png", 5 + i)
+    (out / "summary.json").write_text(
+        '{"mean_slides": 2.0, "mean_jaccard": 0.656, "mean_dice": 0.78, "mean_precision": 0.75,'
+        ' "mean_recall": 0.79, "nonzero_slides": 2.0, "nonzero_jaccard": NaN,'
+        ' "classification_accuracy": 0.5}',
+        encoding="utf-8",
+    )
+    ablation = [
+        {"condition": c, "rails": True, "smooth": 0, "shrink": 0.0,
+         "figures": {"slides": 2.0, "jaccard": j, "dice": 0.7, "precision": 0.6, "recall": 0.8}}
+        for c, j in (("rails", 0.61), ("no rails (background only)", 0.42))
+    ]  # fmt: skip
+    (out / "ablation.json").write_text(json.dumps(ablation), encoding="utf-8")
+    return out
+
+
+def _run(root: Path) -> Path:
+    run = root / "run"
+    run.mkdir()
+    lines = [",".join(LOG_COLUMNS)]
+    for e in range(1, 5):
+        lines.append(f"{e},{1 / e:.4f},{0.5 + e / 10:.3f},{1.2 / e:.4f},{0.45 + e / 12:.3f},"
+                     f"{0.4 + e / 12:.3f},12.5,800")  # fmt: skip
+    (run / "log.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (run / "run.json").write_text(
+        json.dumps({"slidesift_version": "0.1.0", "classes": ["normal", "LUAD", "LUSC"],
+                    "tileset": {"tile": 200, "longest": 6000}, "device": "cpu"}),
+        encoding="utf-8",
+    )  # fmt: skip
+    epochs = [
+        {"epoch": e, "eligible": e > 1, "mean_jaccard": 0.3 + e / 10,
+         "nonzero_jaccard": 0.35 + e / 10, "classification_accuracy": 0.5 + e / 20}
+        for e in range(1, 5)
+    ]  # fmt: skip
+    (run / "selection.json").write_text(
+        json.dumps({"metric": "jaccard", "best": str(run / "epoch_003.safetensors"), "epoch": 3,
+                    "epochs": epochs}),
+        encoding="utf-8",
+    )  # fmt: skip
+    return run
+
+
+def _spread_rows() -> list[RailsAtSize]:
+    return [
+        RailsAtSize(100, Rails(2.1, 7.4, "rgb", 100, 900)),
+        RailsAtSize(200, Rails(3.0, 7.2, "rgb", 200, 300)),
+        RailsAtSize(400, Rails(3.9, 6.8, "rgb", 400, 40)),
+        RailsAtSize(800, None),
+    ]
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Fixture:
+    out = _cohort(tmp_path)
+    run = _run(tmp_path)
+    spread = write_spread(tmp_path / "spread.json", _spread_rows())
+    return Fixture(out, run, spread, slide_images=8)
+
+
+def _section_ids(text: str) -> set[str]:
+    return set(re.findall(r'<section id="([^"]+)"', text))
+
+
+# --- the spread JSON -------------------------------------------------------------------------
+
+
+def test_spread_json_round_trips_with_null_rails(tmp_path: Path) -> None:
+    rows = _spread_rows()
+    data = json.loads(spread_to_json(rows))
+    assert data[-1] == {"tile": 800, "n_tiles": 0, "lo": None, "hi": None, "spread": None,
+                        "entropy": None}  # fmt: skip
+    assert data[0]["spread"] == pytest.approx(5.3)
+    assert spread_from_json(spread_to_json(rows)) == rows
+    assert read_spread(write_spread(tmp_path / "s.json", rows)) == rows
+    assert spread_from_json(json.dumps({"rows": data})) == rows
+    assert math.isnan(spread_from_json(spread_to_json(rows))[-1].spread)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", '{"tile": 100}', '[{"lo": 1, "hi": 2}]', '[{"tile": 100, "lo": 3, "hi": 2}]',
+     '[{"tile": 100, "lo": 1}]', '[{"tile": 1.5, "lo": 1, "hi": 2}]'],
+)  # fmt: skip
+def test_spread_json_refuses_bad_rows(text: str) -> None:
+    with pytest.raises(ConfigError, match="rails spread"):
+        spread_from_json(text)
+
+
+def test_rails_command_writes_the_spread(capsys, camelyon_like, tmp_path: Path) -> None:
+    path = tmp_path / "spread.json"
+    code = main(
+        ["rails", "-s", str(camelyon_like.slide), "-t", str(camelyon_like.xml), "-N", "1024",
+         "-T", "64", "--spread", "32,128,2000", "--spread-out", str(path)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = read_spread(path)
+    assert [r.tile for r in rows] == [32, 64, 128, 2000]
+    assert rows[-1].rails is None and all(r.rails is not None for r in rows[:3])
+    assert json.loads(path.read_text())[-1]["lo"] is None
+
+
+# --- the HTML --------------------------------------------------------------------------------
+
+
+def test_report_has_every_section(fx: Fixture) -> None:
+    text = build_report(fx.out, run=fx.run, rails_spread=fx.spread)
+    assert {"summary", "metrics", "slides", "rails-spread", "training", "ablation"} <= (
+        _section_ids(text)
+    )
+    assert "absent" not in _section_ids(text)
+    # every picture is embedded: 8 slide pictures (lazy), the spread plot and the training plot
+    assert text.count("<img ") == fx.slide_images + 2
+    assert text.count('src="data:image/png;base64,') == fx.slide_images + 2
+    assert text.count('loading="lazy"') == fx.slide_images
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "no network resources"
+    assert "<link" not in text and "<script src" not in text
+    # the odd name is escaped everywhere
+    assert ODD not in text
+    assert "a&lt;b&amp;c" in text
+    # the failed slide, its error, the cohort figures, the error-map legend
+    assert re.search(r'<tr class="failed"[^>]*><td[^>]*>(<a [^>]*>)?gamma<', text)
+    assert "SlideReadError: cannot read slide &#x27;gamma.svs&#x27;" in text
+    assert ">0.656<" in text and "slide classification accuracy" in text
+    assert re.search(r'<div class="card bad"><div class="value">1<', text)
+    for rgb in (TP, FP, FN):
+        assert "#{:02x}{:02x}{:02x}".format(*rgb) in text
+    # header: version, checkpoint from selection.json, run name, selected epoch
+    assert "slidesift 0.1.0" in text or "slidesift " in text
+    assert "epoch_003.safetensors" in text and "run <code>run</code>" in text
+    assert "selected epoch <b>3</b>" in text
+    # ablation rows and spread numbers
+    assert "no rails (background only)" in text and ">0.420<" in text
+    assert "<td>800</td><td>0</td><td>–</td>" in text
+    # the numeric columns sort as numbers; the metrics table is the sortable one
+    assert '<th scope="col" data-type="num" title="jaccard">' in text
+    assert '<th scope="col" data-type="text" title="slide">' in text
+
+
+def test_missing_inputs_leave_sections_out(tmp_path: Path) -> None:
+    out = tmp_path / "bare"
+    out.mkdir()
+    (out / "scores.csv").write_text("slide,jaccard\nx,0.5\ny,\n", encoding="utf-8")
+    text = build_report(out)
+    ids = _section_ids(text)
+    assert {"summary", "metrics", "slides", "absent"} <= ids
+    assert not ids & {"rails-spread", "training", "ablation"}
+    assert "<img" not in text
+    assert "No summary.json" in text and "--run RUN" in text and "--spread-out" in text
+    assert "--ablate" in text
+    # extra columns are shown, missing ones are not invented
+    assert 'title="jaccard"' in text and 'title="dice"' not in text
+
+
+def test_spread_is_found_by_name_and_images_are_shrunk(fx: Fixture) -> None:
+    shutil.copy(fx.spread, fx.out / "rails_spread.json")
+    _png(fx.out / "alpha" / "alpha_overlay.png", 9, shape=(100, 400))
+    text = build_report(fx.out, max_image_px=200)
+    assert "rails-spread" in _section_ids(text) and "training" not in _section_ids(text)
+    assert 'alt="overlay of alpha" width="200" height="50"' in text
+    assert 'alt="error map of alpha" width="32" height="24"' in text
+
+
+def test_write_report_is_atomic_and_defaults_into_the_cohort(fx: Fixture) -> None:
+    path = write_report(fx.out)
+    assert path == fx.out / "report.html"
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert not list(fx.out.glob(".report.html.*"))
+    with pytest.raises(ReportError, match="does not exist"):
+        write_report(fx.out, fx.out / "no" / "r.html")
+
+
+def test_cli_report(capsys, fx: Fixture, tmp_path: Path) -> None:
+    dest = tmp_path / "r.html"
+    code = main(["report", str(fx.out), "--run", str(fx.run), "--rails-spread", str(fx.spread),
+                 "--output", str(dest), "--title", "LUAD vs LUSC"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.strip().endswith(str(dest)) and dest.is_file()
+    assert "<title>LUAD vs LUSC</title>" in dest.read_text(encoding="utf-8")
+    code = main(["report", "--help"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "Example" in out and "slidesift report seg --run run" in out
+    code = main(["report", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 1 and "has no scores.csv" in err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("scores.csv", "slide,jaccard\na,0.5,extra\n", "line 2 has 3 fields"),
+        ("scores.csv", "name,jaccard\na,0.5\n", "no 'slide' column"),
+        ("scores.csv", "", "is empty"),
+        ("scores.csv", "slide,jaccard\n,0.5\n", "blank slide name"),
+        ("summary.json", "{not json", "is not valid JSON"),
+        ("summary.json", "[1, 2]", "not a JSON object"),
+        ("ablation.json", '{"condition": "rails"}', "not a JSON array of objects"),
+    ],
+)
+def test_malformed_cohort_is_a_clear_error(fx: Fixture, name: str, content: str,
+                                           message: str) -> None:  # fmt: skip
+    _write(fx.out / name, content)
+    with pytest.raises(ReportError, match=re.escape(message)) as info:
+        build_report(fx.out)
+    assert name in str(info.value)
+
+
+def test_other_bad_inputs_are_clear_errors(fx: Fixture, tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match=r"has no scores\.csv"):
+        read_cohort(tmp_path / "run")
+    with pytest.raises(ReportError, match="is not a folder"):
+        build_report(tmp_path / "nowhere")
+    bad = _write(tmp_path / "bad_spread.json", '[{"tile": 100, "lo": 9, "hi": 1}]')
+    with pytest.raises(ReportError, match="is not a rails spread"):
+        build_report(fx.out, rails_spread=bad)
+    _write(fx.run / "log.csv", "epoch,train_loss\n1,oops\n")
+    with pytest.raises(ReportError, match="'oops' in column 'train_loss'"):
+        build_report(fx.out, run=fx.run)
+    with pytest.raises(ReportError, match="not a training run folder"):
+        build_report(fx.out, run=fx.out / "alpha")
+
+
+# --- in a real browser -----------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium); .ci/run installs it")
+    return path
+
+
+@pytest.mark.slow
+def test_report_renders_in_chromium(fx: Fixture, tmp_path: Path) -> None:
+    chromium = _chromium()
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    from PIL import Image
+
+    path = write_report(fx.out, run=fx.run, rails_spread=fx.spread)
+    problems: list[str] = []
+    shot = tmp_path / "report.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("request", lambda r: None if r.url.startswith(("file:", "data:"))
+                    else problems.append(f"network request {r.url}"))  # fmt: skip
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+
+            def slides() -> list[str]:
+                return list(page.eval_on_selector_all(
+                    "#metrics-table tbody tr", "rows => rows.map(r => r.cells[0].textContent)"
+                ))  # fmt: skip
+
+            before = slides()
+            assert before == ["alpha", "beta", ODD, "gamma"]
+            page.click("#metrics-table th[title=jaccard] button")
+            assert slides() == [ODD, "alpha", "beta", "gamma"]  # numbers up, blanks last
+            page.click("#metrics-table th[title=jaccard] button")
+            assert slides() == ["alpha", ODD, "beta", "gamma"]  # reversed, blanks still last
+            page.click("#metrics-table th[title=slide] button")
+            assert slides() == [ODD, "alpha", "beta", "gamma"]
+            # every (lazy) picture decodes once scrolled to
+            page.evaluate("() => Array.from(document.images).forEach(i => i.scrollIntoView())")
+            page.wait_for_function(
+                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+                timeout=10_000,
+            )
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[0] > 900 and pixels.std() > 20
+    packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
+    assert len(np.unique(packed)) > 50  # distinct colours: text, tables, plots, pictures
