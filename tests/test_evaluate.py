@@ -14,7 +14,14 @@ from slidesift.cache import ThumbCache
 from slidesift.checkpoint import Checkpoint, load_checkpoint
 from slidesift.cli.main import main
 from slidesift.dataset import TileSetSpec
-from slidesift.evaluate import classification_accuracy, evaluate_slides, summary
+from slidesift.evaluate import (
+    SlideOutcome,
+    classification_accuracy,
+    ensemble_csv,
+    ensemble_votes,
+    evaluate_slides,
+    summary,
+)
 from slidesift.io.annotations import read_geojson, read_truth
 from slidesift.io.segment_outputs import write_segmentation
 from slidesift.manifest import read_manifest
@@ -118,3 +125,39 @@ def test_ablation_table_has_the_papers_rows(tiny_cohort: Path, checkpoint: Check
     rec = [r.figures["recall"] for r in rows]
     if not np.isnan(rec[0]):
         assert rec[6] <= rec[5] + 1e-12 <= rec[0] + 2e-12  # shrinking never finds more
+
+
+def _outcome(name: str, label: str | None, counts: dict[str, int]) -> SlideOutcome:
+    vote = max(counts, key=lambda k: counts[k]) if any(counts.values()) else None
+    return SlideOutcome(name, label, vote, counts, None, sum(counts.values()), "x", {})
+
+
+def test_ensemble_adds_counts_before_voting() -> None:
+    a = [_outcome("s1", "solid", {"glandular": 10, "solid": 2}), _outcome("s2", None, {})]
+    b = [_outcome("s1", "solid", {"glandular": 1, "solid": 6}), _outcome("s2", None, {})]
+    c = [_outcome("s1", "solid", {"glandular": 0, "solid": 4}), _outcome("s2", None, {})]
+    votes = ensemble_votes([a, b, c])
+    # two of three models say solid, but glandular has more tiles: 11 vs 12 -> solid
+    assert votes[0].votes == ("glandular", "solid", "solid") and votes[0].vote == "solid"
+    c[0] = _outcome("s1", "solid", {"glandular": 0, "solid": 2})
+    # 11 glandular vs 10 solid: counts win over the 2-to-1 majority of models
+    assert ensemble_votes([a, b, c])[0].vote == "glandular"
+    assert votes[1].vote is None
+    text = ensemble_csv(votes, ["m1", "m2", "m3"])
+    assert text.splitlines()[0] == "slide,label,vote_m1,vote_m2,vote_m3,ensemble_vote"
+    with pytest.raises(ValueError, match="same slides"):
+        ensemble_votes([a, b[::-1]])
+
+
+def test_segment_ensemble_of_one_model_twice_agrees_with_it(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, run: Path, tmp_path: Path
+) -> None:
+    ck = str(run / "epoch_002.safetensors")
+    code = main(["segment", ck, str(tiny_cohort), "--split", "test", "--stride", "32",
+                 "--out", str(tmp_path), "--ensemble", ck])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    scores_rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "ensemble.csv").open()))
+    assert [r["slide"] for r in rows] == [r["slide"] for r in scores_rows]
+    for r, s in zip(rows, scores_rows, strict=True):
+        assert r["vote_epoch_002"] == r["ensemble_vote"] == s["vote"]

@@ -24,12 +24,15 @@ from slidesift.io.annotations import read_truth
 from slidesift.io.atomic import atomic_write_text
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import ManifestEntry
-from slidesift.metrics import Scores, cohort_means, confusion, scores
+from slidesift.metrics import Scores, cohort_means, confusion, ensemble_vote, scores
 from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
 
 __all__ = [
+    "EnsembleVote",
     "SlideOutcome",
     "classification_accuracy",
+    "ensemble_csv",
+    "ensemble_votes",
     "evaluate_slide",
     "evaluate_slides",
     "outcomes_csv",
@@ -159,6 +162,55 @@ def evaluate_slide(
         r.seconds,
         r if keep_result else None,
     )
+
+
+@dataclass(frozen=True)
+class EnsembleVote:
+    """One slide's vote by several models: each model's own and the ensemble's.
+
+    The ensemble adds the models' tile label counts before the majority vote (the paper's
+    three-model ensemble), so a confident model with many tiles outweighs a hesitant one.
+    """
+
+    name: str
+    label: str | None
+    votes: tuple[str | None, ...]
+    vote: str | None
+
+
+def ensemble_votes(per_model: Sequence[Sequence[SlideOutcome]]) -> list[EnsembleVote]:
+    """Combine several models' outcomes on the same slides (same order) into ensemble votes.
+
+    Raises
+    ------
+    ValueError
+        The models' outcome lists do not name the same slides in the same order.
+    """
+    if not per_model:
+        return []
+    names = [o.name for o in per_model[0]]
+    for outcomes in per_model[1:]:
+        if [o.name for o in outcomes] != names:
+            raise ValueError("every model's outcomes must list the same slides in one order")
+    return [
+        EnsembleVote(
+            slide[0].name,
+            slide[0].label,
+            tuple(o.vote for o in slide),
+            ensemble_vote(o.counts for o in slide),
+        )
+        for slide in zip(*per_model, strict=True)
+    ]
+
+
+def ensemble_csv(votes: Sequence[EnsembleVote], models: Sequence[str]) -> str:
+    """One row per slide: name, label, each model's vote, the ensemble's vote."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["slide", "label", *(f"vote_{m}" for m in models), "ensemble_vote"])
+    for v in votes:
+        w.writerow([v.name, v.label or "", *(x or "" for x in v.votes), v.vote or ""])
+    return buf.getvalue()
 
 
 def classification_accuracy(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> float:

@@ -39,7 +39,7 @@ def _entries(manifest: Path, split: str | None) -> list[ManifestEntry]:
     return entries
 
 
-def _run(
+def cohort_with_progress(
     console: Console, checkpoint: Path, entries: list[ManifestEntry], **kw: Any
 ) -> CohortResult:
     """:func:`run_cohort` under a progress bar."""
@@ -52,7 +52,7 @@ def _run(
         return run_cohort(checkpoint, entries, on_slide=advance, **kw)
 
 
-def _report(console: Console, result: CohortResult, title: str) -> None:
+def print_cohort(console: Console, result: CohortResult, title: str) -> None:
     """The scores table, the cohort means, the failures and where the files are."""
     f = result.figures
     console.print(scores_table(result.outcomes, title))
@@ -133,11 +133,11 @@ def evaluate_command(
     """
     console = Console(highlight=False)
     entries = _entries(manifest, split)
-    result = _run(
+    result = cohort_with_progress(
         console, checkpoint, entries, spec=make_spec(**options), out=out,
         scheduler=scheduler, workers=workers, force=force,
     )  # fmt: skip
-    _report(console, result, f"{checkpoint.name} on {len(entries)} slide(s)")
+    print_cohort(console, result, f"{checkpoint.name} on {len(entries)} slide(s)")
     failed = result.failures
     if failed and len(failed) == len(result.rows):
         raise CohortError(

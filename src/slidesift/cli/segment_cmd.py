@@ -19,6 +19,7 @@ from slidesift.evaluate import SlideOutcome, evaluate_slides, summary, write_out
 from slidesift.io.atomic import atomic_write_text
 from slidesift.manifest import ManifestEntry, read_manifest
 from slidesift.segment import SegmentSpec
+from slidesift.select import Selection
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,6 +150,14 @@ def scores_table(outcomes: list[SlideOutcome], title: str) -> Table:
     is_flag=True,
     help="Also run the paper's ablations (rails, smoothing, shrink) into ablation.json.",
 )
+@click.option(
+    "--ensemble",
+    "ensemble",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Another checkpoint of the same classes; repeat. Slide votes add the tile label "
+    "counts of all models (ensemble.csv); masks come from CHECKPOINT.",
+)
 @segment_options
 def segment_command(
     checkpoint: Path,
@@ -157,6 +166,7 @@ def segment_command(
     split: str | None,
     out: Path,
     ablate: bool,
+    ensemble: tuple[Path, ...],
     **options: Any,
 ) -> None:
     """Segment one slide, or every slide of a manifest, with a trained checkpoint.
@@ -169,6 +179,8 @@ def segment_command(
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
       slidesift segment run/epoch_005.safetensors slide.svs --truth slide_mask.tif --smooth 25
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --ablate
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
+        --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors
     """
     console = Console(highlight=False)
     ck = load_checkpoint(checkpoint)
@@ -194,7 +206,47 @@ def segment_command(
     atomic_write_text(out / "summary.json", json.dumps(figures, indent=2) + "\n")
     if ablate:
         _ablation(console, entries, ck, spec, out)
+    if ensemble:
+        _ensemble(console, entries, (checkpoint, *ensemble), outcomes, spec, out)
     console.print(f"outputs in [bold]{out}[/]")
+
+
+def _ensemble(
+    console: Console,
+    entries: list[ManifestEntry],
+    paths: tuple[Path, ...],
+    first: list[SlideOutcome],
+    spec: SegmentSpec,
+    out: Path,
+) -> None:
+    """Vote with several models (label counts added); print the votes, write ensemble.csv."""
+    from slidesift.evaluate import ensemble_csv, ensemble_votes
+
+    models = [load_checkpoint(p) for p in paths]
+    classes = models[0].classes
+    for path, other in zip(paths[1:], models[1:], strict=True):
+        if other.classes != classes:
+            raise ConfigError("ensemble", str(path), f"a checkpoint with classes {classes}")
+    per_model = [first]
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("ensemble models", total=len(entries) * (len(models) - 1))
+        for other in models[1:]:
+            per_model.append(
+                evaluate_slides(entries, other, spec, on_slide=lambda o: bar.advance(task))
+            )
+    votes = ensemble_votes(per_model)
+    names = [p.stem for p in paths]
+    table = Table(title=f"ensemble of {len(models)} models (tile label counts added)")
+    for col in ("slide", "label", *names, "ensemble"):
+        table.add_column(col)
+    for v in votes:
+        table.add_row(v.name, v.label or "", *(x or "-" for x in v.votes), v.vote or "-")
+    console.print(table)
+    judged = [v for v in votes if v.label in classes[1:]]
+    if judged and len(classes) > 2:
+        right = sum(v.vote == v.label for v in judged)
+        console.print(f"ensemble slide classification accuracy {right / len(judged):.3f}")
+    atomic_write_text(out / "ensemble.csv", ensemble_csv(votes, names))
 
 
 def _ablation(
@@ -246,44 +298,14 @@ def select_command(
     Example:
       slidesift select run cohort/manifest.csv --metric jaccard --round-stride
     """
-    from slidesift.select import select_epoch
-
     console = Console(highlight=False)
     entries = [e for e in read_manifest(manifest) if e.split == split]
-    table = Table(title=f"epochs of {run} on {len(entries)} {split} slides")
-    for col in (
-        "epoch",
-        "Jaccard",
-        "precision",
-        "recall",
-        "nonzero Jaccard",
-        "class. acc.",
-        "used",
-    ):
-        table.add_column(col, justify="right")
-    with Progress(console=console, transient=True) as bar:
-        n = len(list(run.glob("epoch_*.safetensors")))
-        task = bar.add_task("scoring epochs", total=n)
-        sel = select_epoch(
-            run,
-            entries,
-            make_spec(**options),
-            metric=metric,
-            min_accuracy=min_accuracy,
-            on_epoch=lambda e: bar.advance(task),
-        )
-    for e in sel.epochs:
-        f = e.figures
-        table.add_row(
-            str(e.epoch),
-            _fmt(f["mean_jaccard"]),
-            _fmt(f["mean_precision"]),
-            _fmt(f["mean_recall"]),
-            _fmt(f["nonzero_jaccard"]),
-            _fmt(f["classification_accuracy"]),
-            "yes" if e.eligible else "no",
-        )
-    console.print(table)
+    if not entries:
+        raise ConfigError("split", split, "a split that some manifest rows have")
+    sel = run_selection(
+        console, run, entries, make_spec(**options), metric=metric, min_accuracy=min_accuracy
+    )
+    console.print(selection_table(sel, f"epochs of {run} on {len(entries)} {split} slides"))
     if sel.best is None:
         raise click.ClickException("no epoch qualified (classification accuracy too low)")
     best = sel.best
@@ -291,18 +313,61 @@ def select_command(
         f"best by mean {metric}: epoch {best.epoch} ({_fmt(best.figures['mean_' + metric])}) "
         f"-> {best.path}"
     )
-    atomic_write_text(
-        run / "selection.json",
-        json.dumps(
-            {
-                "metric": metric,
-                "best": str(best.path),
-                "epoch": best.epoch,
-                "epochs": [
-                    {"epoch": e.epoch, "eligible": e.eligible, **e.figures} for e in sel.epochs
-                ],
-            },
-            indent=2,
+    write_selection(run / "selection.json", sel, metric)
+
+
+def run_selection(
+    console: Console,
+    run: Path,
+    entries: list[ManifestEntry],
+    spec: SegmentSpec,
+    *,
+    metric: str = "jaccard",
+    min_accuracy: float = 0.6,
+) -> Selection:
+    """:func:`select_epoch` under a progress bar (one step an epoch)."""
+    from slidesift.select import select_epoch
+
+    with Progress(console=console, transient=True) as bar:
+        n = len(list(run.glob("epoch_*.safetensors")))
+        task = bar.add_task("scoring epochs", total=n)
+        return select_epoch(
+            run,
+            entries,
+            spec,
+            metric=metric,
+            min_accuracy=min_accuracy,
+            on_epoch=lambda e: bar.advance(task),
         )
-        + "\n",
-    )
+
+
+def selection_table(sel: Selection, title: str) -> Table:
+    """One row an epoch: cohort means, classification accuracy, whether it could be chosen."""
+    table = Table(title=title)
+    for col in ("epoch", "Jaccard", "precision", "recall", "nonzero Jaccard", "class. acc.",
+                "used"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for e in sel.epochs:
+        f = e.figures
+        best = sel.best is not None and e.epoch == sel.best.epoch
+        table.add_row(
+            f"{e.epoch}{' *' if best else ''}",
+            _fmt(f["mean_jaccard"]),
+            _fmt(f["mean_precision"]),
+            _fmt(f["mean_recall"]),
+            _fmt(f["nonzero_jaccard"]),
+            _fmt(f["classification_accuracy"]),
+            "yes" if e.eligible else "no",
+        )
+    return table
+
+
+def write_selection(path: Path, sel: Selection, metric: str) -> Path:
+    """``selection.json``: the metric, the best checkpoint and every epoch's figures."""
+    doc = {
+        "metric": metric,
+        "best": None if sel.best is None else str(sel.best.path),
+        "epoch": None if sel.best is None else sel.best.epoch,
+        "epochs": [{"epoch": e.epoch, "eligible": e.eligible, **e.figures} for e in sel.epochs],
+    }
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
