@@ -107,3 +107,17 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     log = (tmp_path / "demo" / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 1 + 5 and "held-out acc" in out
     assert (tmp_path / "demo" / "run" / "epoch_005.safetensors").exists()
+    # selection, Dask segmentation of the two test slides, scores table, report
+    best = json.loads((tmp_path / "demo" / "run" / "selection.json").read_text())["epoch"]
+    assert 1 <= best <= 5 and "model selection" in out
+    rows = list(csv.DictReader((tmp_path / "demo" / "segment" / "scores.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(0 <= float(r["jaccard"]) <= 1 and float(r["recall"]) >= 0 for r in rows)
+    for r in rows:
+        assert r["slide"] in out
+    assert "Jaccard" in out and "precision" in out and "recall" in out
+    report = tmp_path / "demo" / "segment" / "report.html"
+    html = report.read_text()
+    assert all(r["slide"] in html for r in rows) and "data:image/png;base64" in html
+    tail = "".join(out.split("open the report:")[-1].split())  # rich may wrap the path
+    assert tail == str(report)
