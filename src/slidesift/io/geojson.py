@@ -193,8 +193,15 @@ def mask_to_geojson(
         # Trace at twice the resolution: rings then run a quarter pixel inside the region's
         # outer pixel edges, so every region pixel's centre is strictly inside and every other
         # centre strictly outside; reading back paints exactly the mask.
-        binary = np.repeat(np.repeat((lab == value).astype(np.uint8), 2, axis=0), 2, axis=1)
-        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        # Only the regions' bounding box (plus a 1-px zero border) is traced: 3-10x less work.
+        region = (lab == value).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(region)
+        crop = np.pad(region[y : y + h, x : x + w], 1)
+        size = (2 * crop.shape[1], 2 * crop.shape[0])  # each pixel becomes 2 x 2
+        binary = cv2.resize(crop, size, interpolation=cv2.INTER_NEAREST)
+        contours, hierarchy = cv2.findContours(
+            binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=(2 * x - 2, 2 * y - 2)
+        )
         if hierarchy is None:
             continue
         hier = hierarchy[0]
