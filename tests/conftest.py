@@ -142,3 +142,19 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_cohort")
     make_cohort(CohortSpec(count=4, longest=(2200, 2400), subtypes=2, seed=3, artifacts=0.0), root)
     return root / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two epochs of a binary model on the tiny cohort (N = 480, T = 96): the run folder."""
+    from slidesift.cache import ThumbCache
+    from slidesift.dataset import TileSetSpec
+    from slidesift.prepare import prepare_tilesets
+    from slidesift.train import TrainSpec, train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    p = prepare_tilesets(
+        tiny_cohort, TileSetSpec(tile=96, longest=480), cache=ThumbCache(root / "c")
+    )
+    train(p.train, root / "run", TrainSpec(epochs=2))
+    return root / "run"

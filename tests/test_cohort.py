@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 
-from slidesift.cache import ThumbCache
 from slidesift.checkpoint import load_checkpoint
 from slidesift.cli.main import main
 from slidesift.cohort import (
@@ -25,27 +24,19 @@ from slidesift.cohort import (
     SlideRun,
     run_cohort,
 )
-from slidesift.dataset import TileSetSpec
 from slidesift.errors import ConfigError
 from slidesift.evaluate import evaluate_slides
 from slidesift.manifest import ManifestEntry, read_manifest, write_manifest
-from slidesift.prepare import prepare_tilesets
 from slidesift.segment import SegmentSpec
-from slidesift.train import TrainSpec, train
 
 SPEC = SegmentSpec(stride=32)
 OUTPUTS = ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv", "locations.png")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One epoch of a binary model on the tiny cohort (N = 480, T = 96)."""
-    root = tmp_path_factory.mktemp("cohort_ck")
-    p = prepare_tilesets(
-        tiny_cohort, TileSetSpec(tile=96, longest=480), cache=ThumbCache(root / "c")
-    )
-    train(p.train, root / "run", TrainSpec(epochs=1))
-    return root / "run" / "epoch_001.safetensors"
+def checkpoint(tiny_run: Path) -> Path:
+    """The first epoch of the session's binary run on the tiny cohort (N = 480, T = 96)."""
+    return tiny_run / "epoch_001.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidesift.cache import ThumbCache
 from slidesift.checkpoint import Checkpoint, load_checkpoint
 from slidesift.cli.main import main
-from slidesift.dataset import TileSetSpec
 from slidesift.evaluate import (
     SlideOutcome,
     classification_accuracy,
@@ -26,23 +24,20 @@ from slidesift.io.annotations import read_geojson, read_truth
 from slidesift.io.segment_outputs import write_segmentation
 from slidesift.manifest import read_manifest
 from slidesift.metrics import confusion, scores
-from slidesift.prepare import prepare_tilesets
 from slidesift.segment import SegmentSpec
 from slidesift.select import select_epoch
-from slidesift.train import TrainSpec, train
 
 SPEC = SegmentSpec(stride=32)
 
 
 @pytest.fixture(scope="module")
-def run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two epochs of a binary model on the tiny cohort (N = 480, T = 96)."""
-    root = tmp_path_factory.mktemp("eval")
-    p = prepare_tilesets(
-        tiny_cohort, TileSetSpec(tile=96, longest=480), cache=ThumbCache(root / "c")
-    )
-    train(p.train, root / "run", TrainSpec(epochs=2))
-    return root / "run"
+def run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's two-epoch run (select writes selection.json into it)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("eval") / "run"
+    shutil.copytree(tiny_run, copy)
+    return copy
 
 
 @pytest.fixture(scope="module")
