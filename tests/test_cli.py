@@ -1,4 +1,4 @@
-"""The command line: outputs, exit codes, clean error messages, help with examples."""
+"""The command line: outputs, exit codes, clean error messages (help: test_help_examples)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,6 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.mark.parametrize(
-    "command", ["info", "sift", "rails", "demo", "phantom", "train", "subsets", "segment", "select"]
-)
-def test_help_teaches_with_an_example(capsys, command: str) -> None:
-    code, out, _ = run(capsys, command, "--help")
-    assert code == 0
-    assert "Example" in out and "slidesift " + command in out
 
 
 def test_info(capsys, camelyon_like) -> None:

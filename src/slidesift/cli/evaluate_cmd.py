@@ -125,11 +125,13 @@ def evaluate_command(
 
     \b
     Examples:
-      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out eval
-      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --workers 0 --smooth 25
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
+    In this process, no Dask, every split, the mask smoothed:
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --workers 0 \\
+        --smooth 25 --out seg_all
     On a running cluster (dask scheduler; dask worker tcp://127.0.0.1:8786):
-      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv \\
-        --scheduler tcp://127.0.0.1:8786 --out eval
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
+        --scheduler tcp://127.0.0.1:8786 --out seg_cluster
     """
     console = Console(highlight=False)
     entries = _entries(manifest, split)

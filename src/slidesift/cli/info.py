@@ -16,8 +16,9 @@ def info(slides: tuple[Path, ...]) -> None:
     """Print format, pyramid levels and MPP of each SLIDE.
 
     \b
-    Example:
-      slidesift info CMU-1-Small-Region.svs
+    Examples (slides of `slidesift phantom --out cohort --count 10`):
+      slidesift info cohort/slides/paip_000.svs
+      slidesift info cohort/slides/*.svs
     """
     out = Console(highlight=False)
     for path in slides:

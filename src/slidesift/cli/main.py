@@ -52,20 +52,24 @@ def cli() -> None:
     \b
     Start with the built-in example:
       slidesift demo
-    Make a synthetic cohort with exact truth and a manifest:
-      slidesift phantom --out cohort --count 12
-    Look at a slide, then sift its tiles:
-      slidesift info slide.svs
-      slidesift sift slide.svs --tile 400 --overlap 0.8 --rails rails.json
-    Train the lightweight CNN on a cohort (checkpoint per epoch):
+    Make a synthetic cohort with exact truth and a manifest (cohort/manifest.csv):
+      slidesift phantom --out cohort --count 10
+    Look at a slide, fit entropy rails on its tumor, sift another slide's tiles:
+      slidesift info cohort/slides/paip_000.svs
+      slidesift rails -s cohort/slides/paip_000.svs -t cohort/masks/paip_000_mask.tif \\
+        -N 1500 -T 96 --out rails.json
+      slidesift sift cohort/slides/paip_006.svs -N 1500 -T 96 --rails rails.json --out maps
+    Train the lightweight CNN on a cohort (checkpoint per epoch: run/epoch_005.safetensors):
       slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
-    Pick the best epoch on the test slides, then segment and score them (Dask):
+    Score every epoch on the test slides, then segment and score them with one (Dask):
       slidesift select run cohort/manifest.csv --round-stride
-      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --out seg
-    One HTML page with the scores, pictures and training curves:
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
+    One HTML page with the scores, pictures and training curves (seg/report.html):
       slidesift report seg --run run
-    Options from a TOML file (flags win); what is installed:
-      slidesift --config slidesift.toml train cohort/manifest.csv --out run
+    Defaults from a TOML file, e.g. a [segment] table with smooth = 25 (flags win):
+      slidesift --config slidesift.toml segment run/epoch_005.safetensors cohort/manifest.csv \\
+        --split test --out seg_smooth
+    What is installed:
       slidesift doctor
     """
 

@@ -127,10 +127,17 @@ def phantom(
     manifest.csv lists slide, annotation, label and split for every other command.
 
     \b
+    Writes, for --out cohort:
+      cohort/manifest.csv, cohort/cohort.json
+      cohort/slides/paip_000.svs ...       (camelyon: slides/camelyon_000.tif ...)
+      cohort/masks/paip_000_mask.tif ...   (camelyon: annotations/camelyon_000.xml ...)
+      cohort/annotations/paip_000.geojson ...
+
+    \b
     Examples:
-      slidesift phantom --out cohort --count 12
+      slidesift phantom --out cohort --count 10
       slidesift phantom --out nodes --regime camelyon --count 8 --size 12000 --subtypes 1
-      slidesift phantom --out big --count 1 --size 50000 --mpp 0.5 --artifacts all
+      slidesift phantom --out big --count 1 --size 20000 --mpp 0.5 --artifacts all
     """
     console = Console(highlight=False)
     spec = CohortSpec(

@@ -77,10 +77,17 @@ def rails(
     """Fit entropy rails (min and max entropy of tumor tiles) over training slides.
 
     \b
-    Examples:
-      slidesift rails -s a.svs -t a_mask.tif -s b.svs -t b_mask.tif -N 6000 -T 400 --out rails.json
-      slidesift rails -s node.tif -t node.xml -N 15000 --spread 100,150,200,300,400
-      slidesift rails -s a.svs -t a.xml --spread 100,200,400 --spread-out rails_spread.json
+    Examples (cohort of `slidesift phantom --out cohort --count 10`; truth as TIFF mask or
+    QuPath GeoJSON):
+      slidesift rails -s cohort/slides/paip_000.svs -t cohort/masks/paip_000_mask.tif \\
+        -s cohort/slides/paip_001.svs -t cohort/annotations/paip_001.geojson \\
+        -N 1500 -T 96 --out rails.json
+    The spread of the rails against tile size, for `slidesift report --rails-spread`:
+      slidesift rails -s cohort/slides/paip_000.svs -t cohort/masks/paip_000_mask.tif \\
+        -N 1500 -T 96 --spread 64,96,128,192 --spread-out rails_spread.json
+    Lymph nodes with ASAP XML truth (`slidesift phantom --out nodes --regime camelyon ...`):
+      slidesift rails -s nodes/slides/camelyon_000.tif -t nodes/annotations/camelyon_000.xml \\
+        -N 12000 -T 200 --spread 100,150,200,300,400
     """
     if len(slides) != len(truths):
         raise click.UsageError(f"{len(slides)} --slide but {len(truths)} --truth; pair them")

@@ -41,18 +41,19 @@ def report(
 ) -> None:
     """Write one self-contained HTML report of a cohort output folder.
 
-    COHORT is the --out folder of `slidesift segment` (scores.csv, summary.json, the per-slide
-    pictures, ablation.json). The page holds the cohort summary, a sortable metrics table, each
-    slide's overlay, error map and tile locations, the rails spread against tile size and the
-    training curves; every picture is embedded, so the file opens anywhere without a network.
+    COHORT is the --out folder of `slidesift evaluate` or `slidesift segment` (scores.csv,
+    summary.json, the per-slide pictures, ablation.json). The page holds the cohort summary, a
+    sortable metrics table, each slide's overlay, error map and tile locations, the rails spread
+    against tile size and the training curves; every picture is embedded, so the file opens
+    anywhere without a network.
 
     \b
-    Examples:
-      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
+    Examples (seg of `slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv
+    --split test --out seg`, run of `slidesift train`; see `slidesift --help`):
       slidesift report seg
       slidesift report seg --run run --output seg_report.html
-      slidesift rails -s a.svs -t a.xml --spread 100,200,400 --spread-out spread.json
-      slidesift report seg --run run --rails-spread spread.json
+    With the rails spread of `slidesift rails ... --spread-out rails_spread.json`:
+      slidesift report seg --run run --rails-spread rails_spread.json
     """
     console = Console(highlight=False)
     with console.status("writing the report"):

@@ -175,12 +175,17 @@ def segment_command(
     px), the tile table and the tile location map; for the cohort scores.csv and summary.json.
 
     \b
-    Examples:
-      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
-      slidesift segment run/epoch_005.safetensors slide.svs --truth slide_mask.tif --smooth 25
-      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --ablate
+    Examples (run of `slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5`
+    on the cohort of `slidesift phantom --out cohort --count 10`):
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test --round-stride
+    One slide, its truth scored, the mask smoothed:
+      slidesift segment run/epoch_005.safetensors cohort/slides/paip_006.svs \\
+        --truth cohort/masks/paip_006_mask.tif --smooth 25 --out paip_006
+    The paper's ablations (ablation.json), and the votes of three epochs:
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
-        --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors
+        --ablate --out ablation
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
+        --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors --out ensemble
     """
     console = Console(highlight=False)
     ck = load_checkpoint(checkpoint)
@@ -295,7 +300,8 @@ def select_command(
     """Score every epoch of a training run on the test slides and pick the best.
 
     \b
-    Example:
+    Example (run of `slidesift train cohort/manifest.csv --out run ...`; writes
+    run/selection.json):
       slidesift select run cohort/manifest.csv --metric jaccard --round-stride
     """
     console = Console(highlight=False)

@@ -167,9 +167,15 @@ def sift_command(
     SLIDE_locations_overlay.png, SLIDE_tiles.csv (one row per tile) and SLIDE_summary.json.
 
     \b
-    Examples:
-      slidesift sift slide.svs -N 6000 -T 400 --overlap 0.8 --rails rails.json
-      slidesift sift slide.tif -N 2000 -T 100 --truth slide.xml --out maps/
+    Examples (cohort of `slidesift phantom --out cohort --count 10`, rails.json fitted at the
+    same -N and -T by `slidesift rails`, see its --help):
+      slidesift sift cohort/slides/paip_006.svs -N 1500 -T 96 --rails rails.json --out maps
+    Rails fitted on the slide's own truth (ASAP XML of `slidesift phantom --regime camelyon`;
+    small lesions need a fine thumbnail, as in the paper's CAMELYON16 settings):
+      slidesift sift nodes/slides/camelyon_000.tif -N 12000 -T 200 \\
+        --truth nodes/annotations/camelyon_000.xml --out maps
+    The paper's PAIP settings on your own slide:
+      slidesift sift slide.svs -N 6000 -T 400 --overlap 0.8 --rails rails_400.json
     """
     console = Console(highlight=False)
     spec = sift_spec(background, max_background, entropy)

@@ -37,10 +37,9 @@ def subsets(manifest: Path, out: Path, k: int, test_fraction: float, seed: int) 
     Every subset tests different slides of the rarest label, so each of them is tested once.
 
     \b
-    Example:
-      slidesift phantom --out cohort --count 12
+    Example (cohort of `slidesift phantom --out cohort --count 10`; writes subsets/subset_1.csv
+    and subsets/subset_2.csv, each a manifest for `slidesift train`, see its --help):
       slidesift subsets cohort/manifest.csv --out subsets -k 2
-      slidesift train subsets/subset_1.csv --out run1 -N 1500 -T 96 --epochs 5
     """
     console = Console(highlight=False)
     m = read_manifest(manifest)

@@ -237,12 +237,18 @@ def train_command(
     epoch. Test rows are scored after each epoch (held-out tile accuracy in log.csv).
 
     \b
-    Examples:
-      slidesift phantom --out cohort --count 10
+    Examples (cohort of `slidesift phantom --out cohort --count 10`; writes
+    run/epoch_001.safetensors ... run/epoch_005.safetensors and run/log.csv):
       slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
-      slidesift train cohort/manifest.csv --out run3 -N 1500 -T 96 --classes subtype --epochs 5
-      slidesift train --resume --out run --epochs 8
+    After an interrupt, or for more epochs (here a 6th):
+      slidesift train --resume --out run --epochs 6
+    One class per slide label (the phantom's subtypes):
+      slidesift train cohort/manifest.csv --out run3 -N 1500 -T 96 --classes subtype --epochs 2
+    One run on a subset of `slidesift subsets cohort/manifest.csv --out subsets -k 2`:
+      slidesift train subsets/subset_1.csv --out run1 -N 1500 -T 96 --epochs 2
+    Only the tile sets, as PNGs in ImageFolder layout:
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
+    The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
     console = Console(highlight=False)
     normalization = None
