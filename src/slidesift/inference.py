@@ -359,16 +359,20 @@ class DenseOnnx:
         out: NDArray[np.float32] | None = None
         for j0 in range(0, h5, k):
             for i0 in range(0, w5, k):
-                j1, i1 = min(j0 + k, h5), min(i0 + k, w5)
-                if not needed[j0:j1, i0:i1].any():
+                block = needed[j0 : j0 + k, i0 : i0 + k]
+                rows, cols = np.flatnonzero(block.any(axis=1)), np.flatnonzero(block.any(axis=0))
+                if rows.size == 0:
                     continue
-                y0, x0 = j0 * DENSE_STEP, i0 * DENSE_STEP
+                # only the bounding box of the needed cells in this block
+                j1, i1 = j0 + int(rows[-1]) + 1, i0 + int(cols[-1]) + 1
+                ja, ia = j0 + int(rows[0]), i0 + int(cols[0])
+                y0, x0 = ja * DENSE_STEP, ia * DENSE_STEP
                 region = pixels[y0 : j1 * DENSE_STEP + _MAPS_MARGIN,
                                 x0 : i1 * DENSE_STEP + _MAPS_MARGIN]  # fmt: skip
                 maps = self.maps.run(None, {"x": np.ascontiguousarray(region)[None]})[0][0]
                 if out is None:
                     out = np.zeros((maps.shape[0], h5, w5), np.float32)
-                out[:, j0:j1, i0:i1] = maps[:, : j1 - j0, : i1 - i0]
+                out[:, ja:j1, ia:i1] = maps[:, : j1 - ja, : i1 - ia]
         return out if out is not None else np.zeros((0, h5, w5), np.float32)
 
     def classify(
