@@ -35,23 +35,25 @@ under the same path needs ``force``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import socket
-import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slidesift.cohort_task import (
+    OUTCOME_FILE,
+    failure_doc,
+    fingerprint,
+    outcome_from_doc,
+    segment_slide_task,
+)
 from slidesift.errors import ConfigError, SlidesiftError
 from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
-from slidesift.metrics import Scores
-from slidesift.segment import Classifiers, SegmentSpec
+from slidesift.segment import SegmentSpec
 
 __all__ = [
     "OUTCOME_FILE",
@@ -67,14 +69,11 @@ __all__ = [
     "segment_slide_task",
 ]
 
-#: Per-slide record, written last in ``OUT/<name>/``.
-OUTCOME_FILE = "outcome.json"
 #: Cohort table and figures in ``OUT/``.
 SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "summary.json"
 #: ``ok``: computed now; ``resumed``: an earlier run's complete outputs reused; ``failed``.
 Status = Literal["ok", "resumed", "failed"]
-_FORMAT = "slidesift-outcome/1"
 
 
 class CohortError(SlidesiftError):
@@ -174,178 +173,6 @@ class CohortResult:
         return self.out / SUMMARY_FILE
 
 
-def fingerprint(checkpoint_digest: str, spec: SegmentSpec, entry: ManifestEntry) -> dict[str, Any]:
-    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row.
-
-    Parameters
-    ----------
-    checkpoint_digest
-        :func:`slidesift.cache.file_digest` of the checkpoint file.
-    spec
-        The segmentation options.
-    entry
-        The slide (its path, annotation path and label).
-
-    Returns
-    -------
-    dict
-        Plain JSON values; stored in outcome.json and compared on a rerun.
-    """
-    return {
-        "checkpoint": checkpoint_digest,
-        "spec": asdict(spec),
-        "slide": str(entry.slide),
-        "annotation": None if entry.annotation is None else str(entry.annotation),
-        "label": entry.label,
-    }
-
-
-# ---------------------------------------------------------------- the task (runs on a worker)
-
-
-@functools.lru_cache(maxsize=1)
-def _loaded(path: str, mtime_ns: int, threads: int | None) -> Classifiers:
-    """The checkpoint and its classifiers, once per process (the key holds the mtime)."""
-    from slidesift.checkpoint import load_checkpoint
-
-    return Classifiers(load_checkpoint(path), threads=threads)
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Cap OpenCV's and torch's threads in this (worker) process; ``None`` leaves them."""
-    if threads is None:
-        return
-    import cv2
-
-    cv2.setNumThreads(threads)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _outcome_doc(outcome: SlideOutcome) -> dict[str, Any]:
-    """A :class:`SlideOutcome` as plain JSON values (without its result)."""
-    return {
-        "name": outcome.name,
-        "label": outcome.label,
-        "vote": outcome.vote,
-        "counts": outcome.counts,
-        "scores": None if outcome.scores is None else outcome.scores.to_dict(),
-        "kept_tiles": outcome.kept_tiles,
-        "inference": outcome.inference,
-        "seconds": outcome.seconds,
-    }
-
-
-def _outcome_from_doc(doc: dict[str, Any]) -> SlideOutcome:
-    """The inverse of :func:`_outcome_doc`."""
-    s = doc["scores"]
-    return SlideOutcome(
-        name=str(doc["name"]),
-        label=doc["label"],
-        vote=doc["vote"],
-        counts={str(k): int(v) for k, v in doc["counts"].items()},
-        scores=None if s is None else Scores(**s),
-        kept_tiles=int(doc["kept_tiles"]),
-        inference=str(doc["inference"]),
-        seconds={str(k): float(v) for k, v in doc["seconds"].items()},
-    )
-
-
-def _segment_one(
-    checkpoint: Path, entry: ManifestEntry, spec: SegmentSpec, folder: Path,
-    stamp: dict[str, Any], threads: int | None, start: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Segment, score and write one slide; outcome.json last."""
-    from slidesift.evaluate import evaluate_slide, read_slide
-    from slidesift.io.atomic import atomic_write_text
-    from slidesift.io.segment_outputs import write_segmentation
-
-    (folder / OUTCOME_FILE).unlink(missing_ok=True)
-    _limit_threads(threads)
-    classifiers = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads)
-    ck = classifiers.checkpoint
-    read_start = time.perf_counter()
-    read = read_slide(entry, ck.downsample)
-    read_s = time.perf_counter() - read_start
-    outcome = evaluate_slide(entry, ck, spec, read=read, classifiers=classifiers, keep_result=True)
-    assert outcome.result is not None
-    written = time.perf_counter()
-    files = write_segmentation(folder, entry.name, outcome.result, read[1])
-    doc = _outcome_doc(outcome)
-    now = time.perf_counter()
-    doc["seconds"] = {**outcome.seconds, "read": outcome.seconds.get("read", 0.0) + read_s,
-                      "write": now - written, "total": now - start}  # fmt: skip
-    doc.update(
-        status="ok",
-        files=sorted(p.name for p in files.values()),
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        fingerprint=stamp,
-    )
-    atomic_write_text(folder / OUTCOME_FILE, json.dumps({"format": _FORMAT, **doc}, indent=2))
-    return doc
-
-
-def _failure_doc(entry: ManifestEntry, exc: BaseException, seconds: float) -> dict[str, Any]:
-    """A failed slide's row: its error's type and message (and traceback when unexpected)."""
-    tb = ""
-    if not isinstance(exc, SlidesiftError):
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {
-        "name": entry.name,
-        "status": "failed",
-        "error_type": type(exc).__name__,
-        "error": str(exc) or repr(exc),
-        "traceback": tb,
-        "seconds": {"total": seconds},
-    }
-
-
-def segment_slide_task(
-    checkpoint: str,
-    entry: ManifestEntry,
-    spec: SegmentSpec,
-    out: str,
-    stamp: dict[str, Any],
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """One cohort task: read, segment, score and write a slide into ``out/<name>/``.
-
-    Runs on a Dask worker (or in process); takes and returns plain picklable values and
-    never raises for a slide's fault.
-
-    Parameters
-    ----------
-    checkpoint
-        Absolute path of the checkpoint (loaded once per process).
-    entry
-        The slide.
-    spec
-        Segmentation options.
-    out
-        The cohort's output folder; the slide's go to ``out/<entry.name>/``.
-    stamp
-        The slide's :func:`fingerprint`, stored in its outcome.json.
-    threads
-        Threads for ONNX Runtime, OpenCV, torch and the tile measurement (``None``: all cores,
-        leaving the process's settings alone).
-
-    Returns
-    -------
-    dict
-        outcome.json's content (``status`` ``ok``; ``worker`` is ``host:pid`` of the process
-        that ran it), or ``status`` ``failed`` with ``error_type``, ``error`` and
-        ``traceback``. No arrays.
-    """
-    start = time.perf_counter()
-    folder = Path(out) / entry.name
-    try:
-        return _segment_one(Path(checkpoint), entry, spec, folder, stamp, threads, start)
-    except Exception as exc:
-        return _failure_doc(entry, exc, time.perf_counter() - start)
-
-
 # ---------------------------------------------------------------- the client side
 
 
@@ -355,7 +182,7 @@ def _run_from_doc(doc: dict[str, Any], status: Status | None = None) -> SlideRun
     if doc["status"] != "ok":
         return SlideRun(doc["name"], "failed", None, doc["error_type"], doc["error"],
                         doc.get("traceback", ""), seconds)  # fmt: skip
-    outcome = _outcome_from_doc(doc)
+    outcome = outcome_from_doc(doc)
     return SlideRun(doc["name"], status or "ok", outcome, seconds=seconds, worker=doc["worker"])
 
 
@@ -447,7 +274,7 @@ def _on_dask(
             try:
                 doc = future.result()
             except Exception as exc:  # the worker died, or the task could not be run
-                doc = _failure_doc(entry, exc, 0.0)
+                doc = failure_doc(entry, exc, 0.0)
             yield _run_from_doc(doc)
 
 
