@@ -128,7 +128,8 @@ def demo(out_dir: Path) -> None:
     run_dir = train_demo_model(out_dir, console)
     seg_dir = select_and_segment(out_dir, run_dir, console)
     write_spread(seg_dir / SPREAD_NAME, spread)
-    report_path = write_report(seg_dir, run=run_dir, title="slidesift demo")
+    with console.status("writing the HTML report (slidesift report)"):
+        report_path = write_report(seg_dir, run=run_dir, title="slidesift demo")
     console.print(
         f"done in {time.perf_counter() - start:.0f} s. Checkpoints and log.csv: [bold]{run_dir}"
         f"[/]; per-slide masks, overlays and QuPath GeoJSON: [bold]{seg_dir}[/]"
