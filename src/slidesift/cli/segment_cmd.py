@@ -241,6 +241,8 @@ def _ensemble(
             )
     votes = ensemble_votes(per_model)
     names = [p.stem for p in paths]
+    if len(set(names)) < len(names):  # epoch_007 of two runs: say which run
+        names = [f"{p.parent.name}/{p.stem}" for p in paths]
     table = Table(title=f"ensemble of {len(models)} models (tile label counts added)")
     for col in ("slide", "label", *names, "ensemble"):
         table.add_column(col)
