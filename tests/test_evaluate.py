@@ -154,5 +154,7 @@ def test_segment_ensemble_of_one_model_twice_agrees_with_it(
     scores_rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
     rows = list(csv.DictReader((tmp_path / "ensemble.csv").open()))
     assert [r["slide"] for r in rows] == [r["slide"] for r in scores_rows]
+    # the same checkpoint twice: the columns name its run folder to tell them apart
+    assert list(rows[0])[2] == f"vote_{run.name}/epoch_002"
     for r, s in zip(rows, scores_rows, strict=True):
-        assert r["vote_epoch_002"] == r["ensemble_vote"] == s["vote"]
+        assert r[f"vote_{run.name}/epoch_002"] == r["ensemble_vote"] == s["vote"]
