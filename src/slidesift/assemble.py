@@ -7,7 +7,8 @@ array), whatever the overlap:
 - ``dominant``: the same, counting only tiles of the subtype with most tiles (the paper's
   multi-class masks);
 - ``mean``: each pixel's mean tumor probability over all tiles covering it, sifted-out tiles
-  counting 0, thresholded (the paper's binary option).
+  counting 0; tumor where it is **strictly above** the threshold (0.5: a pixel at exactly 0.5
+  is not tumor, as a tile at p = 0.5 is non-tumor by argmax). The paper's binary option.
 
 Post-processing: morphological opening with a disk of diameter k px, and an isomorphic shrink of
 each connected region about its centroid.

@@ -31,6 +31,7 @@ from slidesift.errors import ConfigError, SlidesiftError
 from slidesift.io.atomic import atomic_write_text
 from slidesift.rails import Rails, fit_rails
 from slidesift.sift import SiftSpec, TileStats, measure_tiles
+from slidesift.tile_truth import RawTileRule, truth_fractions
 from slidesift.tiles import TileGrid
 
 __all__ = [
@@ -53,6 +54,7 @@ OVERLAP_CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.
 
 ClassMode = Literal["binary", "subtype"]
 BalanceMode = Literal["all", "tumor", "none"]
+TileSource = Literal["masked", "raw"]
 
 
 class DatasetError(SlidesiftError):
@@ -90,6 +92,14 @@ class TileSetSpec:
         ``tumor``: non-tumor vs all tumor tiles pooled (subtype proportions kept); ``none``.
     seed
         Seed of the random removal.
+    source
+        ``masked`` (the paper's): tiles are cut from the tumor image and the non-tumor image,
+        the other class blacked out. ``raw``: tiles are cut from the slide as segmentation
+        sees it and labelled by their truth fraction (:class:`RawTileRule`: tumor when at
+        least ``raw_threshold`` of the tile's tissue is truth, tiles within ``raw_margin`` of
+        it left out).
+    raw_threshold, raw_margin
+        The labelling rule of ``raw`` tiles.
     """
 
     tile: int = 400
@@ -102,6 +112,9 @@ class TileSetSpec:
     classes: ClassMode = "binary"
     balance: BalanceMode = "all"
     seed: int = 0
+    source: TileSource = "masked"
+    raw_threshold: float = 0.5
+    raw_margin: float = 0.25
 
     def __post_init__(self) -> None:
         if self.tile < 1:
@@ -119,6 +132,14 @@ class TileSetSpec:
             raise ConfigError("classes", self.classes, "'binary' or 'subtype'")
         if self.balance not in ("all", "tumor", "none"):
             raise ConfigError("balance", self.balance, "'all', 'tumor' or 'none'")
+        if self.source not in ("masked", "raw"):
+            raise ConfigError("source", self.source, "'masked' (paper) or 'raw'")
+        self.raw_rule  # noqa: B018 - validates the rule
+
+    @property
+    def raw_rule(self) -> RawTileRule:
+        """The labelling rule of ``raw`` tiles."""
+        return RawTileRule(self.raw_threshold, self.raw_margin)
 
     @property
     def tumor_sift(self) -> SiftSpec:
@@ -250,11 +271,14 @@ class TileSet:
         return np.bincount(self.label, minlength=len(self.classes)).astype(np.int64)
 
     def tile(self, i: int) -> NDArray[np.uint8]:
-        """Cut tile ``i`` from its class image: ``(T, T, 3)`` uint8, the other class black."""
+        """Cut tile ``i``: ``(T, T, 3)`` uint8, from its class image (``masked``: the other
+        class black) or from the slide (``raw``)."""
         s = self.slides[int(self.slide[i])]
         t = self.spec.tile
         y, x = int(self.th_y[i]), int(self.th_x[i])
         pixels = np.asarray(s.pixels[y : y + t, x : x + t])
+        if self.spec.source == "raw":
+            return pixels
         inside = np.asarray(s.tumor[y : y + t, x : x + t])
         if self.label[i] == 0:
             inside = ~inside
@@ -338,22 +362,56 @@ def _check_slides(slides: Sequence[SlideImage], tile: int, need_tumor: bool) -> 
         )
 
 
+@dataclass(frozen=True)
+class _ClassTiles:
+    """One slide's tiles of one class: the measurements and which tiles belong to the class."""
+
+    stats: TileStats
+    member: NDArray[np.bool_]  # (n_rows, n_cols)
+
+    @property
+    def keep_background(self) -> NDArray[np.bool_]:
+        return np.asarray(self.stats.keep_background & self.member)
+
+    @property
+    def entropy(self) -> NDArray[np.float64]:
+        return self.stats.entropy
+
+    @property
+    def background(self) -> NDArray[np.float64]:
+        return self.stats.background
+
+    @property
+    def grid(self) -> TileGrid:
+        return self.stats.grid
+
+
 def _measure(
-    slides: Sequence[SlideImage], tumor: bool, tile: int, overlap: float, spec: SiftSpec
-) -> list[TileStats | None]:
-    """Stats of every slide's class image at ``overlap`` (None where the class is absent)."""
-    out: list[TileStats | None] = []
+    slides: Sequence[SlideImage], tumor: bool, tile: int, overlap: float, spec: TileSetSpec
+) -> list[_ClassTiles | None]:
+    """Each slide's tiles of one class at ``overlap`` (None where the class is absent)."""
+    sift = spec.tumor_sift if tumor else spec.sift
+    rule = spec.raw_rule
+    out: list[_ClassTiles | None] = []
     for s in slides:
         present = s.tumor.any() if tumor else not s.tumor.all()
         if not present:
             out.append(None)
             continue
         grid = TileGrid.from_overlap(s.pixels.shape[:2], tile=tile, overlap=overlap)
-        out.append(measure_tiles(class_image(s, tumor), grid, spec))
+        if spec.source == "masked":
+            stats = measure_tiles(class_image(s, tumor), grid, sift)
+            out.append(_ClassTiles(stats, np.ones(grid.grid_shape, bool)))
+            continue
+        stats = measure_tiles(np.asarray(s.pixels), grid, sift)
+        frac = truth_fractions(np.asarray(s.pixels), np.asarray(s.tumor), grid, sift)
+        clear = np.abs(frac - rule.threshold) >= rule.margin
+        member = clear & ((frac >= rule.threshold) if tumor else (frac < rule.threshold))
+        out.append(_ClassTiles(stats, member))
     return out
 
 
-def _kept(stats: Sequence[TileStats | None], rails: Rails | None) -> int:
+def _kept(stats: Sequence[_ClassTiles | None], rails: Rails | None) -> int:
     n = 0
     for st in stats:
         if st is not None:
@@ -367,13 +425,12 @@ class _Measures:
 
     def __init__(self, slides: Sequence[SlideImage], spec: TileSetSpec) -> None:
         self.slides, self.spec = slides, spec
-        self._memo: dict[tuple[bool, float], list[TileStats | None]] = {}
+        self._memo: dict[tuple[bool, float], list[_ClassTiles | None]] = {}
 
-    def __call__(self, tumor: bool, overlap: float) -> list[TileStats | None]:
+    def __call__(self, tumor: bool, overlap: float) -> list[_ClassTiles | None]:
         key = (tumor, overlap)
         if key not in self._memo:
-            sift = self.spec.tumor_sift if tumor else self.spec.sift
-            self._memo[key] = _measure(self.slides, tumor, self.spec.tile, overlap, sift)
+            self._memo[key] = _measure(self.slides, tumor, self.spec.tile, overlap, self.spec)
         return self._memo[key]
 
 
@@ -486,7 +543,7 @@ def build_tileset(
                 continue
             k = _label_of(s, tumor, names, spec.classes)
             keep = st.keep_background & rails.admits(st.entropy)
-            cut[k] += st.entropy.size
+            cut[k] += int(st.member.sum())
             kept_bg[k] += int(st.keep_background.sum())
             n_slides[k] += int(keep.any())
             flat = np.flatnonzero(keep.ravel())

@@ -23,7 +23,7 @@ from slidesift.checkpoint import Checkpoint
 from slidesift.io.annotations import read_truth
 from slidesift.io.atomic import atomic_write_text
 from slidesift.io.slide import Thumb, open_slide, read_thumb
-from slidesift.manifest import ManifestEntry
+from slidesift.manifest import NORMAL_LABELS, ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, ensemble_vote, scores
 from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
 
@@ -36,7 +36,9 @@ __all__ = [
     "evaluate_slide",
     "evaluate_slides",
     "outcomes_csv",
+    "predicted_slide_class",
     "read_slide",
+    "slide_class",
     "summary",
 ]
 
@@ -213,15 +215,39 @@ def ensemble_csv(votes: Sequence[EnsembleVote], models: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def classification_accuracy(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> float:
-    """Share of slides labelled with one of the model's subtypes whose vote is that label.
+def slide_class(outcome: SlideOutcome, classes: Sequence[str]) -> str | None:
+    """The class a slide is judged by: its label, read for the model's kind.
 
-    NaN when no slide carries such a label (binary models, unlabelled cohorts).
+    Subtype models: the label when it is one of the model's subtypes, else ``None`` (not
+    judged). Binary models: ``normal`` for a normal label (:data:`NORMAL_LABELS`), ``tumor``
+    for any other label, ``None`` for an unlabelled slide.
     """
-    judged = [o for o in outcomes if o.label is not None and o.label in classes[1:]]
-    if not judged or len(classes) < 3:
+    label = outcome.label
+    if label is None:
+        return None
+    if len(classes) > 2:
+        return label if label in classes[1:] else None
+    return "normal" if label.lower() in NORMAL_LABELS else "tumor"
+
+
+def predicted_slide_class(outcome: SlideOutcome, classes: Sequence[str]) -> str:
+    """The slide's predicted class: the majority vote of its tumor tiles' subtypes (subtype
+    models), or, for binary models, ``tumor`` when **at least one** kept tile is classified
+    tumor, else ``normal`` (the rule of the paper's CAMELYON16 slide classification)."""
+    if len(classes) > 2:
+        return outcome.vote or "normal"
+    return "tumor" if outcome.vote is not None else "normal"
+
+
+def classification_accuracy(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> float:
+    """Share of judged slides (:func:`slide_class`) whose predicted class is their class.
+
+    NaN when no slide is judged (an unlabelled cohort, or no subtype label).
+    """
+    judged = [(o, c) for o in outcomes if (c := slide_class(o, classes)) is not None]
+    if not judged:
         return math.nan
-    return sum(o.vote == o.label for o in judged) / len(judged)
+    return sum(predicted_slide_class(o, classes) == c for o, c in judged) / len(judged)
 
 
 def summary(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> dict[str, float]:

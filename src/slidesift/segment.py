@@ -64,7 +64,7 @@ class SegmentSpec:
     mode
         Assembly; default ``dominant`` for multi-class models, ``mean`` for binary.
     threshold
-        Mean-probability threshold.
+        Mean-probability threshold: tumor where the mean is strictly above it.
     smooth
         Opening kernel diameter in thumbnail px (0 = none; paper: 50-150 at N = 6000).
     shrink

@@ -1,9 +1,12 @@
 """Model selection: score every epoch of a run on the test slides, pick the best (METHOD.md 4).
 
-Every epoch whose slide classification accuracy exceeds a floor (paper: 60%) segments the test
-slides; the best by a chosen cohort metric (default mean Jaccard; recall as an option) wins.
-Binary models have no subtype vote, so every epoch of theirs qualifies. Each slide is read once
-for all epochs.
+Every epoch whose slide classification accuracy exceeds a floor (paper: 60%) is eligible; the
+best by a chosen cohort metric (default mean Jaccard; recall as an option) wins. Slide
+classification (:func:`slidesift.evaluate.classification_accuracy`): subtype models by majority
+vote of tile subtypes; binary models call a slide tumor when at least one kept tile is tumor,
+judged against normal and tumor labels (the paper's CAMELYON16 runs). An epoch is skipped only
+when some slide is judged and the accuracy is at or below the floor; an unlabelled cohort
+(accuracy NaN) qualifies every epoch. Each slide is read once for all epochs.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def select_epoch(
     metric
         ``jaccard`` (default), ``dice``, ``precision`` or ``recall``: the cohort mean to maximise.
     min_accuracy
-        Epochs at or below this slide classification accuracy are skipped (multi-class).
+        Epochs at or below this slide classification accuracy are skipped.
     on_epoch
         Called after each epoch is scored.
     """

@@ -2,8 +2,14 @@
 
 METHOD.md section 4: Adam (lr 1e-4), batch 16, 75 epochs, random horizontal and vertical flips,
 binary or categorical cross-entropy, no validation set steering the training. A held-out tile
-set may be given; it is only scored after each epoch (its accuracy goes in the log and the
-checkpoint's metrics).
+set may be given; it is only scored after each epoch, two ways (both go in the log and the
+checkpoint's metrics):
+
+- ``holdout_raw_*``, **the model's accuracy**: the held-out slides tiled as segmentation tiles
+  them (its default grid, sift and the model's rails), raw pixels, each tile labelled by its
+  truth fraction (:mod:`slidesift.tile_truth`; ambiguous tiles left out and counted);
+- ``masked_holdout_*``: the held-out tile set as training cuts it (the other class blacked
+  out), which overstates what the model does on a slide.
 
 Reproducible: epoch ``e``'s tile order and flips come from ``numpy.random.default_rng([seed,
 e])`` and its dropout from ``torch.manual_seed`` of the same pair, so an epoch does not depend
@@ -28,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,15 @@ from slidesift.checkpoint import (
 from slidesift.dataset import TileSet
 from slidesift.errors import ConfigError, SlidesiftError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.rails import Rails
+from slidesift.tile_truth import (
+    SEGMENT_OVERLAP,
+    RawTiles,
+    classify_raw_tiles,
+    raw_tiles,
+    score_raw_tiles,
+)
+from slidesift.tiles import stride_for_overlap
 
 __all__ = [
     "EpochRecord",
@@ -61,9 +76,13 @@ LOG_COLUMNS = (
     "epoch",
     "train_loss",
     "train_accuracy",
-    "holdout_loss",
-    "holdout_accuracy",
-    "holdout_balanced_accuracy",
+    "holdout_raw_accuracy",
+    "holdout_raw_balanced_accuracy",
+    "holdout_raw_tiles",
+    "holdout_raw_ambiguous",
+    "masked_holdout_loss",
+    "masked_holdout_accuracy",
+    "masked_holdout_balanced_accuracy",
     "seconds",
     "tiles_per_second",
 )
@@ -122,14 +141,18 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One row of the training log."""
+    """One row of the training log (``holdout_raw_*``: the model's accuracy; see the module)."""
 
     epoch: int
     train_loss: float
     train_accuracy: float
-    holdout_loss: float | None = None
-    holdout_accuracy: float | None = None
-    holdout_balanced_accuracy: float | None = None
+    holdout_raw_accuracy: float | None = None
+    holdout_raw_balanced_accuracy: float | None = None
+    holdout_raw_tiles: int | None = None
+    holdout_raw_ambiguous: int | None = None
+    masked_holdout_loss: float | None = None
+    masked_holdout_accuracy: float | None = None
+    masked_holdout_balanced_accuracy: float | None = None
     seconds: float = 0.0
     tiles_per_second: float = 0.0
 
@@ -334,6 +357,41 @@ def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[floa
     return total / len(y_all), float((y_all == p_all).mean()), _balanced_accuracy(y_all, p_all)
 
 
+def holdout_raw_tiles(holdout: TileSet, rails: Rails) -> RawTiles:
+    """The held-out slides' tiles as segmentation cuts them (default overlap, the model's
+    rails), labelled by truth fraction with the tile set's rule (see :mod:`slidesift.tile_truth`).
+    A tumor tile's class is the slide's subtype for multi-class sets, else 1."""
+    classes = holdout.classes
+    slides = [
+        (
+            np.asarray(s.pixels),
+            np.asarray(s.tumor),
+            classes.index(s.label) if len(classes) > 2 and s.label in classes else 1,
+        )
+        for s in holdout.slides
+    ]
+    t = holdout.spec.tile
+    return raw_tiles(
+        slides, tile=t, stride=stride_for_overlap(t, SEGMENT_OVERLAP), spec=holdout.spec.sift,
+        rails=rails, rule=holdout.spec.raw_rule,
+    )  # fmt: skip
+
+
+def _classifier(model: Any, device: str) -> Callable[[NDArray[np.uint8]], NDArray[np.float32]]:
+    """``(B, T, T, 3)`` uint8 -> ``(B, C)`` probabilities with ``model`` (eval mode)."""
+    import torch
+
+    from slidesift.model import probabilities
+
+    def classify(tiles_u8: NDArray[np.uint8]) -> NDArray[np.float32]:
+        model.eval()
+        x = _to_input(torch.from_numpy(np.ascontiguousarray(tiles_u8)), device)
+        with torch.no_grad(), _autocast(device):
+            return np.asarray(probabilities(model(x)).float().cpu().numpy(), np.float32)
+
+    return classify
+
+
 def _autocast(device: str) -> Any:
     import contextlib
 
@@ -517,7 +575,11 @@ def train(
         pin_memory=device == "cuda",
     )
     hold_loader: Any = None
+    raw: RawTiles | None = None
+    raw_images: list[NDArray[np.uint8]] = []
     if holdout is not None and len(holdout):
+        raw = holdout_raw_tiles(holdout, tiles.rails)
+        raw_images = [np.asarray(s.pixels) for s in holdout.slides]
         plan = [
             [(i, 0, 0) for i in range(j, min(j + spec.eval_batch, len(holdout)))]
             for j in range(0, len(holdout), spec.eval_batch)
@@ -561,19 +623,24 @@ def train(
             seconds=seconds,
             tiles_per_second=seen / seconds if seconds > 0 else 0.0,
         )
-        if hold_loader is not None:
+        if hold_loader is not None and raw is not None:
             if cb.on_evaluate:
                 cb.on_evaluate(epoch, len(hold_loader))
             h_loss, h_acc, h_bal = evaluate(model, hold_loader, n_classes, device)
-            record = EpochRecord(
-                epoch,
-                record.train_loss,
-                record.train_accuracy,
-                h_loss,
-                h_acc,
-                h_bal,
-                seconds,
-                record.tiles_per_second,
+            classify = _classifier(model, device)
+            predicted = classify_raw_tiles(
+                raw, raw_images, classify, tile=tiles.spec.tile, batch=spec.eval_batch
+            )
+            raw_score = score_raw_tiles(raw.label, predicted, raw.ambiguous)
+            record = replace(
+                record,
+                holdout_raw_accuracy=raw_score.accuracy,
+                holdout_raw_balanced_accuracy=raw_score.balanced_accuracy,
+                holdout_raw_tiles=raw_score.tiles,
+                holdout_raw_ambiguous=raw_score.ambiguous,
+                masked_holdout_loss=h_loss,
+                masked_holdout_accuracy=h_acc,
+                masked_holdout_balanced_accuracy=h_bal,
             )
         records.append(record)
         metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}

@@ -72,8 +72,10 @@ def training_progress(console: Console) -> tuple[Progress, TrainCallbacks]:
     def end(r: EpochRecord, path: Path) -> None:
         progress.remove_task(task["id"])
         held = (
-            f"  held-out acc {r.holdout_accuracy:.3f} (bal. {r.holdout_balanced_accuracy:.3f})"
-            if r.holdout_accuracy is not None
+            f"  held-out raw tiles: acc {r.holdout_raw_accuracy:.3f} "
+            f"(bal. {r.holdout_raw_balanced_accuracy:.3f}, {r.holdout_raw_tiles} tiles)  "
+            f"masked: {r.masked_holdout_accuracy:.3f}"
+            if r.holdout_raw_accuracy is not None
             else ""
         )
         console.print(

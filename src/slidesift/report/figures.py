@@ -127,7 +127,8 @@ def training_png(run: TrainingRun) -> bytes:
         ep = _series(run.log, "epoch")
         ax = axes[i]
         for key, label, color in (("train_loss", "training", "#4c72b0"),
-                                  ("holdout_loss", "held out", "#dd8452")):  # fmt: skip
+                                  ("masked_holdout_loss", "held out (masked tiles)",
+                                   "#dd8452")):  # fmt: skip
             ys = _series(run.log, key)
             if any(not math.isnan(y) for y in ys):
                 ax.plot(ep, ys, "o-", markersize=3, color=color, label=label)
@@ -136,8 +137,9 @@ def training_png(run: TrainingRun) -> bytes:
         ax = axes[i + 1]
         for key, label, color in (
             ("train_accuracy", "training", "#4c72b0"),
-            ("holdout_accuracy", "held out", "#dd8452"),
-            ("holdout_balanced_accuracy", "held out, balanced", "#55a868"),
+            ("holdout_raw_accuracy", "held out, raw tiles", "#dd8452"),
+            ("holdout_raw_balanced_accuracy", "held out, raw tiles, balanced", "#55a868"),
+            ("masked_holdout_accuracy", "held out, masked tiles", "#c44e52"),
         ):
             ys = _series(run.log, key)
             if any(not math.isnan(y) for y in ys):
