@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,17 +145,126 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "manifest.csv"
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two epochs of a binary model on the tiny cohort (N = 480, T = 96): the run folder."""
+# --- models that learn ------------------------------------------------------------------------
+#
+# Quality tests need a model whose masks are good enough that a broken method shows: a planted
+# bug (swapped probability columns, inverted labels, a shifted feature crop, ...) must drop its
+# scores below the thresholds the tests assert. The phantom cohorts below are small enough to
+# train in seconds on two cores and large enough for the CNN to learn the tumor texture: 1 um/px
+# slides of about 3000 px, read at N = 1000 (3 um/px), T = 96, tiles cut raw (as segmentation
+# sees them), Adam at 5e-4. Each model is trained once per test session.
+
+#: The binary model's geometry and training; the quality thresholds in the tests were set from
+#: what it measured (see tests/test_quality.py).
+LEARN_N, LEARN_T, LEARN_EPOCHS, LEARN_LR = 1000, 96, 6, 5e-4
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A phantom cohort and a model trained on it.
+
+    Attributes
+    ----------
+    manifest
+        The cohort's manifest (4 train, 2 test slides).
+    run
+        The training run folder (a checkpoint per epoch, log.csv).
+    best
+        The epoch with the best held-out raw-tile balanced accuracy (log.csv).
+    """
+
+    manifest: Path
+    run: Path
+    best: Path
+
+    @property
+    def test_entries(self) -> list[Any]:
+        from slidesift.manifest import read_manifest
+
+        return read_manifest(self.manifest).split("test")
+
+
+def _learn(root: Path, cohort: Any, classes: str, epochs: int) -> Learned:
+    import csv as _csv
+
     from slidesift.cache import ThumbCache
     from slidesift.dataset import TileSetSpec
+    from slidesift.phantom.cohort import make_cohort
     from slidesift.prepare import prepare_tilesets
     from slidesift.train import TrainSpec, train
 
-    root = tmp_path_factory.mktemp("tiny_run")
-    p = prepare_tilesets(
-        tiny_cohort, TileSetSpec(tile=96, longest=480), cache=ThumbCache(root / "c")
-    )
-    train(p.train, root / "run", TrainSpec(epochs=2))
-    return root / "run"
+    make_cohort(cohort, root / "cohort")
+    manifest = root / "cohort" / "manifest.csv"
+    spec = TileSetSpec(tile=LEARN_T, longest=LEARN_N, classes=classes, source="raw")  # type: ignore[arg-type]
+    p = prepare_tilesets(manifest, spec, cache=ThumbCache(root / "cache"))
+    run = root / "run"
+    train(p.train, run, TrainSpec(epochs=epochs, lr=LEARN_LR), holdout=p.holdout)
+    rows = list(_csv.DictReader((run / "log.csv").open()))
+    best = max(rows, key=lambda r: (float(r["holdout_raw_balanced_accuracy"]), -int(r["epoch"])))
+    return Learned(manifest, run, run / f"epoch_{int(best['epoch']):03d}.safetensors")
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> Learned:
+    """A binary model that learns: 6 PAIP-like phantom slides (one subtype), 6 epochs."""
+    from slidesift.phantom.cohort import CohortSpec
+
+    spec = CohortSpec(count=6, longest=(3000, 3200), mpp=1.0, subtypes=1, seed=1, artifacts=0.0)
+    return _learn(tmp_path_factory.mktemp("learned"), spec, "binary", LEARN_EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def learned_subtypes(tmp_path_factory: pytest.TempPathFactory) -> Learned:
+    """A three-class model (non-tumor, glandular, solid) on 6 PAIP-like slides, 2 of them test."""
+    from slidesift.phantom.cohort import CohortSpec
+
+    spec = CohortSpec(count=6, longest=(3000, 3200), mpp=1.0, subtypes=2, seed=4, artifacts=0.0)
+    return _learn(tmp_path_factory.mktemp("learned3"), spec, "subtype", LEARN_EPOCHS)
+
+
+def discriminative_checkpoint(tile: int, folder: Path, seed: int = 0) -> Any:
+    """A binary checkpoint at ``tile`` whose tumor probability varies strongly between tiles.
+
+    Randomly initialised (no training: seconds at any T), BatchNorm statistics set from H&E-like
+    tiles, the last layer scaled so the logits' spread over those tiles is 6: the tumor
+    probabilities of a few dozen tiles span about [0.01, 0.99]. Rails admit every entropy.
+    """
+    import torch
+
+    from slidesift.checkpoint import load_checkpoint, save_checkpoint
+    from slidesift.model import LightweightCNN, to_input
+    from slidesift.rails import Rails
+    from slidesift.sift import SiftSpec
+
+    torch.manual_seed(seed)
+    net = LightweightCNN(tile, 2)
+    pixels, _ = he_like_image((tile * 3, tile * 3), seed=seed + 100, tumor_fraction=0.4)
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 2 * tile, (24, 2))
+    sample = to_input(np.stack([pixels[y : y + tile, x : x + tile] for x, y in corners]))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative mean of the batches seen
+    net.train()
+    with torch.no_grad():
+        net(sample)
+        net.eval()
+        logits = net(sample)[:, 0]
+        last = net.head[-1]
+        k = 6.0 / float(logits.std())
+        last.weight.mul_(k)
+        last.bias.copy_(k * (last.bias - logits.mean()))
+    meta = {
+        "tile": tile,
+        "longest": 1000,
+        "mpp": None,
+        "rails": Rails(0.0, 8.0).to_dict(),
+        "sift": SiftSpec().to_dict(),
+        "classes": ["non-tumor", "tumor"],
+        "normalization": None,
+        "epoch": 1,
+        "metrics": {},
+    }
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return load_checkpoint(save_checkpoint(folder / f"t{tile}.safetensors", state, meta))

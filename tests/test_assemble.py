@@ -37,6 +37,28 @@ def paint(grid: TileGrid, keep: np.ndarray, probs: np.ndarray, mode: str) -> np.
     return hits[best[1]] if -best[0] > 0 else np.zeros((h, w), bool)
 
 
+def test_mean_threshold_is_strict_a_pixel_at_exactly_half_is_not_tumor() -> None:
+    """Mean assembly: tumor where the mean tumor probability is strictly above 0.5 (as a tile
+    at p = 0.5 is labelled non-tumor by argmax)."""
+    grid = TileGrid.from_stride((4, 6), tile=4, stride=2)  # tiles at x = 0 and x = 2
+    keep = np.ones(grid.grid_shape, bool)
+
+    def probs(*tumor: float) -> np.ndarray:
+        p = np.array(tumor).reshape(grid.grid_shape)
+        return np.stack([1 - p, p], axis=-1)
+
+    got = assemble(grid, keep, probs(1.0, 0.0), ("non-tumor", "tumor"), mode="mean").mask
+    # columns 0-1: only the first tile (1.0); 2-3: both (mean 0.5); 4-5: only the second (0.0)
+    np.testing.assert_array_equal(got[0], [True, True, False, False, False, False])
+    half = assemble(grid, keep, probs(0.5, 0.5), ("non-tumor", "tumor"), mode="mean").mask
+    assert not half.any()
+    above = assemble(grid, keep, probs(0.5 + 2**-20, 0.5), ("non-tumor", "tumor"), mode="mean")
+    np.testing.assert_array_equal(above.mask[0], [True, True, True, True, False, False])
+    # a sifted-out tile counts as probability 0 in the mean
+    dropped = assemble(grid, np.array([[True, False]]), probs(0.75, 1.0), ("n", "t"), mode="mean")
+    np.testing.assert_array_equal(dropped.mask[0], [True, True, False, False, False, False])
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(20, 70), w=st.integers(20, 70), tile=st.integers(4, 20),

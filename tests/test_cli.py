@@ -96,7 +96,7 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "phantom" / "manifest.csv").exists()
     assert Rails.load(tmp_path / "demo" / "rails.json").tile == 96
     log = (tmp_path / "demo" / "run" / "log.csv").read_text().splitlines()
-    assert len(log) == 1 + 5 and "held-out acc" in out
+    assert len(log) == 1 + 5 and "held-out raw tiles: acc" in out
     assert (tmp_path / "demo" / "run" / "epoch_005.safetensors").exists()
     # selection, Dask segmentation of the two test slides, scores table, report
     best = json.loads((tmp_path / "demo" / "run" / "selection.json").read_text())["epoch"]

@@ -40,7 +40,8 @@ def test_train_then_resume_with_more_epochs(
     assert "resumed after epoch 1" in text
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert all(0.0 <= float(r["holdout_accuracy"]) <= 1.0 for r in rows)
+    assert all(0.0 <= float(r["holdout_raw_accuracy"]) <= 1.0 for r in rows)
+    assert all(int(r["holdout_raw_tiles"]) > 0 for r in rows)
     # a second plain run into the same folder is refused, nothing is overwritten
     before = (out / "epoch_002.safetensors").read_bytes()
     code, _, err = run(capsys, "train", str(tiny_cohort), "--out", str(out), "-N", "480",

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import Learned
 from slidesift.checkpoint import load_checkpoint
 from slidesift.cli.main import main
 from slidesift.cohort import (
@@ -34,9 +35,15 @@ OUTPUTS = ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_run: Path) -> Path:
-    """The first epoch of the session's binary run on the tiny cohort (N = 480, T = 96)."""
-    return tiny_run / "epoch_001.safetensors"
+def cohort(learned: Learned) -> Path:
+    """The manifest of the session's learned binary model's cohort."""
+    return learned.manifest
+
+
+@pytest.fixture(scope="module")
+def checkpoint(learned: Learned) -> Path:
+    """The session's learned binary model (N = 1000, T = 96)."""
+    return learned.best
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +66,11 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_cluster_run_matches_in_process_scores(
-    tiny_cohort: Path, checkpoint: Path, cluster: str, tmp_path: Path
+    cohort: Path, checkpoint: Path, cluster: str, tmp_path: Path
 ) -> None:
     import distributed
 
-    entries = read_manifest(tiny_cohort).split("test")
+    entries = read_manifest(cohort).split("test")
     seen: list[SlideRun] = []
     result = run_cohort(
         checkpoint, entries, SPEC, out=tmp_path, scheduler=cluster, on_slide=seen.append
@@ -96,9 +103,9 @@ def test_cluster_run_matches_in_process_scores(
 
 @pytest.mark.slow
 def test_failing_slides_are_reported_and_the_others_finish(
-    tiny_cohort: Path, checkpoint: Path, tmp_path: Path
+    cohort: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    good = read_manifest(tiny_cohort).split("test")
+    good = read_manifest(cohort).split("test")
     broken = tmp_path / "data" / "broken.tif"
     broken.parent.mkdir()
     broken.write_bytes(b"II*\x00" + np.random.default_rng(0).bytes(4000))  # TIFF magic, garbage
@@ -133,9 +140,9 @@ def test_failing_slides_are_reported_and_the_others_finish(
 
 @pytest.mark.slow
 def test_rerun_resumes_only_unfinished_slides(
-    tiny_cohort: Path, checkpoint: Path, cluster: str, tmp_path: Path
+    cohort: Path, checkpoint: Path, cluster: str, tmp_path: Path
 ) -> None:
-    a, b = read_manifest(tiny_cohort).split("test")
+    a, b = read_manifest(cohort).split("test")
     first = run_cohort(checkpoint, [a, b], SPEC, out=tmp_path, scheduler=cluster)
     before = _mtimes(tmp_path / a.name)
     (tmp_path / b.name / OUTCOME_FILE).unlink()  # b was interrupted before its last write
@@ -160,10 +167,10 @@ def test_rerun_resumes_only_unfinished_slides(
 
 
 def test_evaluate_command_in_process(
-    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, checkpoint: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], cohort: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "eval"
-    args = ["evaluate", str(checkpoint), str(tiny_cohort), "--split", "test", "--stride", "32",
+    args = ["evaluate", str(checkpoint), str(cohort), "--split", "test", "--stride", "32",
             "--out", str(out), "--workers", "0"]  # fmt: skip
     code = main(args)
     text, err = capsys.readouterr()
@@ -192,9 +199,9 @@ def test_evaluate_command_fails_only_when_every_slide_fails(
 
 
 def test_missing_dask_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch, tiny_cohort: Path, checkpoint: Path, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, cohort: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    entries = read_manifest(tiny_cohort).split("test")[:1]
+    entries = read_manifest(cohort).split("test")[:1]
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(MissingExtraError, match=r"pip install 'slidesift\[cohort\]'"):
         run_cohort(checkpoint, entries, SPEC, out=tmp_path / "dask")
@@ -203,10 +210,8 @@ def test_missing_dask_names_the_extra(
     assert [r.status for r in result.rows] == ["ok"]
 
 
-def test_bad_options_and_clashing_names(
-    tiny_cohort: Path, checkpoint: Path, tmp_path: Path
-) -> None:
-    entries = read_manifest(tiny_cohort).split("test")
+def test_bad_options_and_clashing_names(cohort: Path, checkpoint: Path, tmp_path: Path) -> None:
+    entries = read_manifest(cohort).split("test")
     with pytest.raises(ConfigError, match="scheduler"):
         run_cohort(checkpoint, entries, out=tmp_path, scheduler="my-cluster")
     with pytest.raises(ConfigError, match="workers"):

@@ -211,3 +211,39 @@ def test_export_png_writes_an_imagefolder(slides: list[SlideImage], tmp_path: Pa
     csv_text = ts.table_csv().splitlines()
     assert csv_text[0].startswith("slide,th_x,th_y,class,label")
     assert len(csv_text) == len(ts) + 1
+
+
+def test_raw_tiles_are_the_slides_pixels_labelled_by_truth_fraction(
+    slides: list[SlideImage],
+) -> None:
+    from slidesift.tile_truth import truth_fractions
+
+    spec = TileSetSpec(tile=T, longest=1000, source="raw", classes="subtype")
+    ts = build_tileset(slides, spec)
+    assert set(ts.label.tolist()) == {0, 1, 2}
+    rails_entropies = []
+    for s_i, s in enumerate(slides):
+        for o_name in ("tumor", NON_TUMOR):
+            grid = TileGrid.from_overlap(s.pixels.shape[:2], tile=T, overlap=ts.overlaps[o_name])
+            frac = truth_fractions(np.asarray(s.pixels), s.tumor, grid, spec.sift)
+            if o_name == "tumor":
+                st = measure_tiles_reference(np.asarray(s.pixels), grid, spec.tumor_sift)
+                fit = (frac >= 0.75) & (st.background <= spec.tumor_sift.max_background)
+                rails_entropies.append(st.entropy[fit])
+            rows = np.flatnonzero(ts.slide == s_i)
+            for i in rows:
+                x, y = int(ts.th_x[i]), int(ts.th_y[i])
+                np.testing.assert_array_equal(ts.tile(i), s.pixels[y : y + T, x : x + T])
+            # each tile's label follows the rule: >= 0.75 tumor (its subtype), <= 0.25 not
+            on_grid = [i for i in rows if ts.th_x[i] % grid.stride == ts.th_y[i] % grid.stride == 0
+                       and (ts.label[i] > 0) == (o_name == "tumor")]  # fmt: skip
+            for i in on_grid:
+                f = frac[ts.th_y[i] // grid.stride, ts.th_x[i] // grid.stride]
+                if ts.label[i] > 0:
+                    assert f >= 0.75 and ts.classes[ts.label[i]] == s.label
+                else:
+                    assert f <= 0.25
+    e = np.concatenate(rails_entropies)
+    assert ts.rails.lo == e.min() and ts.rails.hi == e.max()
+    with pytest.raises(ConfigError, match="source"):
+        TileSetSpec(tile=T, longest=1000, source="blur")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import LEARN_EPOCHS, LEARN_N, Learned
 from slidesift.checkpoint import Checkpoint, load_checkpoint
 from slidesift.cli.main import main
 from slidesift.evaluate import (
@@ -31,28 +32,35 @@ SPEC = SegmentSpec(stride=32)
 
 
 @pytest.fixture(scope="module")
-def run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's two-epoch run (select writes selection.json into it)."""
+def cohort(learned: Learned) -> Path:
+    """The manifest of the session's learned binary model's cohort."""
+    return learned.manifest
+
+
+@pytest.fixture(scope="module")
+def run(learned: Learned, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's learned binary run (select writes selection.json into it)."""
     import shutil
 
     copy = tmp_path_factory.mktemp("eval") / "run"
-    shutil.copytree(tiny_run, copy)
+    shutil.copytree(learned.run, copy)
     return copy
 
 
 @pytest.fixture(scope="module")
-def checkpoint(run: Path) -> Checkpoint:
-    return load_checkpoint(run / "epoch_002.safetensors")
+def checkpoint(run: Path, learned: Learned) -> Checkpoint:
+    """Its best epoch (by held-out raw-tile balanced accuracy)."""
+    return load_checkpoint(run / learned.best.name)
 
 
 def test_outputs_and_geojson_round_trip(
-    tiny_cohort: Path, checkpoint: Checkpoint, tmp_path: Path
+    cohort: Path, checkpoint: Checkpoint, tmp_path: Path
 ) -> None:
-    entries = read_manifest(tiny_cohort).split("test")
+    entries = read_manifest(cohort).split("test")
     outcomes = evaluate_slides(entries, checkpoint, SPEC, out=tmp_path, keep_results=True)
     assert [o.name for o in outcomes] == [e.name for e in entries]
     for o in outcomes:
-        assert o.scores is not None and 0 <= o.scores.jaccard <= 1
+        assert o.scores is not None and o.scores.jaccard >= 0.5  # the learned model finds it
         for kind in ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv",
                      "locations.png"):  # fmt: skip
             assert (tmp_path / f"{o.name}_{kind}").stat().st_size > 0
@@ -72,14 +80,15 @@ def test_outputs_and_geojson_round_trip(
         assert sum(int(row["keep"]) for row in rows) == o.kept_tiles
     figures = summary(outcomes, checkpoint.classes)
     assert figures["mean_slides"] == len(entries)
-    assert np.isnan(classification_accuracy(outcomes, checkpoint.classes))  # binary: no vote
+    # binary: a slide with one tumor tile or more is a tumor slide; both test slides are
+    assert classification_accuracy(outcomes, checkpoint.classes) == 1.0
 
 
-def test_selection_scores_every_epoch_and_picks_the_best(tiny_cohort: Path, run: Path) -> None:
-    entries = read_manifest(tiny_cohort).split("test")
+def test_selection_scores_every_epoch_and_picks_the_best(cohort: Path, run: Path) -> None:
+    entries = read_manifest(cohort).split("test")
     sel = select_epoch(run, entries, SPEC, metric="recall")
-    assert [e.epoch for e in sel.epochs] == [1, 2]
-    assert sel.best is not None
+    assert [e.epoch for e in sel.epochs] == list(range(1, LEARN_EPOCHS + 1))
+    assert sel.best is not None and sel.best.eligible
     best = max(e.figures["mean_recall"] for e in sel.epochs)
     assert sel.best.figures["mean_recall"] == best
     with pytest.raises(ValueError, match="metric"):
@@ -87,28 +96,37 @@ def test_selection_scores_every_epoch_and_picks_the_best(tiny_cohort: Path, run:
 
 
 def test_segment_and_select_commands(
-    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, run: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], cohort: Path, run: Path, learned: Learned, tmp_path: Path
 ) -> None:
     out = tmp_path / "seg"
-    code = main(["segment", str(run / "epoch_002.safetensors"), str(tiny_cohort), "--split",
+    code = main(["segment", str(run / learned.best.name), str(cohort), "--split",
                  "test", "--stride", "32", "--out", str(out)])  # fmt: skip
     text, err = capsys.readouterr()
     assert code == 0, err
     assert "mean Jaccard" in text and "inference: onnx dense" in text
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert len(rows) == 2 and all(0 <= float(r["jaccard"]) <= 1 for r in rows)
+    # the command's table is the library's scores of the same slides
+    entries = read_manifest(cohort).split("test")
+    expected = evaluate_slides(entries, load_checkpoint(run / learned.best.name), SPEC)
+    assert [r["slide"] for r in rows] == [o.name for o in expected]
+    for r, o in zip(rows, expected, strict=True):
+        assert o.scores is not None and float(r["jaccard"]) == pytest.approx(o.scores.jaccard)
+        assert float(r["jaccard"]) >= 0.5
     assert "mean_jaccard" in json.loads((out / "summary.json").read_text())
-    code = main(["select", str(run), str(tiny_cohort), "--stride", "32"])
+    code = main(["select", str(run), str(cohort), "--stride", "32"])
     text, err = capsys.readouterr()
     assert code == 0, err
     assert "best by mean jaccard" in text
-    assert json.loads((run / "selection.json").read_text())["epoch"] in (1, 2)
+    chosen = json.loads((run / "selection.json").read_text())
+    assert 1 <= chosen["epoch"] <= LEARN_EPOCHS
+    figures = {e["epoch"]: e["mean_jaccard"] for e in chosen["epochs"]}
+    assert figures[chosen["epoch"]] == max(figures.values()) >= 0.55
 
 
-def test_ablation_table_has_the_papers_rows(tiny_cohort: Path, checkpoint: Checkpoint) -> None:
+def test_ablation_table_has_the_papers_rows(cohort: Path, checkpoint: Checkpoint) -> None:
     from slidesift.ablate import ablate
 
-    entries = read_manifest(tiny_cohort).split("test")
+    entries = read_manifest(cohort).split("test")
     rows = ablate(entries, checkpoint, SPEC)
     assert [r.condition.split(" (")[0] for r in rows] == [
         "rails", "no rails", "rails + smoothing 50 px", "rails + smoothing 100 px",
@@ -116,7 +134,7 @@ def test_ablation_table_has_the_papers_rows(tiny_cohort: Path, checkpoint: Check
     ]  # fmt: skip
     plain = summary(evaluate_slides(entries, checkpoint, SPEC), checkpoint.classes)
     assert rows[0].figures["jaccard"] == pytest.approx(plain["mean_jaccard"], nan_ok=True)
-    assert rows[2].smooth == round(50 * 480 / 6000)
+    assert rows[2].smooth == round(50 * LEARN_N / 6000)
     rec = [r.figures["recall"] for r in rows]
     if not np.isnan(rec[0]):
         assert rec[6] <= rec[5] + 1e-12 <= rec[0] + 2e-12  # shrinking never finds more
@@ -125,6 +143,27 @@ def test_ablation_table_has_the_papers_rows(tiny_cohort: Path, checkpoint: Check
 def _outcome(name: str, label: str | None, counts: dict[str, int]) -> SlideOutcome:
     vote = max(counts, key=lambda k: counts[k]) if any(counts.values()) else None
     return SlideOutcome(name, label, vote, counts, None, sum(counts.values()), "x", {})
+
+
+def test_binary_slide_classification_one_tumor_tile_makes_a_tumor_slide() -> None:
+    binary = ("non-tumor", "tumor")
+    outcomes = [
+        _outcome("a", "tumor", {"tumor": 1}),  # right: one tile is enough
+        _outcome("b", "normal", {"tumor": 0}),  # right
+        _outcome("c", "Negative", {"tumor": 3}),  # wrong: a normal slide with tumor tiles
+        _outcome("d", "tumor", {"tumor": 0}),  # wrong: nothing found
+        _outcome("e", None, {"tumor": 5}),  # unlabelled: not judged
+    ]
+    assert classification_accuracy(outcomes, binary) == pytest.approx(2 / 4)
+    assert np.isnan(classification_accuracy(outcomes[4:], binary))
+    # subtype models judge only slides labelled with one of their subtypes
+    three = ("non-tumor", "glandular", "solid")
+    sub = [
+        _outcome("a", "solid", {"glandular": 1, "solid": 4}),
+        _outcome("b", "glandular", {"glandular": 1, "solid": 4}),
+        _outcome("c", "normal", {"glandular": 9}),
+    ]
+    assert classification_accuracy(sub, three) == pytest.approx(1 / 2)
 
 
 def test_ensemble_adds_counts_before_voting() -> None:
@@ -145,10 +184,10 @@ def test_ensemble_adds_counts_before_voting() -> None:
 
 
 def test_segment_ensemble_of_one_model_twice_agrees_with_it(
-    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, run: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], cohort: Path, run: Path, tmp_path: Path
 ) -> None:
     ck = str(run / "epoch_002.safetensors")
-    code = main(["segment", ck, str(tiny_cohort), "--split", "test", "--stride", "32",
+    code = main(["segment", ck, str(cohort), "--split", "test", "--stride", "32",
                  "--out", str(tmp_path), "--ensemble", ck])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     scores_rows = list(csv.DictReader((tmp_path / "scores.csv").open()))

@@ -13,9 +13,18 @@ import torch
 from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import SlideImage, TileSet, TileSetSpec, build_tileset
 from slidesift.errors import SlidesiftError
+from slidesift.inference import TorchTiles
 from slidesift.model import LightweightCNN, feature_side, parameter_count, probabilities
 from slidesift.phantom import he_like_image
-from slidesift.train import TileBatches, TrainCallbacks, TrainSpec, epoch_plan, train
+from slidesift.tile_truth import classify_raw_tiles
+from slidesift.train import (
+    TileBatches,
+    TrainCallbacks,
+    TrainSpec,
+    epoch_plan,
+    holdout_raw_tiles,
+    train,
+)
 
 T = 96
 
@@ -127,9 +136,23 @@ def test_checkpoint_holds_everything_to_segment(
     assert ck.meta["overlaps"] == tiles.overlaps
     assert ck.meta["slidesift_version"]
     assert ck.metrics["train_loss"] == pytest.approx(result.records[-1].train_loss)
-    assert 0 <= ck.metrics["holdout_accuracy"] <= 1
+    # beside it, named as such: the held-out tile set as training cuts it (other class black)
+    masked = np.stack([holdout.tile(i) for i in range(len(holdout))])
+    masked_pred = np.argmax(TorchTiles(ck)(masked), axis=1)
+    assert ck.metrics["masked_holdout_accuracy"] == pytest.approx(
+        float((masked_pred == holdout.label).mean()), abs=1e-9
+    )
+    # the model's accuracy: the held-out slides' raw tiles, as segmentation cuts them
+    raw = holdout_raw_tiles(holdout, ck.rails)
+    assert ck.metrics["holdout_raw_tiles"] == len(raw) > 0
+    pred = classify_raw_tiles(
+        raw, [np.asarray(s.pixels) for s in holdout.slides], TorchTiles(ck), tile=T
+    )
+    assert ck.metrics["holdout_raw_accuracy"] == pytest.approx(
+        float((pred == raw.label).mean()), abs=1e-9
+    )
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch,train_loss,train_accuracy,holdout_loss")
+    assert log[0].startswith("epoch,train_loss,train_accuracy,holdout_raw_accuracy")
     assert len(log) == 3
     # the saved weights reproduce the model's outputs
     x = torch.rand(3, 3, T, T)

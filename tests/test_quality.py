@@ -1,0 +1,100 @@
+"""The method works: a model trained by slidesift finds the tumor of held-out phantom slides.
+
+These tests guard the whole chain (tile labels, training, probabilities, the sift, assembly,
+scoring) with thresholds a broken chain cannot meet. The thresholds are what the session's
+learned model (``conftest.learned``) measured on the 2-core CI VM minus a margin for the float
+differences between CPUs (AMX, AVX-512, AVX2 give slightly different training runs):
+
+==============================  ============  =========
+figure                          measured      asserted
+==============================  ============  =========
+held-out raw-tile accuracy      0.972         >= 0.90
+held-out raw balanced accuracy  0.967         >= 0.88
+per-slide Jaccard               0.573, 0.821  >= 0.40
+per-slide recall                0.574, 0.916  >= 0.45
+mean Jaccard                    0.697         >= 0.55
+mean recall                     0.745         >= 0.60
+mean Jaccard - all tissue       +0.5          >= +0.30
+mean Jaccard / tile oracle      0.86          >= 0.70
+==============================  ============  =========
+
+(2-core x86_64 VM, torch 2.13.0 CPU; default segmentation: overlap 0.8, mean assembly.)
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import Learned
+from slidesift.ceilings import all_tissue_mask, sift_ceiling, tile_oracle_mask
+from slidesift.checkpoint import load_checkpoint
+from slidesift.evaluate import read_slide
+from slidesift.metrics import confusion, scores
+from slidesift.segment import SegmentSpec, segment
+
+
+def _log(learned: Learned) -> list[dict[str, str]]:
+    return list(csv.DictReader((learned.run / "log.csv").open()))
+
+
+def test_the_learned_model_classifies_raw_held_out_tiles(learned: Learned) -> None:
+    rows = _log(learned)
+    best = next(r for r in rows if learned.best.name == f"epoch_{int(r['epoch']):03d}.safetensors")
+    assert float(best["holdout_raw_accuracy"]) >= 0.90
+    assert float(best["holdout_raw_balanced_accuracy"]) >= 0.88
+    assert int(best["holdout_raw_tiles"]) >= 300
+    # training made it better than its first epoch's coin flip
+    assert (
+        float(best["holdout_raw_balanced_accuracy"])
+        > float(rows[0]["holdout_raw_balanced_accuracy"])
+        or best is rows[0]
+    )
+
+
+@pytest.fixture(scope="module")
+def outcomes(learned: Learned) -> list[dict[str, float]]:
+    """Per test slide: the model's scores at the default grid, the oracle's and the baseline's."""
+    ck = load_checkpoint(learned.best)
+    spec = SegmentSpec()  # what a user runs: overlap 0.8, mean assembly at 0.5
+    out = []
+    for entry in learned.test_entries:
+        thumb, truth = read_slide(entry, ck.downsample)
+        assert truth is not None and truth.any()
+        r = segment(entry.slide, ck, spec, thumb=thumb)
+        oracle = tile_oracle_mask(r.pixels, truth, r.grid, r.keep, ck.sift)
+        model_s = scores(confusion(r.mask, truth))
+        out.append(
+            {
+                "jaccard": model_s.jaccard,
+                "recall": model_s.recall,
+                "precision": model_s.precision,
+                "oracle": scores(confusion(oracle, truth)).jaccard,
+                "all_tissue": scores(confusion(all_tissue_mask(r.pixels, ck.sift), truth)).jaccard,
+                "sift_ceiling": sift_ceiling(r.grid, r.keep, truth),
+            }
+        )
+    return out
+
+
+def test_masks_find_the_tumor_of_every_test_slide(outcomes: list[dict[str, float]]) -> None:
+    assert len(outcomes) == 2
+    for o in outcomes:
+        assert o["jaccard"] >= 0.40, o
+        assert o["recall"] >= 0.45, o
+    assert np.mean([o["jaccard"] for o in outcomes]) >= 0.55
+    assert np.mean([o["recall"] for o in outcomes]) >= 0.60
+
+
+def test_masks_beat_all_tissue_and_come_near_the_tile_oracle(
+    outcomes: list[dict[str, float]],
+) -> None:
+    model = np.mean([o["jaccard"] for o in outcomes])
+    baseline = np.mean([o["all_tissue"] for o in outcomes])
+    oracle = np.mean([o["oracle"] for o in outcomes])
+    assert model >= baseline + 0.30
+    assert model >= 0.70 * oracle
+    # the ceilings are themselves sane: the sift keeps most tumor, the oracle finds it
+    assert all(o["sift_ceiling"] >= 0.8 and o["oracle"] >= 0.6 for o in outcomes)
