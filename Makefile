@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean setup
+.PHONY: demo test quick bench lint typecheck clean setup
 
 setup: $(STAMP)
 
@@ -25,12 +25,18 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# The inner loop: every test but those marked slow (whole-cohort renders, the demo, the
+# three-class model, T = 400 parity); under 90 s on the 2-core VM.
+quick: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sift.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_phantom.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_segment.py
+	$(BIN)/python benchmarks/readme_table.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs

@@ -1,10 +1,25 @@
-"""Thumbnail of a 24000 x 18000 pyramidal JPEG TIFF to 6000 px: time and peak memory.
+"""Thumbnail of a 24000 x 18000 JPEG TIFF to 6000 px: slidesift vs OpenSlide, threads matched.
 
 Two slides, written once into a cache folder:
   * "near": a full pyramid (24000, 12000, 6000, ...): the 6000-px level is read directly;
   * "far": levels 24000 and 3000 only: the thumbnail must be resampled from level 0.
-Reference in the same run: OpenSlide's own ``get_thumbnail`` (PIL resampling) for the near case.
-Peak memory is sampled every 2 ms in a fresh subprocess per case: RSS above the opened slide.
+
+Every case runs with 1 thread and with all cores (``os.cpu_count()``), each reader with the same
+number of threads:
+  * slidesift: ``read_thumb(slide, longest=6000, workers=n)`` (bands decoded and resampled by
+    ``n`` Python threads), with OpenCV's threads (``cv2.setNumThreads``) and the BLAS threads of
+    the band resampling (``OMP/OPENBLAS/MKL_NUM_THREADS``) set to ``n`` as well;
+  * OpenSlide, 1 thread: its own ``get_thumbnail`` (one ``read_region`` of the best level, then
+    PIL), which decodes on one thread whatever the machine;
+  * OpenSlide, ``n`` threads: the same level read as bands of rows by ``read_region`` calls in a
+    ``ThreadPoolExecutor(n)`` (OpenSlide decodes each call on the calling thread; ctypes releases
+    the GIL), each band composited on white by PIL, the level then shrunk by PIL's
+    ``thumbnail`` (one thread) as ``get_thumbnail`` does: what a user wanting all cores from
+    OpenSlide would write. It also runs with 1 thread, to show what the
+    band reading itself costs.
+Times are the best of 3 runs, each in a fresh subprocess with the thread settings in its
+environment; peak memory is RSS above the opened slide, sampled every 2 ms (largest of the runs).
+Every reader's pixels are hashed; the JSON says which readers gave identical pixels.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_read.py``.
 """
@@ -16,6 +31,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,17 +39,55 @@ from _common import report
 
 CACHE = Path(os.environ.get("SLIDESIFT_BENCH_CACHE", Path.home() / ".cache" / "slidesift-bench"))
 L0 = (18000, 24000)
+LONGEST = 6000
+REPEAT = 3
+#: Environment variables that size the thread pools of OpenMP and the BLAS libraries.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Readers: name in the table and JSON -> child mode.
+READERS = {
+    "slidesift read_thumb": "slidesift",
+    "OpenSlide get_thumbnail": "openslide",
+    "OpenSlide read_region bands, thread pool": "openslide-pool",
+}
 
 CHILD = r"""
-import json, sys, threading, time
+import hashlib, json, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import cv2
 import numpy as np
+from PIL import Image
 from slidesift import open_slide, read_thumb
 
 def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096
 
-path, mode = sys.argv[1], sys.argv[2]
+def openslide_pool(osr, longest, threads, band=512):
+    # get_thumbnail, but the level is read as bands of rows by `threads` threads
+    downsample = max(d / longest for d in osr.dimensions)
+    level = osr.get_best_level_for_downsample(downsample)
+    w, h = osr.level_dimensions[level]
+    ds = osr.level_downsamples[level]
+    out = np.empty((h, w, 3), np.uint8)
+
+    def read(y0):
+        y1 = min(h, y0 + band)
+        region = osr.read_region((0, round(y0 * ds)), level, (w, y1 - y0))
+        rgb = Image.new("RGB", region.size, "#ffffff")
+        rgb.paste(region, None, region)  # on white, as get_thumbnail
+        out[y0:y1] = np.asarray(rgb)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(read, range(0, h, band)))
+    if max(w, h) <= longest:
+        return out  # get_thumbnail's PIL thumbnail() would not change it
+    img = Image.fromarray(out)
+    del out
+    img.thumbnail((longest, longest), Image.Resampling.LANCZOS)  # one thread, as get_thumbnail
+    return np.asarray(img)
+
+path, mode, threads, longest = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cv2.setNumThreads(threads)
 slide = open_slide(path)
 base = rss()
 peak = [base]
@@ -48,20 +102,30 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 t0 = time.perf_counter()
 if mode == "openslide":
-    img = np.asarray(slide._osr.get_thumbnail((6000, 6000)))
+    img = np.asarray(slide._osr.get_thumbnail((longest, longest)))
+elif mode == "openslide-pool":
+    img = openslide_pool(slide._osr, longest, threads)
 else:
-    img = read_thumb(slide, longest=6000).pixels
+    img = read_thumb(slide, longest=longest, workers=threads).pixels
 dt = time.perf_counter() - t0
 done.set()
 sampler.join()
 peak[0] = max(peak[0], rss())
-extra_kib = (peak[0] - base) / 1024
-print(json.dumps({"seconds": dt, "peak_kib": extra_kib, "out_bytes": int(img.nbytes)}))
+print(json.dumps({
+    "seconds": dt, "peak_kib": (peak[0] - base) / 1024, "out_bytes": int(img.nbytes),
+    "shape": list(img.shape), "sha1": hashlib.sha1(np.ascontiguousarray(img)).hexdigest(),
+}))
 """
 
 
 def make_slides() -> dict[str, Path]:
-    """Write the two benchmark slides once (minutes the first time), from tiled phantom texture."""
+    """Write the two benchmark slides once (minutes the first time), from tiled phantom texture.
+
+    Returns
+    -------
+    dict
+        ``{"near": path, "far": path}``.
+    """
     from slidesift.io.tiff import pyramid_levels
     from slidesift.phantom import he_like_image
 
@@ -86,34 +150,78 @@ def make_slides() -> dict[str, Path]:
     return {"near": near, "far": far}
 
 
-def measure(path: Path, mode: str) -> dict[str, float]:
+def measure(path: Path, mode: str, threads: int) -> dict[str, Any]:
+    """One read in a fresh subprocess whose thread pools are all sized ``threads``.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``peak_kib`` (RSS above the opened slide), ``out_bytes``, ``shape`` and
+        ``sha1`` of the thumbnail's pixels.
+    """
+    env = {**os.environ, **dict.fromkeys(THREAD_VARS, str(threads))}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), mode], check=True, capture_output=True, text=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        [sys.executable, "-c", CHILD, str(path), mode, str(threads), str(LONGEST)],
+        check=True, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def cases(cores: int) -> list[tuple[str, str, int]]:
+    """``(slide, reader, threads)`` in the order they run: each thread setting, both slides."""
+    settings = [1] if cores == 1 else [1, cores]
+    out = []
+    for slide in ("near", "far"):
+        for threads in settings:
+            for reader in READERS:
+                if reader == "OpenSlide get_thumbnail" and threads > 1:
+                    continue  # no thread knob: the pool reader is the n-thread OpenSlide
+                out.append((slide, reader, threads))
+    return out
 
 
 def main() -> None:
+    """Run every case, print the table and write ``bench-results/bench_read.json``."""
     slides = make_slides()
+    cores = os.cpu_count() or 1
     rows: list[list[object]] = []
-    results: dict[str, dict[str, float]] = {}
-    for label, path, mode in (
-        ("near level, slidesift", slides["near"], "slidesift"),
-        ("near level, openslide get_thumbnail", slides["near"], "openslide"),
-        ("from level 0, slidesift", slides["far"], "slidesift"),
-    ):
-        runs = [measure(path, mode) for _ in range(3)]
+    results: list[dict[str, Any]] = []
+    for slide, reader, threads in cases(cores):
+        runs = [measure(slides[slide], READERS[reader], threads) for _ in range(REPEAT)]
         best = min(runs, key=lambda r: r["seconds"])
         peak = max(r["peak_kib"] for r in runs) * 1024
-        results[label] = {**best, "peak_bytes": peak}
-        rows.append([label, best["seconds"], peak / 2**20, peak / best["out_bytes"]])
+        results.append({
+            "slide": slide, "reader": reader, "threads": threads, "seconds": best["seconds"],
+            "all_seconds": [r["seconds"] for r in runs], "peak_bytes": peak,
+            "out_bytes": best["out_bytes"], "shape": best["shape"], "sha1": best["sha1"],
+        })  # fmt: skip
+        print(f"{slide}, {reader}, {threads} thread(s): {best['seconds']:.3f} s", flush=True)
+    for r in results:
+        same = [q for q in results if q["slide"] == r["slide"] and q["threads"] == r["threads"]]
+        ours = next(q for q in same if q["reader"] == "slidesift read_thumb")
+        rows.append([
+            r["slide"], r["reader"], r["threads"], r["seconds"], r["seconds"] / ours["seconds"],
+            r["peak_bytes"] / 2**20, r["peak_bytes"] / r["out_bytes"],
+            "yes" if r["sha1"] == ours["sha1"] else "no",
+        ])  # fmt: skip
     report(
         "bench_read",
-        "thumbnail 24000x18000 -> 6000x4500 (peak = extra RSS over the opened slide)",
-        ["case", "seconds", "peak MiB", "peak / output"],
+        f"thumbnail 24000x18000 -> {LONGEST} px, threads matched (best of {REPEAT}; "
+        "peak = extra RSS over the opened slide; vs slidesift = time / slidesift's time "
+        "at the same threads)",
+        ["slide", "reader", "threads", "seconds", "vs slidesift", "peak MiB", "peak / output",
+         "same pixels"],
         rows,
-        {"results": results},
-    )
+        {"results": results, "longest": LONGEST, "level0": [L0[1], L0[0]], "repeat": REPEAT,
+         "thread_settings": sorted({r["threads"] for r in results}),
+         "thread_knobs": {
+             "slidesift": "read_thumb(workers=n), cv2.setNumThreads(n), "
+                          "OMP/OPENBLAS/MKL_NUM_THREADS=n",
+             "openslide": "get_thumbnail: one read_region on the calling thread; pool reader: "
+                          "read_region bands in ThreadPoolExecutor(n)",
+         }},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """Segment a 6000-px phantom slide with a T=400 model: seconds per stage, classifier tiles/s.
 
-References in the same run:
-  (a) the bare ONNX Runtime ceiling: ``session.run`` on batches of random 400-px tiles, nothing
-      else (tiles/s);
-  (b) per-tile ONNX Runtime on the slide's kept tiles (timed on a sample of them);
-  (c) dense shared feature maps on all kept tiles (what ``segment`` picks at stride 80).
-The network's weights are random (speed does not depend on them); the rails are wide open so
-every tissue tile is classified, the worst case.
+References in the same run, on the slide's kept tiles:
+  (a) per-tile ONNX Runtime, plain graph: ``OnnxTiles`` (``export_onnx(part="whole")``, the
+      network as trained: five BatchNorms after the poolings, which ONNX Runtime cannot fuse
+      into a convolution because a pooling sits between them; it runs each as a separate
+      per-channel ``Conv``, as the JSON's ``ort_ops_*`` node counts show);
+  (b) per-tile ONNX Runtime, BatchNorm folded: the graph optimisations of the dense path
+      applied to one tile (the 1/255 scaling and BatchNorms 1-4 folded into the next
+      convolution by ``_folded_maps``, then pool 5, BatchNorm 5 and the head), exported and run
+      with the same session options; its outputs are checked against (a);
+  (c) the bare ONNX Runtime ceiling of (a): ``session.run`` on batches of pre-cut random tiles;
+  (d) dense shared feature maps on all kept tiles (what ``segment`` picks at stride 80), and on
+      the full grid (every tile, tissue or not).
+(a), (b) and (c) are each the median of 5 runs of 256 tiles, run interleaved, in
+batches of 32; the segment stages and (d) are the median of 5 runs. The network's weights are
+random (speed does not depend on them); the rails are wide open so every tissue tile is
+classified, the worst case.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_segment.py [--quick]``.
 """
@@ -14,27 +23,49 @@ Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_segment.py [--quick]`
 from __future__ import annotations
 
 import argparse
+import collections
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from _common import report
-from slidesift.checkpoint import load_checkpoint, save_checkpoint
-from slidesift.inference import OnnxTiles, classify_tiles
+from slidesift.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from slidesift.inference import (
+    _MAPS_END,
+    OnnxTiles,
+    TileClassifier,
+    _export,
+    _folded_maps,
+    _ort,
+    _session,
+    classify_tiles,
+    export_onnx,
+)
 from slidesift.io.segment_outputs import write_segmentation
-from slidesift.model import LightweightCNN
+from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.rails import Rails
 from slidesift.segment import Classifiers, SegmentSpec, segment
 from slidesift.sift import SiftSpec
 
 T, N = 400, 6000
+#: Timed runs per figure (the median is reported).
+RUNS = 5
+#: Tiles per per-tile run.
+SAMPLE = 256
+#: Tiles per ONNX Runtime call in the per-tile runs.
+BATCH = 32
+#: Largest accepted difference between the plain and the folded per-tile probabilities.
+PARITY_ATOL = 1e-4
 
 
 def make_checkpoint(folder: Path) -> Path:
+    """A T=400 binary checkpoint with random weights and wide-open rails."""
     torch.manual_seed(0)
     net = LightweightCNN(T, 2).eval()
     meta = {
@@ -45,11 +76,84 @@ def make_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder / "random.safetensors", net.state_dict(), meta)
 
 
+class FoldedTile(torch.nn.Module):
+    """One tile through the dense path's graph: folded maps, pool 5, BatchNorm 5, head.
+
+    Input ``(B, T, T, 3)`` uint8 (the 1/255 scaling is folded into conv 1), output ``(B, C)``
+    probabilities, as the plain per-tile graph.
+    """
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__()
+        net = checkpoint.model().eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.maps = _folded_maps(net.features)
+        self.rest = net.features[_MAPS_END:]  # pool 5, BatchNorm 5
+        self.head = net.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, T, 3)`` uint8 -> ``(B, C)`` probabilities."""
+        y = self.head(self.rest(self.maps(x.permute(0, 3, 1, 2).float())))
+        out: torch.Tensor = probabilities(y)
+        return out
+
+
+class FoldedOnnxTiles:
+    """Per-tile ONNX Runtime classifier of :class:`FoldedTile`, same session options as
+    :class:`slidesift.inference.OnnxTiles`."""
+
+    name = "onnx per tile, BatchNorm folded"
+
+    def __init__(self, checkpoint: Checkpoint, folder: Path) -> None:
+        self.path = folder / "per_tile_folded.onnx"
+        example = torch.randint(0, 256, (2, T, T, 3), dtype=torch.uint8)
+        dynamic = {"x": {0: "batch"}, "y": {0: "batch"}}
+        _export(FoldedTile(checkpoint).eval(), example, self.path, dynamic, "benchmark")
+        self.session = _session(self.path, None)
+
+    def __call__(self, tiles: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """``(B, T, T, 3)`` uint8 -> ``(B, C)`` float32 probabilities."""
+        out: NDArray[np.float32] = self.session.run(None, {"x": np.ascontiguousarray(tiles)})[0]
+        return out
+
+
+def optimised_ops(path: Path, folder: Path) -> dict[str, int]:
+    """Node counts per operator type of the graph as ONNX Runtime runs it (ORT_ENABLE_ALL).
+
+    Shows what ONNX Runtime makes of the BatchNorms: on x86 its NCHWc layout pass turns each
+    one after a pooling into a separate per-channel ``Conv`` (no fusion into a neighbour), so
+    the plain graph runs 10 ``Conv`` nodes and the folded one 6.
+    """
+    import onnx
+
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # not the warning that the saved graph is hardware specific
+    opts.optimized_model_filepath = str(folder / f"{path.stem}.optimised.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    model = onnx.load(opts.optimized_model_filepath)
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+def per_tile_seconds(
+    classifier: TileClassifier, pixels: NDArray[np.uint8], xy: NDArray[np.int64]
+) -> float:
+    """Seconds to cut and classify the tiles at ``xy`` in batches of :data:`BATCH`."""
+    t0 = time.perf_counter()
+    for _ in classify_tiles(classifier, pixels, xy, T, batch=BATCH):
+        pass
+    return time.perf_counter() - t0
+
+
 def main() -> None:
+    """Run the benchmark, print the table and write ``bench-results/bench_segment.json``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 3000-px slide")
     args = parser.parse_args()
     longest = 3000 if args.quick else N
+    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cohort = make_cohort(CohortSpec(count=1, longest=(longest, longest), seed=4), root / "c")
@@ -58,67 +162,108 @@ def main() -> None:
         classifiers = Classifiers(ck)
         spec = SegmentSpec()  # 80% overlap: stride 80, a multiple of 16 -> dense
         segment(slide, ck, spec, classifiers=classifiers)  # warm-up: export, JIT, sessions
-        start = time.perf_counter()
-        r = segment(slide, ck, spec, classifiers=classifiers)
-        total = time.perf_counter() - start
-        t0 = time.perf_counter()
-        write_segmentation(root / "out", "slide", r)
-        write_s = time.perf_counter() - t0
+        stage_runs: dict[str, list[float]] = collections.defaultdict(list)
+        for i in range(RUNS):
+            start = time.perf_counter()
+            r = segment(slide, ck, spec, classifiers=classifiers)
+            stage_runs["total"].append(time.perf_counter() - start)
+            t0 = time.perf_counter()
+            write_segmentation(root / f"out{i}", "slide", r)
+            stage_runs["write"].append(time.perf_counter() - t0)
+            for k, v in r.seconds.items():
+                stage_runs[k].append(v)
+        stages = {k: statistics.median(v) for k, v in stage_runs.items()}
         n_kept = int(r.keep.sum())
+        dense = n_kept / stages["classify"]
 
-        onnx = OnnxTiles(ck)
-        rng = np.random.default_rng(0)
-        batch = rng.integers(0, 256, (32, T, T, 3), dtype=np.uint8)
-        onnx(batch)
-        t0 = time.perf_counter()
-        reps = 2 if args.quick else 4
-        for _ in range(reps):
-            onnx.session.run(None, {"x": batch})
-        ceiling = 32 * reps / (time.perf_counter() - t0)
-
-        xy = r.grid.th_xy()[np.flatnonzero(r.keep.ravel())]
-        sample = xy[rng.permutation(len(xy))[: 128 if not args.quick else 64]]
-        t0 = time.perf_counter()
-        for _ in classify_tiles(onnx, r.pixels, sample, T, batch=32):
-            pass
-        per_tile = len(sample) / (time.perf_counter() - t0)
-        dense = n_kept / r.seconds["classify"]
+        # per tile: plain graph vs BatchNorm folded, on the same sample of kept tiles
+        plain = OnnxTiles(ck)
+        folded = FoldedOnnxTiles(ck, root)
+        kept_xy = r.grid.th_xy()[np.flatnonzero(r.keep.ravel())]
+        sample = kept_xy[rng.permutation(max(SAMPLE, len(kept_xy))) % len(kept_xy)][:SAMPLE]
+        check = np.stack([r.pixels[y : y + T, x : x + T] for x, y in sample[:BATCH]])
+        parity = float(np.abs(plain(check) - folded(check)).max())
+        assert parity <= PARITY_ATOL, f"folded per-tile graph differs by {parity:.2e}"
+        per_tile_seconds(plain, r.pixels, sample[:BATCH])  # warm-up
+        per_tile_seconds(folded, r.pixels, sample[:BATCH])
+        batch = rng.integers(0, 256, (BATCH, T, T, 3), dtype=np.uint8)
+        plain_s, folded_s, ceiling_s = [], [], []
+        for _ in range(RUNS):  # interleaved, so all three see the same machine load
+            plain_s.append(per_tile_seconds(plain, r.pixels, sample))
+            folded_s.append(per_tile_seconds(folded, r.pixels, sample))
+            t0 = time.perf_counter()  # bare ceiling of the plain graph: pre-cut tiles only
+            for _ in range(SAMPLE // BATCH):
+                plain.session.run(None, {"x": batch})
+            ceiling_s.append(time.perf_counter() - t0)
+        per_tile = SAMPLE / statistics.median(plain_s)
+        per_tile_folded = SAMPLE / statistics.median(folded_s)
+        ceiling = SAMPLE // BATCH * BATCH / statistics.median(ceiling_s)
+        ops_plain = optimised_ops(export_onnx(ck), root)
+        ops_folded = optimised_ops(folded.path, root)
 
         # the full grid (every tile, tissue or not): the issue's dense target
         all_xy = r.grid.th_xy()
         dense_net = classifiers.get("dense")
-        t0 = time.perf_counter()
-        n_all = sum(len(i) for i, _ in dense_net.classify(r.pixels, all_xy, r.grid.stride))
-        full_s = time.perf_counter() - t0
+        full_runs = []
+        for _ in range(RUNS):
+            t0 = time.perf_counter()
+            n_all = sum(len(i) for i, _ in dense_net.classify(r.pixels, all_xy, r.grid.stride))
+            full_runs.append(time.perf_counter() - t0)
+        full_s = statistics.median(full_runs)
 
-    s = r.seconds
+    s = stages
+    rate = f"median of {RUNS} x {SAMPLE} tiles"
     rows = [
         ["read", round(s["read"], 3), ""],
         ["sift", round(s["sift"], 3), f"{len(r.grid)} tiles, {n_kept} kept"],
         ["classify (dense)", round(s["classify"], 3), f"{dense:.0f} tiles/s"],
         ["assemble", round(s["assemble"], 3), ""],
-        ["write outputs", round(write_s, 3), ""],
-        ["total", round(total + write_s, 3), f"{r.pixels.shape[1]}x{r.pixels.shape[0]}"],
-        ["per-tile ONNX (sample)", round(n_kept / per_tile, 3), f"{per_tile:.1f} tiles/s, "
-         f"{per_tile / ceiling:.0%} of the ceiling; dense is {dense / per_tile:.1f}x"],
-        ["dense, full grid", round(full_s, 3), f"{n_all} tiles, {n_all / full_s:.0f} tiles/s, "
-         f"{n_all / full_s / per_tile:.1f}x per tile"],
-        ["bare ONNX ceiling", round(n_kept / ceiling, 3), f"{ceiling:.1f} tiles/s"],
+        ["write outputs", round(s["write"], 3), ""],
+        ["total", round(s["total"] + s["write"], 3), f"{r.pixels.shape[1]}x{r.pixels.shape[0]}"],
+        ["(a) per-tile ONNX, plain graph", round(n_kept / per_tile, 3),
+         f"{per_tile:.1f} tiles/s ({rate}), {per_tile / ceiling:.0%} of the ceiling; "
+         f"dense is {dense / per_tile:.1f}x"],
+        ["(b) per-tile ONNX, BatchNorm folded", round(n_kept / per_tile_folded, 3),
+         f"{per_tile_folded:.1f} tiles/s ({rate}), {per_tile_folded / per_tile:.2f}x plain; "
+         f"dense is {dense / per_tile_folded:.1f}x"],
+        ["(c) bare ONNX ceiling (plain graph)", round(n_kept / ceiling, 3),
+         f"{ceiling:.1f} tiles/s ({rate})"],
+        ["(d) dense, full grid", round(full_s, 3),
+         f"{n_all} tiles, {n_all / full_s:.0f} tiles/s, {n_all / full_s / per_tile:.1f}x plain "
+         f"per tile, {n_all / full_s / per_tile_folded:.1f}x folded per tile"],
     ]  # fmt: skip
     report(
         "bench_segment",
-        f"segment a {longest}-px phantom slide, T={T}, stride 80 (seconds; "
-        "per-tile rows: time for all kept tiles at that rate)",
+        f"segment a {longest}-px phantom slide, T={T}, stride 80 (seconds, median of {RUNS} "
+        "runs; per-tile rows: time for all kept tiles at that rate)",
         ["stage", "seconds", "note"],
         rows,
         {
+            "longest": longest,
+            "image": [int(r.pixels.shape[1]), int(r.pixels.shape[0])],
+            "tile": T,
+            "stride": int(r.grid.stride),
+            "runs": RUNS,
+            "grid_tiles": len(r.grid),
             "kept_tiles": n_kept,
+            "stages_s": stages,
+            "stage_runs_s": dict(stage_runs),
             "dense_tiles_per_s": dense,
+            "per_tile_sample": SAMPLE,
+            "per_tile_batch": BATCH,
             "per_tile_tiles_per_s": per_tile,
+            "per_tile_runs_s": plain_s,
+            "per_tile_folded_tiles_per_s": per_tile_folded,
+            "per_tile_folded_runs_s": folded_s,
+            "per_tile_folded_max_abs_diff": parity,
+            "ort_ops_plain": ops_plain,
+            "ort_ops_folded": ops_folded,
             "ceiling_tiles_per_s": ceiling,
+            "ceiling_runs_s": ceiling_s,
             "full_grid_tiles": n_all,
             "full_grid_dense_s": full_s,
-            "everything_but_classify_s": s["read"] + s["sift"] + s["assemble"] + write_s,
+            "full_grid_runs_s": full_runs,
+            "everything_but_classify_s": s["read"] + s["sift"] + s["assemble"] + s["write"],
         },
     )
 
