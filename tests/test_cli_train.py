@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from slidesift.checkpoint import load_checkpoint
@@ -64,6 +66,26 @@ def test_tiles_only_exports_pngs_and_subtype_classes(
     counts = [len(list((tiles / c).glob("*.png"))) for c in ("non-tumor", "glandular", "solid")]
     assert counts[0] == counts[1] == counts[2] > 0
     assert not (tmp_path / "never").exists()
+
+
+def test_raw_tile_source_exports_the_slides_own_pixels(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    masked, raw = tmp_path / "masked", tmp_path / "raw"
+    for source, folder in (("masked", masked), ("raw", raw)):
+        code, _, err = run(
+            capsys, "train", str(tiny_cohort), "-N", "480", "-T", "96", "--tile-source", source,
+            "--tiles-only", "--export-tiles", str(folder), "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "never"),
+        )  # fmt: skip
+        assert code == 0, err
+
+    def black_share(folder: Path) -> float:
+        tiles = [cv2.imread(str(p)) for p in (folder / "non-tumor").glob("*.png")]
+        return float(np.mean([(t.max(axis=2) == 0).mean() for t in tiles]))
+
+    # masked non-tumor tiles have the tumor blacked out; raw tiles are never blacked out
+    assert black_share(masked) > 0 and black_share(raw) == 0.0
 
 
 def test_train_errors_have_exit_codes(
