@@ -120,6 +120,31 @@ def paip_like(tmp_path_factory: pytest.TempPathFactory) -> PaipLike:
     return PaipLike(slide, mask_tif, mask_png, tumor)
 
 
+def _torch_missing() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+#: Fixtures that train or build a model (they need torch, the 'learn' extra).
+TORCH_FIXTURES = frozenset({"learned", "learned_subtypes"})
+NO_TORCH = "needs torch, the 'learn' extra: pip install 'slidesift[learn]'"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without torch, skip (with the reason) every test marked ``learn`` or using a model."""
+    if not _torch_missing():
+        return
+    skip = pytest.mark.skip(reason=NO_TORCH)
+    for item in items:
+        if item.get_closest_marker("learn") or TORCH_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded generator, fresh for each test."""
@@ -184,8 +209,28 @@ class Learned:
         return read_manifest(self.manifest).split("test")
 
 
-def _learn(root: Path, cohort: Any, classes: str, epochs: int) -> Learned:
+def _source_digest(*parts: object) -> str:
+    """Digest of slidesift's source, the library versions and ``parts``: a model trained by
+    this code on this machine. Any change to ``src/`` (a planted bug included) retrains."""
+    import hashlib
+    import platform
+
+    import torch
+
+    h = hashlib.blake2b(digest_size=12)
+    for path in sorted((REPO / "src" / "slidesift").rglob("*.py")):
+        h.update(path.relative_to(REPO).as_posix().encode())
+        h.update(path.read_bytes())
+    h.update(repr((torch.__version__, np.__version__, platform.machine(), parts)).encode())
+    return h.hexdigest()
+
+
+def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
+    """Make the cohort and train once; reused from ``.cache/test-models`` while the source, the
+    libraries and these arguments are unchanged (``SLIDESIFT_TEST_RETRAIN=1`` trains anew)."""
     import csv as _csv
+    import shutil
+    import tempfile
 
     from slidesift.cache import ThumbCache
     from slidesift.dataset import TileSetSpec
@@ -193,33 +238,47 @@ def _learn(root: Path, cohort: Any, classes: str, epochs: int) -> Learned:
     from slidesift.prepare import prepare_tilesets
     from slidesift.train import TrainSpec, train
 
-    make_cohort(cohort, root / "cohort")
-    manifest = root / "cohort" / "manifest.csv"
-    spec = TileSetSpec(tile=LEARN_T, longest=LEARN_N, classes=classes, source="raw")  # type: ignore[arg-type]
-    p = prepare_tilesets(manifest, spec, cache=ThumbCache(root / "cache"))
+    pytest.importorskip("torch", reason=NO_TORCH)
+    args = (cohort, classes, epochs, LEARN_N, LEARN_T, LEARN_LR)
+    root = REPO / ".cache" / "test-models" / f"{name}-{_source_digest(*args)}"
+    if not (root / "done").exists() or os.environ.get("SLIDESIFT_TEST_RETRAIN"):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{name}-"))
+        make_cohort(cohort, work / "cohort")
+        spec = TileSetSpec(
+            tile=LEARN_T,
+            longest=LEARN_N,
+            classes=classes,
+            source="raw",  # type: ignore[arg-type]
+        )
+        p = prepare_tilesets(work / "cohort" / "manifest.csv", spec, cache=ThumbCache(work / "c"))
+        train(p.train, work / "run", TrainSpec(epochs=epochs, lr=LEARN_LR), holdout=p.holdout)
+        (work / "done").write_text("trained\n")
+        shutil.rmtree(root, ignore_errors=True)
+        work.rename(root)
     run = root / "run"
-    train(p.train, run, TrainSpec(epochs=epochs, lr=LEARN_LR), holdout=p.holdout)
     rows = list(_csv.DictReader((run / "log.csv").open()))
     best = max(rows, key=lambda r: (float(r["holdout_raw_balanced_accuracy"]), -int(r["epoch"])))
+    manifest = root / "cohort" / "manifest.csv"
     return Learned(manifest, run, run / f"epoch_{int(best['epoch']):03d}.safetensors")
 
 
 @pytest.fixture(scope="session")
-def learned(tmp_path_factory: pytest.TempPathFactory) -> Learned:
+def learned() -> Learned:
     """A binary model that learns: 6 PAIP-like phantom slides (one subtype), 6 epochs."""
     from slidesift.phantom.cohort import CohortSpec
 
     spec = CohortSpec(count=6, longest=(3000, 3200), mpp=1.0, subtypes=1, seed=1, artifacts=0.0)
-    return _learn(tmp_path_factory.mktemp("learned"), spec, "binary", LEARN_EPOCHS)
+    return _learn("binary", spec, "binary", LEARN_EPOCHS)
 
 
 @pytest.fixture(scope="session")
-def learned_subtypes(tmp_path_factory: pytest.TempPathFactory) -> Learned:
+def learned_subtypes() -> Learned:
     """A three-class model (non-tumor, glandular, solid) on 6 PAIP-like slides, 2 of them test."""
     from slidesift.phantom.cohort import CohortSpec
 
     spec = CohortSpec(count=6, longest=(3000, 3200), mpp=1.0, subtypes=2, seed=4, artifacts=0.0)
-    return _learn(tmp_path_factory.mktemp("learned3"), spec, "subtype", LEARN_EPOCHS)
+    return _learn("subtypes", spec, "subtype", LEARN_EPOCHS)
 
 
 def discriminative_checkpoint(tile: int, folder: Path, seed: int = 0) -> Any:

@@ -87,6 +87,8 @@ def test_errors_are_one_clear_message(
     assert "Traceback" not in out + err
 
 
+@pytest.mark.slow
+@pytest.mark.learn
 def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"))
     assert code == 0, err
@@ -103,7 +105,11 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     assert 1 <= best <= 5 and "model selection" in out
     rows = list(csv.DictReader((tmp_path / "demo" / "segment" / "scores.csv").open()))
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert all(0 <= float(r["jaccard"]) <= 1 and float(r["recall"]) >= 0 for r in rows)
+    # the demo's model finds the tumor (measured: Jaccard 0.889 and 0.842, recall 0.948 and
+    # 0.903 on the 2-core VM); a broken method does not
+    assert all(float(r["jaccard"]) >= 0.6 and float(r["recall"]) >= 0.7 for r in rows), rows
+    log = list(csv.DictReader((tmp_path / "demo" / "run" / "log.csv").open()))
+    assert float(log[best - 1]["holdout_raw_accuracy"]) >= 0.9
     for r in rows:
         assert r["slide"] in out
     assert "Jaccard" in out and "precision" in out and "recall" in out

@@ -13,6 +13,8 @@ import pytest
 from slidesift.checkpoint import load_checkpoint
 from slidesift.cli.main import main
 
+pytestmark = pytest.mark.learn
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))

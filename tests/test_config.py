@@ -72,6 +72,7 @@ def test_bad_config_exits_2_with_the_reason(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.learn
 def test_doctor_reports_versions_gpu_and_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

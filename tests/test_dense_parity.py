@@ -19,6 +19,8 @@ from slidesift.inference import DenseOnnx, OnnxTiles, TorchTiles
 from slidesift.phantom import he_like_image
 from slidesift.tiles import TileGrid
 
+pytestmark = pytest.mark.learn
+
 #: Probabilities must agree to this fraction of their spread (float32 summation order differs).
 RELATIVE_TOLERANCE = 2e-4
 

@@ -35,6 +35,8 @@ from slidesift.evaluate import read_slide
 from slidesift.metrics import confusion, scores
 from slidesift.segment import SegmentSpec, segment
 
+pytestmark = pytest.mark.learn
+
 
 def _log(learned: Learned) -> list[dict[str, str]]:
     return list(csv.DictReader((learned.run / "log.csv").open()))

@@ -83,8 +83,9 @@ def _run(root: Path) -> Path:
     run.mkdir()
     lines = [",".join(LOG_COLUMNS)]
     for e in range(1, 5):
-        lines.append(f"{e},{1 / e:.4f},{0.5 + e / 10:.3f},{1.2 / e:.4f},{0.45 + e / 12:.3f},"
-                     f"{0.4 + e / 12:.3f},12.5,800")  # fmt: skip
+        raw = f"{0.45 + e / 12:.3f},{0.4 + e / 12:.3f},900,40"
+        masked = f"{1.2 / e:.4f},{0.5 + e / 12:.3f},{0.45 + e / 12:.3f}"
+        lines.append(f"{e},{1 / e:.4f},{0.5 + e / 10:.3f},{raw},{masked},12.5,800")
     (run / "log.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (run / "run.json").write_text(
         json.dumps({"slidesift_version": "0.1.0", "classes": ["normal", "LUAD", "LUSC"],

@@ -17,6 +17,8 @@ from slidesift.inference import export_onnx
 from slidesift.phantom import he_like_image
 from slidesift.segment import NoTilesWarning, SegmentSpec, segment_pixels
 
+pytestmark = pytest.mark.learn
+
 T = 96
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import SlideImage, TileSet, TileSetSpec, build_tileset
@@ -24,6 +23,11 @@ from slidesift.train import (
     epoch_plan,
     holdout_raw_tiles,
     train,
+)
+
+pytestmark = pytest.mark.learn
+torch = pytest.importorskip(
+    "torch", reason="needs torch, the 'learn' extra: pip install 'slidesift[learn]'"
 )
 
 T = 96
