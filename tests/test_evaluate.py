@@ -112,6 +112,12 @@ def test_segment_and_select_commands(
     for r, o in zip(rows, expected, strict=True):
         assert o.scores is not None and float(r["jaccard"]) == pytest.approx(o.scores.jaccard)
         assert float(r["jaccard"]) >= 0.5
+        # beside it, the reference points of the same grid and sift
+        assert o.ceilings is not None
+        assert float(r["oracle_jaccard"]) == pytest.approx(o.ceilings.oracle.jaccard, abs=1e-6)
+        assert float(r["oracle_jaccard"]) >= 0.6 and float(r["sift_ceiling"]) >= 0.8
+        assert float(r["all_tissue_jaccard"]) < float(r["jaccard"])
+    assert "tile oracle Jaccard" in text and "sift ceiling" in text
     assert "mean_jaccard" in json.loads((out / "summary.json").read_text())
     code = main(["select", str(run), str(cohort), "--stride", "32"])
     text, err = capsys.readouterr()

@@ -11,16 +11,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.assemble import AssemblyMode, assemble
 from slidesift.errors import ConfigError
+from slidesift.metrics import Scores, confusion, scores
 from slidesift.sift import SiftSpec, to_gray
 from slidesift.tile_truth import truth_fractions
 from slidesift.tiles import TileGrid
 
-__all__ = ["all_tissue_mask", "sift_ceiling", "tile_oracle_mask"]
+__all__ = ["Ceilings", "all_tissue_mask", "ceilings", "sift_ceiling", "tile_oracle_mask"]
 
 
 def all_tissue_mask(pixels: NDArray[np.uint8], spec: SiftSpec) -> NDArray[np.bool_]:
@@ -77,3 +80,46 @@ def sift_ceiling(grid: TileGrid, keep: NDArray[np.bool_], truth: NDArray[np.bool
     covered = grid.location_map(keep)
     n = int(np.count_nonzero(truth))
     return float(np.count_nonzero(covered & truth) / n) if n else float("nan")
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """One slide's reference points beside the model's scores.
+
+    Attributes
+    ----------
+    oracle
+        Scores of the tile-oracle mask (:func:`tile_oracle_mask`).
+    all_tissue
+        Scores of calling every tissue pixel tumor (:func:`all_tissue_mask`).
+    sift_ceiling
+        Share of truth pixels under a kept tile (:func:`sift_ceiling`).
+    """
+
+    oracle: Scores
+    all_tissue: Scores
+    sift_ceiling: float
+
+
+def ceilings(
+    pixels: NDArray[np.uint8],
+    truth: NDArray[np.bool_],
+    grid: TileGrid,
+    keep: NDArray[np.bool_],
+    spec: SiftSpec,
+    *,
+    mode: AssemblyMode = "mean",
+    threshold: float = 0.5,
+) -> Ceilings:
+    """The oracle, all-tissue and sift-ceiling figures of one segmented slide.
+
+    Parameters are those of :func:`tile_oracle_mask` (the segmentation's grid, kept tiles,
+    sift options and assembly).
+    """
+    t = np.asarray(truth, bool)
+    oracle = tile_oracle_mask(pixels, t, grid, keep, spec, mode=mode, threshold=threshold)
+    return Ceilings(
+        oracle=scores(confusion(oracle, t)),
+        all_tissue=scores(confusion(all_tissue_mask(pixels, spec), t)),
+        sift_ceiling=sift_ceiling(grid, keep, t),
+    )

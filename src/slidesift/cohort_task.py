@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from slidesift.ceilings import Ceilings
 from slidesift.errors import SlidesiftError
 from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
@@ -98,6 +99,7 @@ def outcome_doc(outcome: SlideOutcome) -> dict[str, Any]:
         "kept_tiles": outcome.kept_tiles,
         "inference": outcome.inference,
         "seconds": outcome.seconds,
+        "ceilings": None if outcome.ceilings is None else asdict(outcome.ceilings),
     }
 
 
@@ -113,6 +115,17 @@ def outcome_from_doc(doc: dict[str, Any]) -> SlideOutcome:
         kept_tiles=int(doc["kept_tiles"]),
         inference=str(doc["inference"]),
         seconds={str(k): float(v) for k, v in doc["seconds"].items()},
+        ceilings=_ceilings_from_doc(doc.get("ceilings")),
+    )
+
+
+def _ceilings_from_doc(doc: dict[str, Any] | None) -> Ceilings | None:
+    if doc is None:
+        return None
+    return Ceilings(
+        oracle=Scores(**doc["oracle"]),
+        all_tissue=Scores(**doc["all_tissue"]),
+        sift_ceiling=float(doc["sift_ceiling"]),
     )
 
 

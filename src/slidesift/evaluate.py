@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from slidesift.ceilings import Ceilings, ceilings
 from slidesift.checkpoint import Checkpoint
 from slidesift.io.annotations import read_truth
 from slidesift.io.atomic import atomic_write_text
@@ -56,6 +57,7 @@ class SlideOutcome:
     inference: str
     seconds: dict[str, float]
     result: SegmentResult | None = field(default=None, repr=False)
+    ceilings: Ceilings | None = None
 
 
 def read_slide(
@@ -151,6 +153,13 @@ def evaluate_slide(
     thumb, truth = read if read is not None else read_slide(entry, checkpoint.downsample)
     r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
     s = scores(confusion(r.mask, truth)) if truth is not None else None
+    refs = None
+    if truth is not None:
+        spec_used = spec or SegmentSpec()
+        refs = ceilings(
+            r.pixels, truth, r.grid, r.keep, checkpoint.sift, mode=r.assembly.mode,
+            threshold=spec_used.threshold,
+        )  # fmt: skip
     if out is not None:
         write_segmentation(out, entry.name, r, truth)
     return SlideOutcome(
@@ -163,6 +172,7 @@ def evaluate_slide(
         r.inference,
         r.seconds,
         r if keep_result else None,
+        refs,
     )
 
 
@@ -256,13 +266,25 @@ def summary(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> dict[st
     out = {f"mean_{k}": v for k, v in cohort_means(scored).items()}
     out.update({f"nonzero_{k}": v for k, v in cohort_means(scored, nonzero=True).items()})
     out["classification_accuracy"] = classification_accuracy(outcomes, classes)
+    refs = [o.ceilings for o in outcomes if o.ceilings is not None]
+    for name, values in (
+        ("oracle", [c.oracle for c in refs]),
+        ("all_tissue", [c.all_tissue for c in refs]),
+    ):
+        for k, v in cohort_means(values).items():
+            if k != "slides":
+                out[f"mean_{name}_{k}"] = v
+    ceiling = [c.sift_ceiling for c in refs if not math.isnan(c.sift_ceiling)]
+    out["mean_sift_ceiling"] = float(np.mean(ceiling)) if ceiling else math.nan
     return out
 
 
 def outcomes_csv(
     outcomes: Sequence[SlideOutcome], *, status: Sequence[tuple[str, str, str]] | None = None
 ) -> str:
-    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference.
+    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference,
+    then the reference points (:mod:`slidesift.ceilings`): the tile oracle's Jaccard, precision
+    and recall, the all-tissue Jaccard and the sift ceiling (blank without truth).
 
     Parameters
     ----------
@@ -276,7 +298,7 @@ def outcomes_csv(
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["slide", "label", "vote", "jaccard", "dice", "precision", "recall",
-              "empty_prediction", "kept_tiles", "inference"]  # fmt: skip
+              "empty_prediction", "kept_tiles", "inference", *CEILING_COLUMNS]  # fmt: skip
     w.writerow(header if status is None else [*header, "status", "error_type", "error"])
     for i, o in enumerate(outcomes):
         s = o.scores
@@ -293,9 +315,23 @@ def outcomes_csv(
             "" if s is None else int(s.empty_prediction),
             "" if failed else o.kept_tiles,
             o.inference,
+            *_ceiling_cells(o.ceilings),
         ]
         w.writerow(row if status is None else [*row, *status[i]])
     return buf.getvalue()
+
+
+#: Reference columns of ``scores.csv``, after the model's own.
+CEILING_COLUMNS = ("oracle_jaccard", "oracle_precision", "oracle_recall", "all_tissue_jaccard",
+                   "sift_ceiling")  # fmt: skip
+
+
+def _ceiling_cells(c: Ceilings | None) -> list[str]:
+    if c is None:
+        return [""] * len(CEILING_COLUMNS)
+    values = (c.oracle.jaccard, c.oracle.precision, c.oracle.recall, c.all_tissue.jaccard,
+              c.sift_ceiling)  # fmt: skip
+    return [f"{v:.6f}" for v in values]
 
 
 def write_outcomes(

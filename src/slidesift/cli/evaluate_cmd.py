@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from slidesift.cli.segment_cmd import make_spec, scores_table, segment_options
+from slidesift.cli.segment_cmd import cohort_lines, make_spec, scores_table, segment_options
 from slidesift.cohort import CohortError, CohortResult, SlideRun, run_cohort
 from slidesift.errors import ConfigError
 from slidesift.manifest import ManifestEntry, read_manifest
@@ -57,11 +57,8 @@ def print_cohort(console: Console, result: CohortResult, title: str) -> None:
     f = result.figures
     console.print(scores_table(result.outcomes, title))
     if any(o.scores is not None for o in result.outcomes):
-        console.print(
-            f"mean Jaccard {_fmt(f['mean_jaccard'])}, precision {_fmt(f['mean_precision'])}, "
-            f"recall {_fmt(f['mean_recall'])}; nonzero ({int(f['nonzero_slides'])} slides) "
-            f"Jaccard {_fmt(f['nonzero_jaccard'])}"
-        )
+        for line in cohort_lines(f):
+            console.print(line)
     if not math.isnan(f["classification_accuracy"]):
         console.print(f"slide classification accuracy {f['classification_accuracy']:.3f}")
     inference = sorted({o.inference for o in result.outcomes})

@@ -112,6 +112,24 @@ def _fmt(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.3f}"
 
 
+def cohort_lines(figures: dict[str, float]) -> list[str]:
+    """The cohort means, and beside them the tile oracle, all tissue and the sift ceiling."""
+    f = figures
+    lines = [
+        f"mean Jaccard {_fmt(f['mean_jaccard'])}, precision {_fmt(f['mean_precision'])}, "
+        f"recall {_fmt(f['mean_recall'])}; nonzero ({int(f['nonzero_slides'])} slides) "
+        f"Jaccard {_fmt(f['nonzero_jaccard'])}"
+    ]
+    if not math.isnan(f.get("mean_oracle_jaccard", math.nan)):
+        lines.append(
+            f"beside it: tile oracle Jaccard {_fmt(f['mean_oracle_jaccard'])} (precision "
+            f"{_fmt(f['mean_oracle_precision'])}, recall {_fmt(f['mean_oracle_recall'])}), "
+            f"all tissue called tumor {_fmt(f['mean_all_tissue_jaccard'])}, sift ceiling "
+            f"{_fmt(f['mean_sift_ceiling'])} (truth under kept tiles)"
+        )
+    return lines
+
+
 def scores_table(outcomes: list[SlideOutcome], title: str) -> Table:
     """Per slide: vote, Jaccard, Dice, precision, recall, kept tiles."""
     table = Table(title=title)
@@ -199,11 +217,8 @@ def segment_command(
     console.print(scores_table(outcomes, f"{checkpoint.name} on {len(outcomes)} slide(s)"))
     figures = summary(outcomes, ck.classes)
     if any(o.scores is not None for o in outcomes):
-        console.print(
-            f"mean Jaccard {_fmt(figures['mean_jaccard'])}, precision "
-            f"{_fmt(figures['mean_precision'])}, recall {_fmt(figures['mean_recall'])}; nonzero "
-            f"({int(figures['nonzero_slides'])} slides) Jaccard {_fmt(figures['nonzero_jaccard'])}"
-        )
+        for line in cohort_lines(figures):
+            console.print(line)
     if not math.isnan(figures["classification_accuracy"]):
         console.print(f"slide classification accuracy {figures['classification_accuracy']:.3f}")
     console.print(f"inference: {outcomes[0].inference}")
