@@ -256,6 +256,9 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
         (work / "done").write_text("trained\n")
         shutil.rmtree(root, ignore_errors=True)
         work.rename(root)
+        for stale in root.parent.glob(f"{name}-*"):  # models of an older source
+            if stale != root:
+                shutil.rmtree(stale, ignore_errors=True)
     run = root / "run"
     rows = list(_csv.DictReader((run / "log.csv").open()))
     best = max(rows, key=lambda r: (float(r["holdout_raw_balanced_accuracy"]), -int(r["epoch"])))

@@ -19,6 +19,7 @@ from slidesift.evaluate import (
     ensemble_csv,
     ensemble_votes,
     evaluate_slides,
+    predicted_slide_class,
     summary,
 )
 from slidesift.io.annotations import read_geojson, read_truth
@@ -159,9 +160,13 @@ def test_binary_slide_classification_one_tumor_tile_makes_a_tumor_slide() -> Non
         _outcome("c", "Negative", {"tumor": 3}),  # wrong: a normal slide with tumor tiles
         _outcome("d", "tumor", {"tumor": 0}),  # wrong: nothing found
         _outcome("e", None, {"tumor": 5}),  # unlabelled: not judged
+        _outcome("f", "normal", {}),  # right
     ]
-    assert classification_accuracy(outcomes, binary) == pytest.approx(2 / 4)
-    assert np.isnan(classification_accuracy(outcomes[4:], binary))
+    assert [predicted_slide_class(o, binary) for o in outcomes] == [
+        "tumor", "normal", "tumor", "normal", "tumor", "normal",
+    ]  # fmt: skip
+    assert classification_accuracy(outcomes, binary) == pytest.approx(3 / 5)
+    assert np.isnan(classification_accuracy(outcomes[4:5], binary))
     # subtype models judge only slides labelled with one of their subtypes
     three = ("non-tumor", "glandular", "solid")
     sub = [

@@ -56,6 +56,37 @@ def test_the_learned_model_classifies_raw_held_out_tiles(learned: Learned) -> No
     )
 
 
+def test_logged_raw_accuracy_is_measured_on_the_raw_pixels(
+    learned: Learned, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Recompute the best epoch's held-out raw-tile accuracy from the slides themselves: it is
+    the log's figure; the same tiles with the other class blacked out score differently."""
+    from slidesift.cache import ThumbCache
+    from slidesift.inference import TorchTiles
+    from slidesift.loading import load_slides
+    from slidesift.tile_truth import SEGMENT_OVERLAP, classify_raw_tiles, raw_tiles
+    from slidesift.tiles import stride_for_overlap
+
+    ck = load_checkpoint(learned.best)
+    cache = ThumbCache(tmp_path_factory.mktemp("thumbs"))
+    slides = load_slides(learned.test_entries, longest=ck.downsample["longest"], cache=cache)
+    rows = _log(learned)
+    logged = next(r for r in rows if f"epoch_{int(r['epoch']):03d}" == learned.best.stem)
+    t = ck.tile
+    tiles = raw_tiles(
+        [(np.asarray(s.pixels), np.asarray(s.tumor), 1) for s in slides],
+        tile=t, stride=stride_for_overlap(t, SEGMENT_OVERLAP), spec=ck.sift, rails=ck.rails,
+    )  # fmt: skip
+    assert len(tiles) == int(logged["holdout_raw_tiles"])
+    raw = [np.asarray(s.pixels) for s in slides]
+    acc = float((classify_raw_tiles(tiles, raw, TorchTiles(ck), tile=t) == tiles.label).mean())
+    assert acc == pytest.approx(float(logged["holdout_raw_accuracy"]), abs=1.5 / len(tiles))
+    masked = [np.where(np.asarray(s.tumor)[..., None], np.asarray(s.pixels), 0).astype(np.uint8)
+              for s in slides]  # fmt: skip
+    other = classify_raw_tiles(tiles, masked, TorchTiles(ck), tile=t)
+    assert abs(float((other == tiles.label).mean()) - acc) > 2 / len(tiles)
+
+
 @pytest.fixture(scope="module")
 def outcomes(learned: Learned) -> list[dict[str, float]]:
     """Per test slide: the model's scores at the default grid, the oracle's and the baseline's."""

@@ -58,6 +58,11 @@ def test_labels_follow_the_rule_and_ambiguous_tiles_are_counted() -> None:
     every = raw_tiles([(pixels, truth, 2)], **grid_args, rule=RawTileRule(0.5, 0.0))
     assert every.label.tolist() == [0, 0, 2, 2] and every.ambiguous == 0
     np.testing.assert_allclose(every.fraction, [0.0, 0.3, 0.6, 1.0])
+    # "at least half": a tile exactly half tumor is tumor
+    half = np.zeros((10, 10), bool)
+    half[:, :5] = True
+    at_half = raw_tiles([(pixels[:, :10], half, 1)], **grid_args, rule=RawTileRule(0.5, 0.0))
+    assert at_half.fraction.tolist() == [0.5] and at_half.label.tolist() == [1]
     assert "at least 0.5" in RawTileRule().describe() and "0.25 and 0.75" in (
         RawTileRule().describe()
     )
