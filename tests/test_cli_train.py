@@ -131,3 +131,33 @@ def test_normalising_suggests_the_peak_frequency_background(
     )  # fmt: skip
     assert code == 0, err
     assert "peak-frequency" not in " ".join(text.split())
+
+
+def test_val_fraction_writes_the_split_and_holds_out_val(
+    capsys: pytest.CaptureFixture[str], tiny_cohort: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from slidesift.manifest import read_manifest, write_manifest
+
+    rows = [replace(e, split=None) for e in read_manifest(tiny_cohort)]  # 2 + 2 subtypes
+    manifest = write_manifest(tiny_cohort.parent / "unsplit.csv", rows)
+    out = tmp_path / "run"
+    code, text, err = run(
+        capsys, "train", str(manifest), "--out", str(out), "-N", "480", "-T", "96",
+        "--epochs", "1", "--val-fraction", "0.5", "--cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert code == 0, err
+    split = read_manifest(out / "manifest.csv")
+    val = split.split("val")
+    assert sorted(e.label for e in val) == ["glandular", "solid"]  # type: ignore[type-var]
+    assert len(split.split("train")) == 2 and not split.split("test")
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["holdout_split"] == "val" and doc["holdout_slides"] == [e.name for e in val]
+    assert Path(doc["manifest"]) == (out / "manifest.csv").resolve()
+    assert "2 val slides" in " ".join(text.split())
+    # resuming keeps the same split
+    code, text, err = run(capsys, "train", "--resume", "--out", str(out), "--epochs", "2",
+                          "--cache", str(tmp_path / "cache"))  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["holdout_slides"] == [e.name for e in val]

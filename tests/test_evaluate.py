@@ -24,10 +24,10 @@ from slidesift.evaluate import (
 )
 from slidesift.io.annotations import read_geojson, read_truth
 from slidesift.io.segment_outputs import write_segmentation
-from slidesift.manifest import read_manifest
+from slidesift.manifest import read_manifest, write_manifest
 from slidesift.metrics import confusion, scores
 from slidesift.segment import SegmentSpec
-from slidesift.select import select_epoch
+from slidesift.select import SelectionOnTestWarning, select_epoch
 
 SPEC = SegmentSpec(stride=32)
 
@@ -87,7 +87,8 @@ def test_outputs_and_geojson_round_trip(
 
 def test_selection_scores_every_epoch_and_picks_the_best(cohort: Path, run: Path) -> None:
     entries = read_manifest(cohort).split("test")
-    sel = select_epoch(run, entries, SPEC, metric="recall")
+    with pytest.warns(SelectionOnTestWarning, match="test slides"):
+        sel = select_epoch(run, entries, SPEC, metric="recall")
     assert [e.epoch for e in sel.epochs] == list(range(1, LEARN_EPOCHS + 1))
     assert sel.best is not None and sel.best.eligible
     best = max(e.figures["mean_recall"] for e in sel.epochs)
@@ -124,10 +125,40 @@ def test_segment_and_select_commands(
     text, err = capsys.readouterr()
     assert code == 0, err
     assert "best by mean jaccard" in text
+    # the cohort has no val rows: it chose on test, and said so
+    assert "warning" in text and "2 test slides" in " ".join(text.split())
     chosen = json.loads((run / "selection.json").read_text())
     assert 1 <= chosen["epoch"] <= LEARN_EPOCHS
     figures = {e["epoch"]: e["mean_jaccard"] for e in chosen["epochs"]}
     assert figures[chosen["epoch"]] == max(figures.values()) >= 0.55
+
+
+def test_select_uses_the_val_split_that_train_drew(
+    capsys: pytest.CaptureFixture[str], cohort: Path, run: Path, tmp_path: Path
+) -> None:
+    """``train --val-fraction`` writes RUN/manifest.csv; ``select RUN MANIFEST`` chooses on its
+    val rows, without a warning, even when MANIFEST itself has none."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    rows = read_manifest(cohort)
+    val_name = rows.split("test")[0].name
+    drawn = [replace(e, split="val") if e.name == val_name else e for e in rows]
+    write_manifest(copy / "manifest.csv", drawn)
+    code = main(["select", str(copy), str(cohort), "--stride", "32"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    flat = " ".join(text.split())
+    assert "1 val slides (run/manifest.csv)" in flat and "warning" not in flat
+    chosen = json.loads((copy / "selection.json").read_text())
+    # scored on the val slide only: the figures are that slide's
+    ck = load_checkpoint(copy / f"epoch_{chosen['epoch']:03d}.safetensors")
+    entry = next(e for e in rows if e.name == val_name)
+    (o,) = evaluate_slides([entry], ck, SPEC)
+    assert o.scores is not None
+    best = next(e for e in chosen["epochs"] if e["epoch"] == chosen["epoch"])
+    assert best["mean_jaccard"] == pytest.approx(o.scores.jaccard)
 
 
 def test_ablation_table_has_the_papers_rows(cohort: Path, checkpoint: Checkpoint) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,30 @@ def test_bad_cohorts_are_refused_with_the_reason(tiny_cohort: Path, tmp_path: Pa
     write_manifest(one, [e for e in entries if e.label == "solid"])
     with pytest.raises(DatasetError, match="at least two subtype"):
         prepare_tilesets(one, TileSetSpec(tile=96, longest=480, classes="subtype"), cache=cache)
+
+
+def test_held_out_set_is_the_val_split_when_there_is_one(tiny_cohort: Path, tmp_path: Path) -> None:
+    m = read_manifest(tiny_cohort)
+    test = m.split("test")
+    rows = [replace(e, split="val") if e is test[0] else e for e in m]
+    manifest = write_manifest(tiny_cohort.parent / "with_val.csv", rows)
+    p = prepare_tilesets(manifest, SPEC, cache=ThumbCache(tmp_path / "cache"))
+    assert p.holdout_split == "val" and p.holdout is not None
+    assert [s.name for s in p.holdout.slides] == [test[0].name]
+    plain = prepare_tilesets(tiny_cohort, SPEC, cache=ThumbCache(tmp_path / "cache"))
+    assert plain.holdout_split == "test"
+    with pytest.raises(ConfigError, match="already has 1 val rows"):
+        prepare_tilesets(manifest, SPEC, val_fraction=0.5, cache=ThumbCache(tmp_path / "c"))
+
+
+def test_val_fraction_draws_from_the_training_rows(tiny_cohort: Path, tmp_path: Path) -> None:
+    m = read_manifest(tiny_cohort)
+    # four training rows of one label: a quarter of them (one) goes to val
+    rows = [replace(e, split="train", label="tumor") for e in m]
+    manifest = write_manifest(tiny_cohort.parent / "all_train.csv", rows)
+    p = prepare_tilesets(manifest, SPEC, val_fraction=0.25, seed=2,
+                         cache=ThumbCache(tmp_path / "cache"))  # fmt: skip
+    assert p.holdout_split == "val" and p.holdout is not None
+    val = [e.name for e in p.manifest.split("val")]
+    assert len(val) == 1 and [s.name for s in p.holdout.slides] == val
+    assert sorted(s.name for s in p.train.slides) == sorted(e.name for e in m if e.name not in val)

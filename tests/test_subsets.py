@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from slidesift.errors import ConfigError
 from slidesift.manifest import ManifestEntry, read_manifest
-from slidesift.subsets import make_subsets, write_subsets
+from slidesift.subsets import draw_validation, make_subsets, write_subsets
 
 
 def _cohort(n_high: int = 12, n_low: int = 35) -> list[ManifestEntry]:
@@ -48,3 +49,34 @@ def test_written_subsets_read_back(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["subset_1.csv", "subset_2.csv"]
     back = read_manifest(paths[0], check_files=False)
     assert len(back) == 18 and {e.split for e in back} == {"train", "test"}
+
+
+def test_validation_is_drawn_per_label_from_training_rows_only() -> None:
+    entries = _cohort(6, 10)
+    entries[0] = replace(entries[0], split="test")
+    entries[7] = replace(entries[7], split="test")
+    drawn = draw_validation(entries, 0.25, seed=3)
+    assert [e.slide for e in drawn] == [e.slide for e in entries]  # order kept
+    assert drawn[0].split == drawn[7].split == "test"  # test rows untouched
+    val = [e for e in drawn if e.split == "val"]
+    # 5 msi-h and 9 msi-l training slides: round(0.25 * n) of each
+    assert sum(e.label == "msi-h" for e in val) == 1 and sum(e.label == "msi-l" for e in val) == 2
+    assert all(e.split in ("train", "val", "test") for e in drawn)
+    assert draw_validation(entries, 0.25, seed=3) == drawn
+    assert draw_validation(entries, 0.25, seed=4) != drawn
+    # a label with one training slide keeps it for training; fractions out of (0, 1) refused
+    lone = [ManifestEntry(Path("/s/a.svs"), None, "x"), *_cohort(0, 3)]
+    assert draw_validation(lone, 0.9, seed=0)[0].split == "train"
+    assert sum(e.split == "val" for e in draw_validation(lone, 0.9, seed=0)) == 2
+    with pytest.raises(ConfigError, match="val_fraction"):
+        draw_validation(entries, 1.0)
+
+
+def test_subsets_with_a_validation_split(tmp_path: Path) -> None:
+    subsets = make_subsets(_cohort(), 3, val_fraction=0.2, seed=1)
+    for m in subsets:
+        assert len(m.split("test")) == 18  # the paper's test sets, unchanged
+        assert len(m.split("val")) + len(m.split("train")) == 29 and len(m.split("val")) == 6
+        assert {e.label for e in m.split("val")} == {"msi-h", "msi-l"}
+    back = read_manifest(write_subsets(tmp_path, subsets[:1])[0], check_files=False)
+    assert [e.split for e in back] == [e.split for e in subsets[0]]

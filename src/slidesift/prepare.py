@@ -1,10 +1,11 @@
 """From a cohort manifest to training and held-out tile sets, in one call.
 
     manifest --train rows--> load (cache) --> [fit + apply stain normaliser] --> build_tileset
-             --test rows---> load (cache) --> [apply the same normaliser]    --> build_tileset
-                                                   (training rails, overlaps and classes)
+             --val rows----> load (cache) --> [apply the same normaliser]    --> build_tileset
+             (test rows when there is no val)          (training rails, overlaps and classes)
 
-Rows with no split count as training slides; ``val`` rows are left out.
+Rows with no split count as training slides. The held-out set is the ``val`` rows (drawn from
+the training rows with ``val_fraction`` when the manifest has none), else the ``test`` rows.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 
 from slidesift.cache import ThumbCache
 from slidesift.dataset import DatasetError, SlideImage, TileSet, TileSetSpec, build_tileset
+from slidesift.errors import ConfigError
 from slidesift.loading import load_slides, normalize_slides
 from slidesift.manifest import Manifest, ManifestEntry, read_manifest
 from slidesift.stain import Method, StainNormalizer, fit_normalizer, normalizer_from_dict
+from slidesift.subsets import draw_validation
 
 __all__ = ["Prepared", "prepare_tilesets"]
 
@@ -39,13 +42,16 @@ class Prepared:
     normalization
         The stain normaliser's parameters (``None`` when not normalising).
     manifest
-        The manifest the sets came from.
+        The manifest the sets came from (with the drawn ``val`` rows, if any).
+    holdout_split
+        ``val`` or ``test``: the rows the held-out set was cut from (``None``: no held-out).
     """
 
     train: TileSet
     holdout: TileSet | None
     normalization: dict[str, Any] | None
     manifest: Manifest
+    holdout_split: str | None = None
 
 
 def prepare_tilesets(
@@ -56,6 +62,8 @@ def prepare_tilesets(
     normalization: dict[str, Any] | None = None,
     stain_reference: np.ndarray | None = None,
     holdout: bool = True,
+    val_fraction: float | None = None,
+    seed: int = 0,
     cache: ThumbCache | None = None,
     on_slide: Callable[[ManifestEntry], None] | None = None,
 ) -> Prepared:
@@ -74,7 +82,12 @@ def prepare_tilesets(
     stain_reference
         ``(H, W, 3)`` uint8 image whose stain is the target; default: the training slides.
     holdout
-        Also build the test rows' tile set.
+        Also build the held-out tile set (``val`` rows, else ``test`` rows).
+    val_fraction
+        Draw this share of each label's training slides as ``val``
+        (:func:`slidesift.subsets.draw_validation`); the manifest must have no ``val`` rows.
+    seed
+        Seed of that draw.
     cache
         Thumbnail cache (default folder when ``None``).
     on_slide
@@ -83,8 +96,17 @@ def prepare_tilesets(
     spec = spec or TileSetSpec()
     cache = cache or ThumbCache()
     m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
+    if val_fraction is not None:
+        if m.split("val"):
+            raise ConfigError(
+                "val_fraction", val_fraction,
+                f"none: the manifest already has {len(m.split('val'))} val rows (use them, or "
+                "clear their split to draw anew)",
+            )  # fmt: skip
+        m = Manifest(m.path, tuple(draw_validation(list(m), val_fraction, seed=seed)))
     train_rows = [e for e in m if e.split in (None, "train")]
-    test_rows = m.split("test") if holdout else []
+    held_split = "val" if m.split("val") else "test"
+    test_rows = m.split(held_split) if holdout else []
     if not train_rows:
         raise DatasetError(
             f"the manifest has no training rows (split empty or 'train') among {len(m)} slides"
@@ -120,4 +142,5 @@ def prepare_tilesets(
         holdout_set,
         normalizer.to_dict() if normalizer is not None else None,
         m,
+        held_split if holdout_set is not None else None,
     )

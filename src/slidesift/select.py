@@ -1,4 +1,4 @@
-"""Model selection: score every epoch of a run on the test slides, pick the best (METHOD.md 4).
+"""Model selection: score every epoch of a run on validation slides, pick the best (METHOD.md 4, 8).
 
 Every epoch whose slide classification accuracy exceeds a floor (paper: 60%) is eligible; the
 best by a chosen cohort metric (default mean Jaccard; recall as an option) wins. Slide
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,13 @@ from slidesift.evaluate import evaluate_slides, read_slide, summary
 from slidesift.manifest import ManifestEntry
 from slidesift.segment import Classifiers, SegmentSpec
 
-__all__ = ["EpochScore", "Selection", "select_epoch"]
+__all__ = ["EpochScore", "Selection", "SelectionOnTestWarning", "select_epoch"]
 
 METRICS = ("jaccard", "dice", "precision", "recall")
+
+
+class SelectionOnTestWarning(UserWarning):
+    """Epochs are being chosen on test slides: their scores will then be optimistic."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ def select_epoch(
     run
         A training run folder.
     entries
-        Test slides with truth.
+        Slides with truth to choose on: the ``val`` split (a warning is given for ``test``
+        rows, :class:`SelectionOnTestWarning`).
     spec
         Segmentation options used for every epoch.
     metric
@@ -75,6 +81,14 @@ def select_epoch(
     """
     if metric not in METRICS:
         raise ConfigError("metric", metric, f"one of {METRICS}")
+    if any(e.split == "test" for e in entries):
+        warnings.warn(
+            "choosing the epoch on test slides (the paper's protocol): the chosen epoch's test "
+            "scores are then optimistic. Choose on a val split (manifest split=val, "
+            "`slidesift train --val-fraction`) and score test once.",
+            SelectionOnTestWarning,
+            stacklevel=2,
+        )
     paths = sorted(Path(run).glob("epoch_*.safetensors"))
     if not paths:
         raise SlidesiftError(f"no epoch_*.safetensors in {run}: train a model there first")

@@ -1,8 +1,10 @@
-"""Train/test subsets as the paper made them (METHOD.md section 7).
+"""Train/val/test splits: the paper's subsets (METHOD.md section 7) and validation draws.
 
 k subsets of a cohort, each splitting the slides into train and test with every label's
 proportion kept, and the test slides of the minority label (the rarest subtype) different in
-every subset, so that each of those slides is tested once.
+every subset, so that each of those slides is tested once. :func:`draw_validation` moves a
+share of each label's training slides to ``val``: the slides epochs are chosen on, so that
+``test`` is scored once, by the chosen epoch (METHOD.md section 8).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from slidesift.errors import ConfigError
 from slidesift.manifest import Manifest, ManifestEntry, write_manifest
 
-__all__ = ["make_subsets", "write_subsets"]
+__all__ = ["draw_validation", "make_subsets", "write_subsets"]
 
 
 def _label(e: ManifestEntry) -> str:
@@ -50,11 +52,55 @@ def _test_counts(groups: dict[str, list[int]], minority: str, k: int, total: int
     return counts
 
 
+def draw_validation(
+    entries: Sequence[ManifestEntry], fraction: float, *, seed: int = 0
+) -> list[ManifestEntry]:
+    """Move ``fraction`` of each label's training slides to ``val``, drawn at random.
+
+    Training slides are those with split ``train`` or none; each label with at least two of
+    them gives ``max(1, round(fraction * n))`` (leaving at least one to train on); a label with
+    one training slide gives none. Other rows are returned unchanged, in their order.
+
+    Parameters
+    ----------
+    entries
+        The manifest's rows.
+    fraction
+        Share of each label's training slides to validate on, in ``(0, 1)``.
+    seed
+        Seed of the draw (the same seed gives the same split).
+
+    Returns
+    -------
+    list of ManifestEntry
+        The rows with ``split`` set to ``train`` or ``val`` for the training slides.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError("val_fraction", fraction, "a fraction in (0, 1), e.g. 0.2")
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.split in (None, "train"):
+            groups.setdefault(_label(e), []).append(i)
+    rng = np.random.default_rng([seed, 7])
+    val: set[int] = set()
+    for _, idx in sorted(groups.items()):
+        if len(idx) >= 2:
+            n = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+            val.update(int(i) for i in rng.choice(idx, size=n, replace=False))
+    out = []
+    for i, e in enumerate(entries):
+        if e.split in (None, "train"):
+            e = replace(e, split="val" if i in val else "train")
+        out.append(e)
+    return out
+
+
 def make_subsets(
     entries: Sequence[ManifestEntry],
     k: int = 3,
     *,
     test_fraction: float = 18 / 47,
+    val_fraction: float = 0.0,
     seed: int = 0,
 ) -> list[Manifest]:
     """``k`` train/test assignments of ``entries`` keeping label proportions.
@@ -69,13 +115,17 @@ def make_subsets(
         Share of the slides put in test (paper: 18 of 47). The minority label gets its share
         but at most ``n_minority // k`` (its test slides differ between subsets: the paper's
         4 of 12 MSI-H), and the other labels share the rest in proportion (14 of 35 MSI-L).
+    val_fraction
+        Share of each label's training slides moved to ``val`` (:func:`draw_validation`); 0
+        keeps the paper's train/test only.
     seed
         Seed of the draws.
 
     Returns
     -------
     list of Manifest
-        ``k`` manifests over the same entries with ``split`` set to ``train`` or ``test``.
+        ``k`` manifests over the same entries with ``split`` set to ``train``, ``val`` or
+        ``test``.
 
     Raises
     ------
@@ -111,10 +161,10 @@ def make_subsets(
             else:
                 chunk = rng.choice(idx, size=n_test[lab], replace=False)
             test.update(int(i) for i in chunk)
-        chosen = tuple(
-            replace(e, split="test" if i in test else "train") for i, e in enumerate(entries)
-        )
-        subsets.append(Manifest(None, chosen))
+        chosen = [replace(e, split="test" if i in test else "train") for i, e in enumerate(entries)]
+        if val_fraction > 0:
+            chosen = draw_validation(chosen, val_fraction, seed=seed + j)
+        subsets.append(Manifest(None, tuple(chosen)))
     return subsets
 
 

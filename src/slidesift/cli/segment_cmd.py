@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from slidesift.evaluate import SlideOutcome, evaluate_slides, summary, write_out
 from slidesift.io.atomic import atomic_write_text
 from slidesift.manifest import ManifestEntry, read_manifest
 from slidesift.segment import SegmentSpec
-from slidesift.select import Selection
+from slidesift.select import Selection, SelectionOnTestWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -295,7 +296,12 @@ def _ablation(
 @click.command("select")
 @click.argument("run", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--split", default="test", show_default=True, help="Rows to score on.")
+@click.option(
+    "--split",
+    default=None,
+    help="Rows to choose on [default: val rows of MANIFEST, else of RUN/manifest.csv (train "
+    "--val-fraction), else test rows, with a warning].",
+)
 @click.option(
     "--metric",
     type=click.Choice(["jaccard", "dice", "precision", "recall"]),
@@ -312,9 +318,13 @@ def _ablation(
 )
 @segment_options
 def select_command(
-    run: Path, manifest: Path, split: str, metric: str, min_accuracy: float, **options: Any
+    run: Path, manifest: Path, split: str | None, metric: str, min_accuracy: float, **options: Any
 ) -> None:
-    """Score every epoch of a training run on the test slides and pick the best.
+    """Score every epoch of a training run on the validation slides and pick the best.
+
+    Epochs whose slide classification accuracy is at or below --min-accuracy (60%) are skipped.
+    Choosing on test slides (the paper's protocol) works but is warned about: the chosen
+    epoch's test scores are then optimistic.
 
     \b
     Example (run of `slidesift train cohort/manifest.csv --out run ...`; writes
@@ -322,13 +332,23 @@ def select_command(
       slidesift select run cohort/manifest.csv --metric jaccard --round-stride
     """
     console = Console(highlight=False)
-    entries = [e for e in read_manifest(manifest) if e.split == split]
-    if not entries:
-        raise ConfigError("split", split, "a split that some manifest rows have")
-    sel = run_selection(
-        console, run, entries, make_spec(**options), metric=metric, min_accuracy=min_accuracy
+    entries, source = selection_rows(run, manifest, split)
+    if split is None and entries and entries[0].split == "test":
+        console.print(
+            "[yellow]warning:[/] no val rows (in the manifest or RUN/manifest.csv): choosing on "
+            "the test slides, the paper's protocol; their scores are then optimistic. Draw a "
+            "val split with `slidesift train --val-fraction 0.2` or `slidesift subsets "
+            "--val-fraction`."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SelectionOnTestWarning)  # said above, in words
+        sel = run_selection(
+            console, run, entries, make_spec(**options), metric=metric, min_accuracy=min_accuracy
+        )
+    split = entries[0].split or split
+    console.print(
+        selection_table(sel, f"epochs of {run} on {len(entries)} {split} slides ({source})")
     )
-    console.print(selection_table(sel, f"epochs of {run} on {len(entries)} {split} slides"))
     if sel.best is None:
         raise click.ClickException("no epoch qualified (classification accuracy too low)")
     best = sel.best
@@ -337,6 +357,29 @@ def select_command(
         f"-> {best.path}"
     )
     write_selection(run / "selection.json", sel, metric)
+
+
+def selection_rows(run: Path, manifest: Path, split: str | None) -> tuple[list[ManifestEntry], str]:
+    """The rows to choose an epoch on, and where they came from.
+
+    ``split`` given: those rows of ``manifest``. Otherwise ``val`` rows of ``manifest``, else
+    the ``val`` rows of ``RUN/manifest.csv`` (written by ``train --val-fraction``), else the
+    ``test`` rows of ``manifest``.
+    """
+    m = read_manifest(manifest)
+    if split is not None:
+        entries = m.split(split)
+        if not entries:
+            raise ConfigError("split", split, "a split that some manifest rows have")
+        return entries, manifest.name
+    if m.split("val"):
+        return m.split("val"), manifest.name
+    drawn = run / "manifest.csv"
+    if drawn.exists() and read_manifest(drawn).split("val"):
+        return read_manifest(drawn).split("val"), f"{run.name}/manifest.csv"
+    if not m.split("test"):
+        raise ConfigError("split", None, "val or test rows in the manifest (none found)")
+    return m.split("test"), manifest.name
 
 
 def run_selection(

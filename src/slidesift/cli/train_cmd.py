@@ -15,6 +15,7 @@ from slidesift.cache import ThumbCache
 from slidesift.cli.options import sift_options, sift_spec
 from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.errors import SlidesiftError
+from slidesift.manifest import write_manifest
 from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
@@ -185,6 +186,15 @@ def _resume_options(out: Path) -> dict[str, Any]:
     default=None,
     help="Image whose stain is the target [default: the training slides].",
 )
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=None,
+    help="Draw this share of each label's training slides as the validation split (written to "
+    "OUT/manifest.csv) when the manifest has no val rows. Held-out figures in log.csv and "
+    "`slidesift select` then use val, and test is scored once. [default: the manifest's val "
+    "rows, else its test rows]",
+)
 @click.option("--epochs", type=int, default=75, show_default=True, help="Epochs in all.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
@@ -230,6 +240,7 @@ def train_command(
     tile_source: str,
     normalize: str,
     stain_reference: Path | None,
+    val_fraction: float | None,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -255,6 +266,8 @@ def train_command(
       slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5
     After an interrupt, or for more epochs (here a 6th):
       slidesift train --resume --out run --epochs 6
+    With a validation split drawn from the training slides (OUT/manifest.csv):
+      slidesift train cohort/manifest.csv --out runv -N 1500 -T 96 --val-fraction 0.25 --epochs 2
     One class per slide label (the phantom's subtypes):
       slidesift train cohort/manifest.csv --out run3 -N 1500 -T 96 --classes subtype --epochs 2
     One run on a subset of `slidesift subsets cohort/manifest.csv --out subsets -k 2`:
@@ -317,6 +330,8 @@ def train_command(
             normalize=None if normalize == "none" else normalize,  # type: ignore[arg-type]
             normalization=normalization,
             stain_reference=reference,
+            val_fraction=None if resume else val_fraction,
+            seed=train_spec.seed,
             cache=ThumbCache(cache) if cache is not None else None,
             on_slide=lambda e: status.update(f"read {e.name}"),
         )
@@ -326,7 +341,19 @@ def train_command(
     )
     console.print(f"{tiles.rails}, fitted on {tiles.rails.n_tiles} tumor tiles")
     if prepared.holdout is not None:
-        console.print(summary_table(prepared.holdout, "held-out tiles (test rows, training rails)"))
+        split = prepared.holdout_split
+        n_held = len(prepared.manifest.split(split or "test"))
+        console.print(
+            summary_table(
+                prepared.holdout, f"held-out tiles ({n_held} {split} slides, training rails)"
+            )
+        )
+        if split == "test":
+            console.print(
+                "[yellow]note:[/] held out on the test slides (no val rows): fine to watch "
+                "training, but choose epochs on a val split (--val-fraction 0.2) so that test is "
+                "scored once"
+            )
     if export_tiles is not None:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("writing tile PNGs", total=len(tiles))
@@ -336,6 +363,10 @@ def train_command(
         return
     progress, callbacks = training_progress(console)
     out.mkdir(parents=True, exist_ok=True)
+    used_manifest = Path(manifest).resolve()
+    if val_fraction is not None and not resume:
+        used_manifest = write_manifest(out / "manifest.csv", prepared.manifest.entries)
+        console.print(f"train/val/test split written to {used_manifest}")
     with progress:
         result = train(
             tiles,
@@ -345,7 +376,10 @@ def train_command(
             normalization=prepared.normalization,
             resume=resume,
             callbacks=callbacks,
-            info={"manifest": str(Path(manifest).resolve())},
+            info={
+                "manifest": str(used_manifest.resolve()),
+                "holdout_split": prepared.holdout_split,
+            },
         )
     if result.records:
         last = result.records[-1]
