@@ -181,7 +181,7 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: The binary model's geometry and training; the quality thresholds in the tests were set from
 #: what it measured (see tests/test_quality.py).
-LEARN_N, LEARN_T, LEARN_EPOCHS, LEARN_LR = 1000, 96, 6, 5e-4
+LEARN_N, LEARN_T, LEARN_EPOCHS, LEARN_LR = 1000, 96, 5, 5e-4
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
 
 @pytest.fixture(scope="session")
 def learned() -> Learned:
-    """A binary model that learns: 6 PAIP-like phantom slides (one subtype), 6 epochs."""
+    """A binary model that learns: 6 PAIP-like phantom slides (one subtype), 5 epochs."""
     from slidesift.phantom.cohort import CohortSpec
 
     spec = CohortSpec(count=6, longest=(3000, 3200), mpp=1.0, subtypes=1, seed=1, artifacts=0.0)

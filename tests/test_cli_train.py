@@ -113,7 +113,7 @@ def test_subsets_command_writes_csvs(
                           "-k", "2")  # fmt: skip
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["subset_1.csv", "subset_2.csv"]
-    assert "1 / 1" in text
+    assert "1 / 0 / 1" in text  # train / val / test of each label
 
 
 def test_normalising_suggests_the_peak_frequency_background(

@@ -58,6 +58,7 @@ def test_votes_classify_every_test_slide_and_masks_use_the_dominant_subtype(
     assert figures["classification_accuracy"] == 1.0
 
 
+@pytest.mark.filterwarnings("ignore::slidesift.select.SelectionOnTestWarning")  # on purpose
 def test_selection_skips_epochs_at_or_below_60_percent(learned_subtypes: Learned) -> None:
     from slidesift.segment import SegmentSpec
 
