@@ -334,11 +334,6 @@ def _to_input(tiles_u8: Any, device: str) -> Any:
     return x  # the permuted NHWC tensor is already channels_last in memory
 
 
-def _balanced_accuracy(y: NDArray[np.int64], pred: NDArray[np.int64]) -> float:
-    recalls = [float((pred[y == k] == k).mean()) for k in np.unique(y)]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
 def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[float, float, float]:
     """Mean loss, accuracy and balanced accuracy of ``model`` over a loader's batches."""
     import torch
@@ -354,7 +349,8 @@ def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[floa
             ys.append(y.cpu().numpy())
             preds.append(_predict(logits).cpu().numpy())
     y_all, p_all = np.concatenate(ys), np.concatenate(preds)
-    return total / len(y_all), float((y_all == p_all).mean()), _balanced_accuracy(y_all, p_all)
+    score = score_raw_tiles(y_all, p_all)
+    return total / len(y_all), score.accuracy, score.balanced_accuracy
 
 
 def holdout_raw_tiles(holdout: TileSet, rails: Rails) -> RawTiles:
