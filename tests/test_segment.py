@@ -94,3 +94,25 @@ def test_torch_and_onnx_agree_inside_segment(checkpoint: Checkpoint, image: np.n
 def test_tile_larger_than_the_thumbnail_is_refused(checkpoint: Checkpoint) -> None:
     with pytest.raises(ValueError, match="shorter side"):
         segment_pixels(np.zeros((50, 300, 3), np.uint8), checkpoint)
+
+
+def test_rails_that_admit_little_tissue_warn_that_the_slide_is_out_of_domain(
+    checkpoint: Checkpoint, image: np.ndarray
+) -> None:
+    from slidesift.checkpoint import Checkpoint as Ck
+    from slidesift.rails import Rails
+    from slidesift.segment import OutOfDomainWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)  # wide rails: no warning
+        wide = segment_pixels(image, checkpoint, SegmentSpec(stride=32))
+    e = wide.sifted.stats.entropy[wide.sifted.keep_background]
+    # rails around the top 10% of this slide's tissue entropies admit about 10% of its tiles
+    narrow = Ck(checkpoint.path, {**checkpoint.meta, "rails": Rails(
+        float(np.quantile(e, 0.9)), float(e.max())).to_dict()}, checkpoint.state)  # fmt: skip
+    with pytest.warns(OutOfDomainWarning, match=r"admit only \d+% of this slide's"):
+        r = segment_pixels(image, narrow, SegmentSpec(stride=32))
+    assert 0 < r.keep.sum() < 0.2 * r.sifted.keep_background.sum()
+    with warnings.catch_warnings():  # the no-rails ablation does not warn
+        warnings.simplefilter("error", OutOfDomainWarning)
+        segment_pixels(image, narrow, SegmentSpec(stride=32, rails=False))

@@ -38,6 +38,7 @@ from slidesift.tiles import TileGrid, stride_for_overlap
 __all__ = [
     "Classifiers",
     "NoTilesWarning",
+    "OutOfDomainWarning",
     "SegmentResult",
     "SegmentSpec",
     "segment",
@@ -49,6 +50,15 @@ InferenceMode = Literal["auto", "dense", "tiles", "torch"]
 
 class NoTilesWarning(UserWarning):
     """No tile of a slide survived the sift: its mask is empty."""
+
+
+class OutOfDomainWarning(UserWarning):
+    """The slide looks unlike the model's training slides (the rails admit little tissue)."""
+
+
+#: Below this share of tissue tiles (tiles passing the background sift) admitted by the
+#: rails, a slide is out of the rails' domain: its entropy range is not the training slides'.
+RAILS_ADMIT_FLOOR = 0.2
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,26 @@ def _assemble_and_clean(
     return a, shrink(smooth(a.mask, spec.smooth), spec.shrink)
 
 
+def _warn_if_rails_reject_tissue(sifted: SiftResult, rails_used: bool) -> None:
+    """Warn when the rails admit under :data:`RAILS_ADMIT_FLOOR` of the tissue tiles."""
+    n_tissue = int(sifted.keep_background.sum())
+    if not rails_used or n_tissue == 0:
+        return
+    admitted = int(sifted.keep.sum()) / n_tissue
+    if admitted < RAILS_ADMIT_FLOOR:
+        rails = sifted.rails
+        where = f" [{rails.lo:.2f}, {rails.hi:.2f}] bits" if rails is not None else ""
+        warnings.warn(
+            f"the model's rails{where} admit only {admitted:.0%} of this slide's "
+            f"{n_tissue} tissue tiles: its tile entropy lies outside what the model was "
+            "trained on (another scanner, stain or resolution?). Check the slide's um/px "
+            "against the training slides', stain-normalise, or retrain on such slides; the "
+            "slide's *_locations.png shows the tiles that were kept",
+            OutOfDomainWarning,
+            stacklevel=3,
+        )
+
+
 def _pick(spec: SegmentSpec, stride: int) -> str:
     if spec.inference == "auto":
         import torch
@@ -257,6 +287,7 @@ def segment_pixels(
     stats = measure_tiles(pixels, grid, checkpoint.sift, workers=workers)
     sifted = sift(stats, checkpoint.rails if spec.rails else None)
     seconds["sift"] = time.perf_counter() - start
+    _warn_if_rails_reject_tissue(sifted, spec.rails)
 
     start = time.perf_counter()
     to_classify = sifted.keep_background if classify_background else sifted.keep
