@@ -405,8 +405,8 @@ def _measure(
             continue
         stats = measure_tiles(np.asarray(s.pixels), grid, sift)
         frac = truth_fractions(np.asarray(s.pixels), np.asarray(s.tumor), grid, sift)
-        clear = np.abs(frac - rule.threshold) >= rule.margin
-        member = clear & ((frac >= rule.threshold) if tumor else (frac < rule.threshold))
+        is_tumor, clear = rule.apply(frac)
+        member = clear & (is_tumor if tumor else ~is_tumor)
         out.append(_ClassTiles(stats, member))
     return out
 

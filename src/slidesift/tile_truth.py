@@ -62,6 +62,14 @@ class RawTileRule:
         if not 0.0 <= self.margin < 1.0:
             raise ConfigError("margin", self.margin, "a fraction in [0, 1), e.g. 0.25")
 
+    def apply(self, fraction: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """``(tumor, clear)`` bool arrays of ``fraction``'s shape: tumor when the fraction is at
+        least the threshold; clear when it lies at least ``margin`` from it (not ambiguous)."""
+        f = np.asarray(fraction)
+        return np.asarray(f >= self.threshold), np.asarray(
+            np.abs(f - self.threshold) >= self.margin
+        )
+
     def describe(self) -> str:
         """The rule in words, for logs and reports."""
         lo, hi = self.threshold - self.margin, self.threshold + self.margin
@@ -178,10 +186,10 @@ def raw_tiles(
         grid = TileGrid.from_stride(pixels.shape[:2], tile=tile, stride=stride)
         keep = sift(measure_tiles(pixels, grid, spec), rails).keep.ravel()
         frac = truth_fractions(pixels, truth, grid, spec).ravel()
-        unclear = np.abs(frac - rule.threshold) < rule.margin
-        ambiguous += int((keep & unclear).sum())
-        chosen = np.flatnonzero(keep & ~unclear)
-        label = np.where(frac[chosen] >= rule.threshold, tumor_class, 0).astype(np.int64)
+        is_tumor, clear = rule.apply(frac)
+        ambiguous += int((keep & ~clear).sum())
+        chosen = np.flatnonzero(keep & clear)
+        label = np.where(is_tumor[chosen], tumor_class, 0).astype(np.int64)
         parts.append((np.full(chosen.size, i, np.int64), grid.th_xy()[chosen], label, frac[chosen]))
     cols = [np.concatenate([p[k] for p in parts]) for k in range(4)] if parts else []
     if not cols:
