@@ -56,6 +56,23 @@ def test_the_learned_model_classifies_raw_held_out_tiles(learned: Learned) -> No
     )
 
 
+def test_checkpoint_records_the_training_slides_scale(learned: Learned) -> None:
+    from slidesift.io.slide import open_slide
+    from slidesift.manifest import read_manifest
+
+    ck = load_checkpoint(learned.best)
+    expected_um, expected_l0 = [], []
+    for e in read_manifest(learned.manifest).split("train"):
+        with open_slide(e.slide) as s:
+            w, h = s.dimensions
+            expected_um.append(s.mpp[0] * max(w, h) / ck.downsample["longest"])
+            expected_l0.append(max(w, h))
+    scale = ck.meta["training_scale"]
+    assert scale["um_per_px"] == pytest.approx(float(np.median(expected_um)), rel=2e-3)
+    assert scale["l0_longest"] == int(np.median(expected_l0))
+    assert scale["slides_without_mpp"] == 0
+
+
 def test_logged_raw_accuracy_is_measured_on_the_raw_pixels(
     learned: Learned, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

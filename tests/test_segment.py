@@ -116,3 +116,56 @@ def test_rails_that_admit_little_tissue_warn_that_the_slide_is_out_of_domain(
     with warnings.catch_warnings():  # the no-rails ablation does not warn
         warnings.simplefilter("error", OutOfDomainWarning)
         segment_pixels(image, narrow, SegmentSpec(stride=32, rails=False))
+
+
+def _with_scale(checkpoint: Checkpoint, um: float | None, l0: int | None) -> Checkpoint:
+    scale = {"um_per_px": um, "l0_longest": l0, "slides_without_mpp": 0}
+    return Checkpoint(checkpoint.path, {**checkpoint.meta, "training_scale": scale},
+                      checkpoint.state)  # fmt: skip
+
+
+def test_scale_advice_for_um_per_px_size_and_missing_mpp() -> None:
+    from slidesift.io.slide import Thumb
+    from slidesift.segment import scale_warnings
+
+    state: dict[str, object] = {}
+    ck = Checkpoint(None, {"training_scale": {"um_per_px": 2.0, "l0_longest": 4000}}, state)
+
+    def thumb(mpp: tuple[float, float] | None, l0: int = 4000) -> Thumb:
+        return Thumb(np.zeros((4, 4, 3), np.uint8), (l0, l0 // 2), (1.0, 1.0), 0, mpp, "s")
+
+    assert scale_warnings(thumb((2.0, 2.0)), ck) == []
+    assert scale_warnings(thumb((3.9, 3.9)), ck) == []  # 1.95x: inside the limit
+    (coarse,) = scale_warnings(thumb((4.0, 4.0)), ck)
+    assert "4 um/px" in coarse and "2 um/px" in coarse and "2.0x" in coarse and "smaller" in coarse
+    (fine,) = scale_warnings(thumb((0.9, 0.9)), ck)
+    assert "larger" in fine and "--mpp" in fine
+    # with an MPP the level-0 size does not matter; without one, it is all there is
+    assert scale_warnings(thumb((2.0, 2.0), l0=40000), ck) == []
+    no_mpp = scale_warnings(thumb(None), ck)
+    assert len(no_mpp) == 1 and "no MPP" in no_mpp[0] and "2 um/px" in no_mpp[0]
+    no_mpp_big = scale_warnings(thumb(None, l0=9000), ck)
+    assert len(no_mpp_big) == 2 and "9000 px" in no_mpp_big[1] and "2.2x" in no_mpp_big[1]
+    # a checkpoint from before the scale was recorded gives no advice
+    assert scale_warnings(thumb(None, l0=90000), Checkpoint(None, {}, state)) == []
+
+
+def test_segment_warns_when_a_slide_is_read_at_another_scale(
+    checkpoint: Checkpoint, image: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from slidesift.io.tiff import write_pyramidal_tiff
+    from slidesift.segment import OutOfDomainWarning, segment
+
+    folder = tmp_path_factory.mktemp("scale")
+    with_mpp = write_pyramidal_tiff(folder / "a.tif", image, mpp=1.0)
+    without = write_pyramidal_tiff(folder / "b.tif", image)
+    longest = max(image.shape[:2])
+    ck = Checkpoint(checkpoint.path, {**checkpoint.meta, "longest": longest, "mpp": None},
+                    checkpoint.state)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        segment(with_mpp, _with_scale(ck, 1.0, longest), SegmentSpec(stride=32))
+    with pytest.warns(OutOfDomainWarning, match=r"a\.tif: this slide is read at 1 um/px.*2\.5x"):
+        segment(with_mpp, _with_scale(ck, 2.5, longest), SegmentSpec(stride=32))
+    with pytest.warns(OutOfDomainWarning, match=r"b\.tif: the slide has no MPP"):
+        segment(without, _with_scale(ck, 1.0, longest), SegmentSpec(stride=32))

@@ -108,12 +108,51 @@ def test_flips_keep_labels_and_flip_pixels(tiles: TileSet) -> None:
 def test_epoch_plan_is_a_seeded_permutation() -> None:
     plan = epoch_plan(50, 16, seed=0, epoch=3, flips=True)
     assert [len(b) for b in plan] == [16, 16, 16, 2]
-    assert sorted(i for b in plan for i, _, _ in b) == list(range(50))
+    assert sorted(i for b in plan for i, _, _, _ in b) == list(range(50))
     assert plan == epoch_plan(50, 16, seed=0, epoch=3, flips=True)
     assert plan != epoch_plan(50, 16, seed=0, epoch=4, flips=True)
-    flips = np.array([(h, v) for b in plan for _, h, v in b])
+    flips = np.array([(h, v) for b in plan for _, h, v, _ in b])
     assert 0 < flips.mean() < 1
-    assert all(h == v == 0 for b in epoch_plan(50, 16, 0, 3, False) for _, h, v in b)
+    assert all(h == v == 0 for b in epoch_plan(50, 16, 0, 3, False) for _, h, v, _ in b)
+    assert all(s == 0 for b in plan for *_, s in b)  # no augmentation: no seeds
+
+
+def test_augmentation_seeds_leave_order_and_flips_alone_and_differ_per_tile() -> None:
+    plain = epoch_plan(50, 16, seed=0, epoch=3, flips=True)
+    augmented = epoch_plan(50, 16, seed=0, epoch=3, flips=True, augment=True)
+    assert [[t[:3] for t in b] for b in augmented] == [[t[:3] for t in b] for b in plain]
+    seeds = [t[3] for b in augmented for t in b]
+    assert len(set(seeds)) == len(seeds)
+    again = epoch_plan(50, 16, seed=0, epoch=4, flips=True, augment=True)
+    assert seeds != [t[3] for b in again for t in b]
+
+
+def test_batches_augment_each_tile_from_its_seed(tiles: TileSet) -> None:
+    from slidesift.augment import AugmentSpec, augment_tile
+
+    spec = AugmentSpec(rotations=True, hed=0.1, scale=0.1)
+    batches = TileBatches(tiles, spec)
+    items = [(i, 1, 0, 1000 + i) for i in range(6)]
+    x, y = batches.__getitems__(items)
+    for k, (i, _, _, seed) in enumerate(items):
+        expected = augment_tile(np.ascontiguousarray(tiles.tile(i)[:, ::-1]), spec, seed)
+        np.testing.assert_array_equal(x[k].numpy(), expected)
+        assert not np.array_equal(x[k].numpy(), tiles.tile(i)[:, ::-1])
+        assert int(y[k]) == tiles.label[i]
+    # the held-out set is never augmented: a spec with everything off changes nothing
+    x0, _ = TileBatches(tiles, AugmentSpec()).__getitems__(items)
+    np.testing.assert_array_equal(x0[0].numpy(), tiles.tile(0)[:, ::-1])
+
+
+def test_train_spec_reads_its_augmentation_back_from_json() -> None:
+    import json
+
+    from slidesift.augment import AugmentSpec
+
+    spec = TrainSpec(epochs=2, augment=AugmentSpec(rotations=True, hed=0.05))
+    again = TrainSpec(**json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    assert isinstance(again.augment, AugmentSpec)
 
 
 # --- training, checkpoints, resume --------------------------------------------------------------
@@ -197,6 +236,33 @@ def test_resumed_run_equals_uninterrupted_run(tiles: TileSet, tmp_path: Path) ->
     assert longer.resumed_from == 3 and len(longer.records) == 4
     with pytest.raises(SlidesiftError, match="another tile set or with other options"):
         train(tiles, tmp_path / "cut", TrainSpec(epochs=5, seed=6), resume=True)
+
+
+def test_resume_with_augmentation_is_bit_identical(tiles: TileSet, tmp_path: Path) -> None:
+    from slidesift.augment import AugmentSpec
+
+    spec = TrainSpec(epochs=2, seed=3, augment=AugmentSpec(rotations=True, hed=0.1, scale=0.1))
+    full = train(tiles, tmp_path / "full", spec)
+    plain = train(tiles, tmp_path / "plain", TrainSpec(epochs=1, seed=3))
+    assert full.records[0].train_loss != plain.records[0].train_loss  # augmentation is applied
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch: int, batch: int, loss: float) -> None:
+        if epoch == 2 and batch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiles, tmp_path / "cut", spec, callbacks=TrainCallbacks(on_batch=stop))
+    resumed = train(tiles, tmp_path / "cut", spec, resume=True)
+    a = _weights(tmp_path / "full" / "epoch_002.safetensors")
+    b = _weights(tmp_path / "cut" / "epoch_002.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.train_loss for r in full.records] == [r.train_loss for r in resumed.records]
+    other = TrainSpec(epochs=3, seed=3, augment=AugmentSpec(rotations=True))
+    with pytest.raises(SlidesiftError, match="another tile set or with other options"):
+        train(tiles, tmp_path / "cut", other, resume=True)
 
 
 def test_corrupt_checkpoints_give_clear_errors_and_never_unpickle(

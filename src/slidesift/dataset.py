@@ -176,6 +176,10 @@ class SlideImage:
         ``(H, W)`` bool tumor mask on the same grid.
     key
         Cache key of the thumbnail (content digest and target), for provenance.
+    um_per_px
+        Microns per thumbnail px (mean of x and y), ``None`` when the slide has no MPP.
+    l0_longest
+        Longer side of the slide's level 0 in px (``None``: unknown).
     """
 
     name: str
@@ -183,6 +187,8 @@ class SlideImage:
     pixels: NDArray[np.uint8] = field(repr=False)
     tumor: NDArray[np.bool_] = field(repr=False)
     key: str = ""
+    um_per_px: float | None = None
+    l0_longest: int | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 3 or self.pixels.shape[2] != 3 or self.pixels.dtype != np.uint8:

@@ -7,6 +7,7 @@ arrays. Each slide is decoded once per N; its truth is rasterised once per thumb
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,7 +64,8 @@ def load_slide(
                 f"{entry.label or 'tumor'!r} but its truth {entry.annotation.name} marks no "
                 "tumor at this resolution; fix the mask, or label the slide 'normal'"
             )
-    return SlideImage(entry.name, entry.label, thumb.pixels, tumor, key)
+    um = None if thumb.mpp is None else (thumb.mpp[0] + thumb.mpp[1]) / 2
+    return SlideImage(entry.name, entry.label, thumb.pixels, tumor, key, um, max(thumb.l0_size))
 
 
 def load_slides(
@@ -99,5 +101,5 @@ def normalize_slides(
             return normalizer.apply(np.asarray(s.pixels))
 
         pixels = cache.array(f"{s.key}-{tag}", make) if s.key else make()
-        out.append(SlideImage(s.name, s.label, pixels, s.tumor, s.key))
+        out.append(replace(s, pixels=pixels))
     return out

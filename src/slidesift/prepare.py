@@ -76,7 +76,8 @@ def prepare_tilesets(
     spec
         Tile set options.
     normalize
-        Stain normalisation to fit and apply (``reinhard`` or ``macenko``), or ``None``.
+        Stain normalisation to fit and apply (``reinhard``, ``macenko`` or ``vahadane``), or
+        ``None``.
     normalization
         Parameters of an already fitted normaliser (a resumed run); wins over ``normalize``.
     stain_reference

@@ -15,6 +15,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -53,12 +54,16 @@ class NoTilesWarning(UserWarning):
 
 
 class OutOfDomainWarning(UserWarning):
-    """The slide looks unlike the model's training slides (the rails admit little tissue)."""
+    """The slide looks unlike the model's training slides: the rails admit little of its
+    tissue, its um/px or size is 2x or more from the training slides', or it has no MPP."""
 
 
 #: Below this share of tissue tiles (tiles passing the background sift) admitted by the
 #: rails, a slide is out of the rails' domain: its entropy range is not the training slides'.
 RAILS_ADMIT_FLOOR = 0.2
+#: A slide whose um per thumbnail px (or, without MPP, level-0 size) differs from the
+#: training slides' median by this factor or more is out of the model's domain.
+SCALE_FACTOR_LIMIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,50 @@ def _warn_if_rails_reject_tissue(sifted: SiftResult, rails_used: bool) -> None:
         )
 
 
+def scale_warnings(thumb: Thumb, checkpoint: Checkpoint) -> list[str]:
+    """What is out of the model's domain in the slide's scale, as advice (empty: nothing).
+
+    Compares the thumbnail's um/px with the training slides' median (checkpoint metadata
+    ``training_scale``; checkpoints from before it was recorded give no advice), and, when
+    either side lacks an MPP, the level-0 sizes, against :data:`SCALE_FACTOR_LIMIT`.
+    """
+    trained = checkpoint.meta.get("training_scale") or {}
+    if not trained:
+        return []
+    out = []
+    model_um = trained.get("um_per_px")
+    um = None if thumb.mpp is None else (thumb.mpp[0] + thumb.mpp[1]) / 2
+    if um is None:
+        at = f" (the model was trained at {model_um:.3g} um/px)" if model_um else ""
+        out.append(
+            f"the slide has no MPP (microns per pixel) in its metadata, so its physical scale "
+            f"cannot be checked against the model's{at}. If it was scanned at another "
+            "magnification than the training slides, its tiles will not look like the training "
+            "tiles; convert it with its MPP, or check the segmentation by eye"
+        )
+    elif model_um:
+        ratio = um / model_um
+        if max(ratio, 1 / ratio) >= SCALE_FACTOR_LIMIT:
+            looks = "smaller" if ratio > 1 else "larger"
+            out.append(
+                f"this slide is read at {um:.3g} um/px, the model was trained at "
+                f"{model_um:.3g} um/px ({max(ratio, 1 / ratio):.1f}x): its cells look {looks} "
+                "than the cells the model learned. Train with --mpp, so that every slide is "
+                "read at one physical scale, or retrain on slides like this one"
+            )
+    model_l0 = trained.get("l0_longest")
+    if (um is None or not model_um) and model_l0:
+        ratio = max(thumb.l0_size) / model_l0
+        if max(ratio, 1 / ratio) >= SCALE_FACTOR_LIMIT:
+            out.append(
+                f"this slide's level 0 is {max(thumb.l0_size)} px on its longer side, "
+                f"{max(ratio, 1 / ratio):.1f}x the training slides' median ({model_l0} px): "
+                "at the model's N its tissue is scaled differently from the training tissue. "
+                "Train with --mpp, or retrain on slides of this size"
+            )
+    return out
+
+
 def _pick(spec: SegmentSpec, stride: int) -> str:
     if spec.inference == "auto":
         import torch
@@ -362,6 +411,8 @@ def segment(
     if thumb is None:
         with open_slide(slide_path) as slide:
             thumb = read_thumb(slide, **checkpoint.downsample)
+    for advice in scale_warnings(thumb, checkpoint):
+        warnings.warn(f"{Path(slide_path).name}: {advice}", OutOfDomainWarning, stacklevel=2)
     pixels = thumb.pixels
     normalizer = checkpoint.normalizer
     if normalizer is not None:

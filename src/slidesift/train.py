@@ -11,10 +11,14 @@ checkpoint's metrics):
 - ``masked_holdout_*``: the held-out tile set as training cuts it (the other class blacked
   out), which overstates what the model does on a slide.
 
-Reproducible: epoch ``e``'s tile order and flips come from ``numpy.random.default_rng([seed,
-e])`` and its dropout from ``torch.manual_seed`` of the same pair, so an epoch does not depend
-on how the run got there. Together with the optimizer state saved after every epoch
-(``resume.safetensors``), a resumed run produces the same weights as an uninterrupted one.
+Beyond the paper's flips, :class:`slidesift.augment.AugmentSpec` adds 90-degree rotations,
+HED stain jitter and scale jitter (off by default).
+
+Reproducible: epoch ``e``'s tile order, flips and augmentation seeds come from
+``numpy.random.default_rng([seed, e])`` and its dropout from ``torch.manual_seed`` of the same
+pair, so an epoch does not depend on how the run got there. Together with the optimizer state
+saved after every epoch (``resume.safetensors``), a resumed run produces the same weights as an
+uninterrupted one.
 
 Run folder::
 
@@ -42,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift._version import __version__
+from slidesift.augment import AugmentSpec, augment_tile
 from slidesift.checkpoint import (
     CheckpointError,
     read_safetensors,
@@ -102,6 +107,9 @@ class TrainSpec:
         Adam learning rate.
     flips
         Random horizontal and vertical flips (each with probability 1/2).
+    augment
+        Augmentations beyond the paper's flips (:class:`slidesift.augment.AugmentSpec`:
+        90-degree rotations, HED stain jitter, scale jitter); all off by default.
     seed
         Seeds weights, tile order, flips and dropout.
     device
@@ -117,12 +125,15 @@ class TrainSpec:
     batch_size: int = 16
     lr: float = 1e-4
     flips: bool = True
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
     eval_batch: int = 64
 
     def __post_init__(self) -> None:
+        if not isinstance(self.augment, AugmentSpec):  # a dict read back from run.json
+            object.__setattr__(self, "augment", AugmentSpec.from_dict(self.augment))
         if self.epochs < 1:
             raise ConfigError("epochs", self.epochs, "at least 1 (paper: 75)")
         if self.batch_size < 1:
@@ -200,29 +211,33 @@ class TrainResult:
 
 class TileBatches:
     """A DataLoader dataset over a :class:`TileSet`: fetches whole batches of ``(i, flip_h,
-    flip_v)`` items and returns ``(tiles (B, T, T, 3) uint8, labels (B,) int64)`` tensors."""
+    flip_v, augment_seed)`` items and returns ``(tiles (B, T, T, 3) uint8, labels (B,) int64)``
+    tensors. With ``augment``, each tile is then augmented from its item's seed."""
 
-    def __init__(self, tiles: TileSet) -> None:
+    def __init__(self, tiles: TileSet, augment: AugmentSpec | None = None) -> None:
         self.tiles = tiles
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getitem__(self, item: tuple[int, int, int]) -> Any:
+    def __getitem__(self, item: tuple[int, ...]) -> Any:
         return self.__getitems__([item])
 
-    def __getitems__(self, items: Sequence[tuple[int, int, int]]) -> Any:
+    def __getitems__(self, items: Sequence[tuple[int, ...]]) -> Any:
         import torch
 
         t = self.tiles.spec.tile
         out = np.empty((len(items), t, t, 3), np.uint8)
         labels = np.empty(len(items), np.int64)
-        for k, (i, flip_h, flip_v) in enumerate(items):
+        for k, (i, flip_h, flip_v, *rest) in enumerate(items):
             tile = self.tiles.tile(i)
             if flip_h:
                 tile = tile[:, ::-1]
             if flip_v:
                 tile = tile[::-1]
+            if self.augment is not None and rest:
+                tile = augment_tile(tile, self.augment, rest[0])
             out[k] = tile
             labels[k] = self.tiles.label[i]
         return torch.from_numpy(out), torch.from_numpy(labels)
@@ -233,13 +248,18 @@ def _identity(batch: Any) -> Any:
 
 
 def epoch_plan(
-    n: int, batch_size: int, seed: int, epoch: int, flips: bool
-) -> list[list[tuple[int, int, int]]]:
-    """Epoch ``epoch``'s batches of ``(tile index, flip_h, flip_v)``; a function of its args."""
+    n: int, batch_size: int, seed: int, epoch: int, flips: bool, augment: bool = False
+) -> list[list[tuple[int, int, int, int]]]:
+    """Epoch ``epoch``'s batches of ``(tile index, flip_h, flip_v, augment_seed)``; a function
+    of its args (the order and flips do not depend on ``augment``; seeds are 0 without it)."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n)
     flip = rng.integers(0, 2, size=(n, 2)) if flips else np.zeros((n, 2), np.int64)
-    items = [(int(i), int(flip[k, 0]), int(flip[k, 1])) for k, i in enumerate(order)]
+    if augment:
+        seeds = np.random.default_rng([seed, epoch, 1]).integers(0, 2**31, size=n)
+    else:
+        seeds = np.zeros(n, np.int64)
+    items = [(int(i), int(flip[k, 0]), int(flip[k, 1]), int(seeds[k])) for k, i in enumerate(order)]
     return [items[j : j + batch_size] for j in range(0, n, batch_size)]
 
 
@@ -250,9 +270,10 @@ class _EpochSampler:
     def __init__(self, n: int, spec: TrainSpec) -> None:
         self.n, self.spec, self.epoch = n, spec, 1
 
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         s = self.spec
-        return iter(epoch_plan(self.n, s.batch_size, s.seed, self.epoch, s.flips))
+        plan = epoch_plan(self.n, s.batch_size, s.seed, self.epoch, s.flips, s.augment.active)
+        return iter(plan)
 
     def __len__(self) -> int:
         return -(-self.n // self.spec.batch_size)
@@ -289,8 +310,23 @@ def fingerprint(tiles: TileSet, spec: TrainSpec) -> str:
     opts = spec.to_dict()
     for k in ("epochs", "device", "workers", "eval_batch"):
         opts.pop(k)
+    if not spec.augment.active:  # runs from before augmentations existed still resume
+        opts.pop("augment")
     h.update(json.dumps([opts, tiles.spec.to_dict(), list(tiles.classes)], sort_keys=True).encode())
     return h.hexdigest()
+
+
+def training_scale(tiles: TileSet) -> dict[str, Any]:
+    """The training slides' median um per thumbnail px (``None`` when none has an MPP), their
+    median level-0 longer side, and how many slides had no MPP; segmentation warns when a
+    slide is 2x or more away (:func:`slidesift.segment.scale_warnings`)."""
+    ums = [s.um_per_px for s in tiles.slides if s.um_per_px is not None]
+    sizes = [s.l0_longest for s in tiles.slides if s.l0_longest is not None]
+    return {
+        "um_per_px": float(np.median(ums)) if ums else None,
+        "l0_longest": int(np.median(sizes)) if sizes else None,
+        "slides_without_mpp": len(tiles.slides) - len(ums),
+    }
 
 
 def checkpoint_meta(
@@ -310,6 +346,7 @@ def checkpoint_meta(
         "tumor_max_background": ts.tumor_sift.max_background,
         "classes": list(tiles.classes),
         "normalization": normalization,
+        "training_scale": training_scale(tiles),
         "epoch": epoch,
         "metrics": metrics,
         "slidesift_version": __version__,
@@ -563,7 +600,7 @@ def train(
     workers = _workers(spec, device)
     sampler = _EpochSampler(len(tiles), spec)
     loader: Any = torch.utils.data.DataLoader(
-        TileBatches(tiles),  # type: ignore[arg-type]
+        TileBatches(tiles, spec.augment),  # type: ignore[arg-type]
         batch_sampler=sampler,
         collate_fn=_identity,
         num_workers=workers,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.cli.options import sift_options, sift_spec
 from slidesift.dataset import TileSet, TileSetSpec
@@ -175,7 +176,7 @@ def _resume_options(out: Path) -> dict[str, Any]:
 )
 @click.option(
     "--normalize",
-    type=click.Choice(["none", "reinhard", "macenko"]),
+    type=click.Choice(["none", "reinhard", "macenko", "vahadane"]),
     default="none",
     show_default=True,
     help="Stain-normalise thumbnails before tiling.",
@@ -199,6 +200,24 @@ def _resume_options(out: Path) -> dict[str, Any]:
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
 @click.option("--no-flips", is_flag=True, help="Turn off random horizontal/vertical flips.")
+@click.option(
+    "--rotations", is_flag=True, help="Also rotate training tiles by random multiples of 90 deg."
+)
+@click.option(
+    "--hed-jitter",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="HED stain jitter strength (Tellez et al. 2019; 0.05 light, 0.2 strong): each tile's "
+    "haematoxylin, eosin and DAB amounts are scaled by 1+-s and shifted by +-s.",
+)
+@click.option(
+    "--scale-jitter",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Zoom each training tile by a random factor in [1/(1+s), 1+s] (0.1: +-10%).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
@@ -245,6 +264,9 @@ def train_command(
     batch_size: int,
     lr: float,
     no_flips: bool,
+    rotations: bool,
+    hed_jitter: float,
+    scale_jitter: float,
     seed: int,
     device: str,
     workers: int | None,
@@ -274,6 +296,9 @@ def train_command(
       slidesift train subsets/subset_1.csv --out run1 -N 1500 -T 96 --epochs 2
     Tiles as segmentation sees them (no blacked-out class) instead of the paper's:
       slidesift train cohort/manifest.csv --out runraw -N 1500 -T 96 --tile-source raw --epochs 2
+    Stain-normalised, with rotations and HED stain jitter (for slides from other centres):
+      slidesift train cohort/manifest.csv --out runaug -N 1500 -T 96 --tile-source raw \
+        --normalize reinhard --rotations --hed-jitter 0.05 --epochs 2
     Only the tile sets, as PNGs in ImageFolder layout:
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
@@ -312,6 +337,7 @@ def train_command(
         train_spec = TrainSpec(
             epochs=epochs, batch_size=batch_size, lr=lr, flips=not no_flips, seed=seed,
             device=device, workers=workers,
+            augment=AugmentSpec(rotations=rotations, hed=hed_jitter, scale=scale_jitter),
         )  # fmt: skip
     if normalize != "none" and normalization is None:
         hint = background_hint(tileset_spec.sift)
