@@ -38,6 +38,15 @@ N_PARAMS = 24
 # Stain amounts of the textures are relative; these bring tissue to the optical density of
 # real H&E thumbnails (TCGA, CMU-1: mean tissue RGB about (150-200, 100, 140-150)).
 _H_GAIN, _E_GAIN = 1.7, 2.1
+# Fine structure of the stains, which brings the entropy of phantom tissue tiles at 0.5-1 um/px
+# towards real H&E's (docs/phantom.md, benchmarks/phantom_vs_real.py): granularity (chromatin,
+# cytoplasm, fibrils) and mottle, multiplicative value noise with features _GRAIN_UM and
+# _MOTTLE_UM microns across and amplitudes +-_GRAIN and +-_MOTTLE, and sensor noise of +-_NOISE / 2
+# grey levels, independent per channel. Stronger mottle narrows the gap further but hides the
+# texture that tells tumor from normal (tests/test_phantom_quality.py's bar).
+_GRAIN_UM, _GRAIN = 1.0, 0.5
+_MOTTLE_UM, _MOTTLE = 4.0, 0.45
+_NOISE = 6.0
 
 
 @njit(cache=True)
@@ -396,10 +405,17 @@ def paint_block(
                     * params[P_ESCALE]
                     * (0.9 + 0.2 * _value(x / 300.0, y / 300.0, seed + 98))
                 )
+                ch *= 1.0 + _GRAIN * (2.0 * _value(x / _GRAIN_UM, y / _GRAIN_UM, seed + 71) - 1.0)
+                ce *= 1.0 + _GRAIN * (2.0 * _value(x / _GRAIN_UM, y / _GRAIN_UM, seed + 72) - 1.0)
+                ch *= 1.0 + _MOTTLE * (
+                    2.0 * _value(x / _MOTTLE_UM, y / _MOTTLE_UM, seed + 73) - 1.0
+                )
+                ce *= 1.0 + _MOTTLE * (
+                    2.0 * _value(x / _MOTTLE_UM, y / _MOTTLE_UM, seed + 74) - 1.0
+                )
                 if fold[i, j]:
                     ch *= 1.9
                     ce *= 1.9
-            noise = 2.4 * (_hash(l0_x0 + j, l0_y0 + i, seed + 99) - 0.5)
             ink = int(pen[i, j])
             for c in range(3):
                 od = ch * params[P_HOD + c] + ce * params[P_EOD + c]
@@ -408,5 +424,6 @@ def paint_block(
                 light = params[P_GLASS + c] * column_gain[j]
                 if code == 5:
                     light = 18.0
+                noise = _NOISE * (_hash(l0_x0 + j, l0_y0 + i, seed + 99 + c) - 0.5)
                 v = light * math.exp(-od) + noise
                 out[i, j, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))
