@@ -118,3 +118,21 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     assert all(r["slide"] in html for r in rows) and "data:image/png;base64" in html
     tail = "".join(out.split("open the report:")[-1].split())  # rich may wrap the path
     assert tail == str(report)
+
+
+def test_slidesift_warnings_print_as_one_advice_line(capsys) -> None:
+    import warnings
+
+    from slidesift.cli.main import _show_warning
+    from slidesift.segment import OutOfDomainWarning
+
+    _show_warning(OutOfDomainWarning("the slide has no MPP"), OutOfDomainWarning, "x.py", 3)
+    err = capsys.readouterr().err
+    assert err.strip() == "warning: the slide has no MPP"
+    with warnings.catch_warnings(record=True) as shown:  # others go to Python's own display
+        _show_warning(UserWarning("from elsewhere"), UserWarning, "lib.py", 7)
+    assert "warning: from elsewhere" not in capsys.readouterr().err
+    assert [str(w.message) for w in shown] == ["from elsewhere"]
+    before = warnings.showwarning
+    assert main(["--version"]) == 0
+    assert warnings.showwarning is before  # main leaves Python's display as it found it

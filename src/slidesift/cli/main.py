@@ -8,6 +8,8 @@ data; 6 unreadable checkpoint; 130 interrupted.
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
 import click
 from rich.console import Console
@@ -26,6 +28,8 @@ from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command
 from slidesift.config import default_map, read_config
 from slidesift.errors import SlidesiftError
+
+_default_showwarning = warnings.showwarning
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -88,8 +92,29 @@ cli.add_command(evaluate_command)
 cli.add_command(doctor)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """slidesift's own warnings as ``warning: <advice>`` lines; others as Python shows them."""
+    if category.__module__.startswith("slidesift"):
+        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {message}")
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn slidesift errors into a one-paragraph message and an exit code."""
+    with warnings.catch_warnings():  # restores Python's display when main returns
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     err = Console(stderr=True)
     try:
         cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
