@@ -103,6 +103,7 @@ CONDITIONS = {
         Condition("raw+macenko+hed-strong", normalize="macenko", augment=HED_STRONG),
         Condition("raw+vahadane+hed-strong", normalize="vahadane", augment=HED_STRONG),
         Condition("raw+reinhard+all-strong", normalize="reinhard", augment=ALL_STRONG),
+        Condition("masked+reinhard+hed-strong", "masked", "reinhard", HED_STRONG),
         Condition(
             "masked+reinhard+all-aug", source="masked", normalize="reinhard", augment=ALL_AUG
         ),
@@ -194,8 +195,9 @@ def run_condition(
         normalize=cond.normalize,
         cache=ThumbCache(work.parent / "thumbs"),  # type: ignore[arg-type]
     )
+    resume = (work / "run" / "run.json").exists()  # an interrupted run continues
     result = train(
-        prepared.train, work / "run",
+        prepared.train, work / "run", resume=resume,
         TrainSpec(epochs=epochs, lr=LR, augment=cond.augment), holdout=prepared.holdout,
         normalization=prepared.normalization,
     )  # fmt: skip
