@@ -197,9 +197,9 @@ def run_condition(
     )
     resume = (work / "run" / "run.json").exists()  # an interrupted run continues
     result = train(
-        prepared.train, work / "run", resume=resume,
+        prepared.train, work / "run",
         TrainSpec(epochs=epochs, lr=LR, augment=cond.augment), holdout=prepared.holdout,
-        normalization=prepared.normalization,
+        normalization=prepared.normalization, resume=resume,
     )  # fmt: skip
     trained = time.perf_counter() - started
     entries = read_manifest(manifest)
