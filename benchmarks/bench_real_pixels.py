@@ -103,6 +103,7 @@ CONDITIONS = {
         Condition("raw+macenko+hed-strong", normalize="macenko", augment=HED_STRONG),
         Condition("raw+vahadane+hed-strong", normalize="vahadane", augment=HED_STRONG),
         Condition("raw+reinhard+all-strong", normalize="reinhard", augment=ALL_STRONG),
+        Condition("raw+vahadane+all-strong", normalize="vahadane", augment=ALL_STRONG),
         Condition("masked+reinhard+hed-strong", "masked", "reinhard", HED_STRONG),
         Condition(
             "masked+reinhard+all-aug", source="masked", normalize="reinhard", augment=ALL_AUG

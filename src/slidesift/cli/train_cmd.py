@@ -296,9 +296,9 @@ def train_command(
       slidesift train subsets/subset_1.csv --out run1 -N 1500 -T 96 --epochs 2
     Tiles as segmentation sees them (no blacked-out class) instead of the paper's:
       slidesift train cohort/manifest.csv --out runraw -N 1500 -T 96 --tile-source raw --epochs 2
-    Stain-normalised, with rotations and HED stain jitter (for slides from other centres):
-      slidesift train cohort/manifest.csv --out runaug -N 1500 -T 96 --tile-source raw \
-        --normalize reinhard --rotations --hed-jitter 0.05 --epochs 2
+    For slides from other centres (the best measured recipe across centres, docs/results.md):
+      slidesift train cohort/manifest.csv --out runaug -N 1500 -T 96 --tile-source raw \\
+        --normalize reinhard --hed-jitter 0.2 --rotations --scale-jitter 0.1 --epochs 2
     Only the tile sets, as PNGs in ImageFolder layout:
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
