@@ -255,6 +255,8 @@ def main() -> None:
     epochs_help = f"default {EPOCHS} (real pixels), {PHANTOM_EPOCHS} (phantom)"
     parser.add_argument("--epochs", type=int, default=None, help=epochs_help)
     parser.add_argument("--seed", type=int, default=0)
+    mpp_help = "um/px the mosaics are read at (a 96-px tile covers 23 um at 0.243)"
+    parser.add_argument("--mpp", type=float, default=DEFAULT_MPP, help=mpp_help)
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-real-pixels"))
     args = parser.parse_args()
     names = list(CONDITIONS) if args.conditions == "all" else args.conditions.split(",")
@@ -272,12 +274,14 @@ def main() -> None:
         name, title = "real_pixels_phantom", "PAIP-like phantoms"
     else:
         patches = read_patch_folder(args.patches)
-        root = args.work / f"seed{args.seed}-{args.test_source}-e{epochs}"
+        at = "" if args.mpp == DEFAULT_MPP else f"-mpp{args.mpp:g}"
+        root = args.work / f"seed{args.seed}-{args.test_source}-e{epochs}{at}"
         manifest = make_cohort(patches, root / "cohort", args.test_source, args.seed)
-        downsample = {"longest": None, "mpp": DEFAULT_MPP}
+        downsample = {"longest": None, "mpp": args.mpp}
         cohort_info = root / "cohort" / "cohort.json"
         name = "real_pixels"
-        title = f"Real CAMELYON16 pixels, test on {args.test_source}"
+        title = f"Real CAMELYON16 pixels at {args.mpp:g} um/px, test on {args.test_source}"
+        name += "" if args.mpp == DEFAULT_MPP else f"_mpp{args.mpp:g}"
     warnings.simplefilter("ignore", UserWarning)  # out-of-domain notes on tiny mosaics
     records = []
     for cname in names:
@@ -320,6 +324,7 @@ def main() -> None:
             "epochs": epochs,
             "lr": LR,
             "seed": args.seed,
+            "mpp": None if args.phantom else args.mpp,
         },
     )
 
