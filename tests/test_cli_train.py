@@ -30,9 +30,11 @@ def test_train_then_resume_with_more_epochs(
     code, text, err = run(
         capsys, "train", str(tiny_cohort), "--out", str(out), "-N", "480", "-T", "96",
         "--epochs", "1", "--cache", cache, "--tumor-max-background", "0.3",
+        "--rotations", "--hed-jitter", "0.1",
     )  # fmt: skip
     assert code == 0, err
     assert "training tiles" in text and "rails [" in text and "held-out tiles" in text
+    assert "augmentation: flips, rot90 + HED 0.1" in text
     assert "epoch   1" in text
     ck = load_checkpoint(out / "epoch_001.safetensors")
     assert ck.meta["tumor_max_background"] == 0.3 and ck.tile == 96
@@ -42,6 +44,7 @@ def test_train_then_resume_with_more_epochs(
                           "--cache", cache)  # fmt: skip
     assert code == 0, err
     assert "resumed after epoch 1" in text
+    assert "augmentation: flips, rot90 + HED 0.1" in text  # the run's own, read back
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(0.0 <= float(r["holdout_raw_accuracy"]) <= 1.0 for r in rows)

@@ -366,6 +366,8 @@ def train_command(
         summary_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})")
     )
     console.print(f"{tiles.rails}, fitted on {tiles.rails.n_tiles} tumor tiles")
+    flips = "flips" if train_spec.flips else "no flips"
+    console.print(f"augmentation: {flips}, {train_spec.augment.describe()}")
     if prepared.holdout is not None:
         split = prepared.holdout_split
         n_held = len(prepared.manifest.split(split or "test"))
