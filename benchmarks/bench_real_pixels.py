@@ -282,6 +282,8 @@ def main() -> None:
         name = "real_pixels"
         title = f"Real CAMELYON16 pixels at {args.mpp:g} um/px, test on {args.test_source}"
         name += "" if args.mpp == DEFAULT_MPP else f"_mpp{args.mpp:g}"
+        name += "" if epochs == EPOCHS else f"_e{epochs}"
+        name += "" if args.seed == 0 else f"_seed{args.seed}"
     warnings.simplefilter("ignore", UserWarning)  # out-of-domain notes on tiny mosaics
     records = []
     for cname in names:
