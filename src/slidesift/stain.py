@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 import cv2
 import numpy as np
@@ -213,8 +213,8 @@ class MacenkoNormalizer:
         return he, np.percentile(conc, 99, axis=1)
 
     @classmethod
-    def fit(cls, images: Sequence[NDArray[np.uint8]], **options: float) -> MacenkoNormalizer:
-        """Target vectors and concentrations from ``images`` (pooled)."""
+    def fit(cls, images: Sequence[NDArray[np.uint8]], **options: float) -> Self:
+        """Target vectors and concentrations from ``images`` (pooled; Vahadane inherits it)."""
         probe = cls(**options)  # type: ignore[arg-type]
         he, max_c = probe.stains(images)
         return cls(
@@ -342,17 +342,6 @@ class VahadaneNormalizer(MacenkoNormalizer):
         he = w.T.copy()
         conc = np.linalg.lstsq(he, od.T, rcond=None)[0]
         return he, np.percentile(conc, 99, axis=1)
-
-    @classmethod
-    def fit(cls, images: Sequence[NDArray[np.uint8]], **options: float) -> VahadaneNormalizer:
-        """Target vectors and concentrations from ``images`` (pooled)."""
-        probe = cls(**options)  # type: ignore[arg-type]
-        he, max_c = probe.stains(images)
-        return cls(
-            he=tuple((float(a), float(b)) for a, b in he),
-            max_c=(float(max_c[0]), float(max_c[1])),
-            **options,  # type: ignore[arg-type]
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for checkpoint metadata."""
