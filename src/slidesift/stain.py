@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -162,6 +162,9 @@ MACENKO_REFERENCE_HE = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
 MACENKO_REFERENCE_MAX_C = (1.9705, 1.0308)
 
 
+_M = TypeVar("_M", bound="MacenkoNormalizer")
+
+
 @dataclass(frozen=True)
 class MacenkoNormalizer:
     """Macenko et al. (2009): estimate each slide's H and E vectors in optical density, then
@@ -213,7 +216,7 @@ class MacenkoNormalizer:
         return he, np.percentile(conc, 99, axis=1)
 
     @classmethod
-    def fit(cls, images: Sequence[NDArray[np.uint8]], **options: float) -> Self:
+    def fit(cls: type[_M], images: Sequence[NDArray[np.uint8]], **options: float) -> _M:
         """Target vectors and concentrations from ``images`` (pooled; Vahadane inherits it)."""
         probe = cls(**options)  # type: ignore[arg-type]
         he, max_c = probe.stains(images)
