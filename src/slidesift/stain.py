@@ -191,10 +191,11 @@ class MacenkoNormalizer:
     beta: float = 0.15
     method: str = field(default="macenko", init=False)
 
-    def stains(
+    def optical_density(
         self, pixels: NDArray[np.uint8] | Sequence[NDArray[np.uint8]]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """An image's stain vectors ``(3, 2)`` and 99th-percentile concentrations ``(2,)``."""
+        """Optical density of an (even subsample of the) image's pixels ``(n, 3)``, and of its
+        stained pixels (every channel at least ``beta``) ``(m, 3)``."""
         images = [pixels] if isinstance(pixels, np.ndarray) else list(pixels)
         rgb = _subsample(images, _FIT_PIXELS)
         od = -np.log((rgb.astype(np.float64) + 1.0) / self.io)
@@ -204,6 +205,10 @@ class MacenkoNormalizer:
                 "stain normalisation: fewer than 16 stained pixels, nothing to estimate "
                 "stain vectors from (is the image blank?)"
             )
+        return od, od_hat
+
+    def macenko_vectors(self, od_hat: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Macenko's H and E vectors ``(3, 2)`` from stained pixels' optical density."""
         _, eigvecs = np.linalg.eigh(np.cov(od_hat.T))
         plane = eigvecs[:, 1:3]
         proj = od_hat @ plane
@@ -211,7 +216,17 @@ class MacenkoNormalizer:
         lo, hi = np.percentile(phi, self.alpha), np.percentile(phi, 100 - self.alpha)
         v_min = plane @ np.array([np.cos(lo), np.sin(lo)])
         v_max = plane @ np.array([np.cos(hi), np.sin(hi)])
-        he = np.stack([v_min, v_max] if v_min[0] > v_max[0] else [v_max, v_min], axis=1)
+        he: NDArray[np.float64] = np.stack(
+            [v_min, v_max] if v_min[0] > v_max[0] else [v_max, v_min], axis=1
+        )
+        return he
+
+    def stains(
+        self, pixels: NDArray[np.uint8] | Sequence[NDArray[np.uint8]]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """An image's stain vectors ``(3, 2)`` and 99th-percentile concentrations ``(2,)``."""
+        od, od_hat = self.optical_density(pixels)
+        he = self.macenko_vectors(od_hat)
         conc = np.linalg.lstsq(he, od.T, rcond=None)[0]
         return he, np.percentile(conc, 99, axis=1)
 
@@ -321,11 +336,8 @@ class VahadaneNormalizer(MacenkoNormalizer):
         self, pixels: NDArray[np.uint8] | Sequence[NDArray[np.uint8]]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """An image's stain vectors ``(3, 2)`` and 99th-percentile concentrations ``(2,)``."""
-        images = [pixels] if isinstance(pixels, np.ndarray) else list(pixels)
-        init, _ = super().stains(images)
-        rgb = _subsample(images, _FIT_PIXELS)
-        od = -np.log((rgb.astype(np.float64) + 1.0) / self.io)
-        od_hat = od[~np.any(od < self.beta, axis=1)]
+        od, od_hat = self.optical_density(pixels)
+        init = self.macenko_vectors(od_hat)
         od_fit = od_hat[:: max(1, od_hat.shape[0] // _VAHADANE_PIXELS)]
         w = np.maximum(init.T, 1e-6)  # (2, 3): rows haematoxylin, eosin
         for _ in range(self.iterations):
