@@ -53,7 +53,7 @@ def test_train_then_resume_with_more_epochs(
     before = (out / "epoch_002.safetensors").read_bytes()
     code, _, err = run(capsys, "train", str(tiny_cohort), "--out", str(out), "-N", "480",
                        "-T", "96", "--epochs", "1", "--cache", cache)  # fmt: skip
-    assert code == 1 and "already holds a training run" in err
+    assert code == 5 and "already holds a training run" in err
     assert (out / "epoch_002.safetensors").read_bytes() == before
 
 

@@ -247,7 +247,7 @@ def test_cli_report(capsys, fx: Fixture, tmp_path: Path) -> None:
     assert code == 0 and "Example" in out and "slidesift report seg --run run" in out
     code = main(["report", str(tmp_path)])
     _, err = capsys.readouterr()
-    assert code == 1 and "has no scores.csv" in err
+    assert code == 4 and "has no scores.csv" in err
 
 
 def _write(path: Path, text: str) -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesift.errors import SlidesiftError
+from slidesift.errors import CheckpointError
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
@@ -40,20 +40,6 @@ _META_KEY = "slidesift"
 #: Metadata every checkpoint must carry.
 REQUIRED = ("format", "tile", "classes", "rails", "sift", "epoch")
 
-
-class CheckpointError(SlidesiftError):
-    """A checkpoint file is missing, truncated, corrupt or not a slidesift checkpoint."""
-
-    exit_code = 6
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(
-            f"cannot load checkpoint {str(self.path)!r}: {reason}\n"
-            "  hint: an interrupted run keeps its previous epochs intact; resume the run "
-            "(slidesift train ... --resume) or pick another epoch's file"
-        )
 
 
 def write_safetensors(

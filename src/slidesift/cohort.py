@@ -50,7 +50,7 @@ from slidesift.cohort_task import (
     outcome_from_doc,
     segment_slide_task,
 )
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import CohortError, ConfigError, MissingExtraError, require
 from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
 from slidesift.segment import SegmentSpec
@@ -76,30 +76,6 @@ SUMMARY_FILE = "summary.json"
 Status = Literal["ok", "resumed", "failed"]
 
 
-class CohortError(SlidesiftError):
-    """A cohort cannot run (repeated slide names, unreachable scheduler) or every slide failed."""
-
-
-class MissingExtraError(SlidesiftError):
-    """An optional dependency is not installed; the message names the pip extra.
-
-    Parameters
-    ----------
-    module
-        The module that failed to import.
-    extra
-        The slidesift extra that provides it.
-    """
-
-    def __init__(self, module: str, extra: str) -> None:
-        self.module = module
-        self.extra = extra
-        super().__init__(
-            f"running a cohort on Dask needs {module!r}, which is not installed: "
-            f"pip install 'slidesift[{extra}]'\n"
-            "  hint: or run in this process without Dask: scheduler='sync' "
-            "(slidesift evaluate ... --workers 0)"
-        )
 
 
 @dataclass(frozen=True)
@@ -202,14 +178,16 @@ def _resumable(folder: Path, stamp: dict[str, Any]) -> SlideRun | None:
 
 def _distributed() -> Any:
     """The ``distributed`` module, or :class:`MissingExtraError` naming ``slidesift[cohort]``."""
-    try:
-        import dask  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("dask", "cohort") from None
-    try:
-        import distributed
-    except ImportError:
-        raise MissingExtraError("distributed", "cohort") from None
+    for module in ("dask", "distributed"):
+        require(
+            module,
+            "cohort",
+            "running a cohort on Dask",
+            "or run in this process without Dask: scheduler='sync' "
+            "(slidesift evaluate ... --workers 0)",
+        )
+    import distributed
+
     return distributed
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, DatasetError
 from slidesift.io.atomic import atomic_write_text
 from slidesift.rails import Rails, fit_rails
 from slidesift.sift import SiftSpec, TileStats, measure_tiles
@@ -56,11 +56,6 @@ ClassMode = Literal["binary", "subtype"]
 BalanceMode = Literal["all", "tumor", "none"]
 TileSource = Literal["masked", "raw"]
 
-
-class DatasetError(SlidesiftError):
-    """The training slides cannot make a tile set (no tumor, one class, tiles too large)."""
-
-    exit_code = 5
 
 
 @dataclass(frozen=True)

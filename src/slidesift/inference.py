@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.checkpoint import Checkpoint
-from slidesift.errors import SlidesiftError
+from slidesift.errors import CheckpointError, ConfigError
 
 __all__ = [
     "DENSE_STEP",
@@ -249,8 +249,10 @@ def export_onnx(
     diff = float(np.abs(got - expected).max())
     if diff > _PARITY_ATOL:
         path.unlink(missing_ok=True)
-        raise SlidesiftError(
-            f"the ONNX export of {stem} differs from torch by {diff:.2e} (> {_PARITY_ATOL})"
+        raise CheckpointError(
+            path,
+            f"the ONNX export of {stem} differs from torch by {diff:.2e} (> {_PARITY_ATOL})",
+            "report this as a bug, with the checkpoint; segment with inference='torch' meanwhile",
         )
     return path
 
@@ -400,9 +402,7 @@ class DenseOnnx:
             ``(indices into th_xy, (m, C) probabilities)``, batch by batch.
         """
         if not dense_applies(stride):
-            raise SlidesiftError(
-                f"dense inference needs a stride that is a multiple of 16, not {stride}"
-            )
+            raise ConfigError("stride", stride, "a multiple of 16 for dense inference")
         if len(th_xy) == 0:
             return
         h5 = _side_after(pixels.shape[0], 4) - 2

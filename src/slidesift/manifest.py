@@ -28,11 +28,11 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slidesift.errors import SlidesiftError
+from slidesift.errors import ManifestError
 from slidesift.io.atomic import atomic_write_text
 
 __all__ = [
@@ -54,24 +54,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 NORMAL_LABELS: tuple[str, ...] = ("normal", "negative", "non-tumor")
 _ANNOTATION_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".xml", ".geojson", ".json")
 
-
-class ManifestError(SlidesiftError):
-    """A manifest cannot be used; ``problems`` lists each one as ``(line, message)``."""
-
-    exit_code = 4
-
-    def __init__(self, path: str | Path, problems: Sequence[tuple[int, str]]) -> None:
-        self.path = Path(path)
-        self.problems = list(problems)
-        shown = "\n".join(
-            f"  line {line}: {msg}" if line else f"  {msg}" for line, msg in self.problems[:20]
-        )
-        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(
-            f"manifest {str(self.path)!r} has {len(self.problems)} problem(s):\n{shown}{more}\n"
-            f"  hint: columns are {', '.join(COLUMNS)}; paths are relative to the manifest's "
-            "folder; see the README section 'The cohort manifest'"
-        )
 
 
 @dataclass(frozen=True)

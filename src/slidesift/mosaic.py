@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, PatchFolderError
 
 __all__ = ["Mosaic", "Patch", "build_mosaic", "read_patch_folder", "write_mosaic"]
 
@@ -103,17 +103,17 @@ def read_patch_folder(root: str | os.PathLike[str]) -> list[Patch]:
                 with Image.open(path) as image:
                     pixels = np.asarray(image.convert("RGB"))
             except OSError as exc:
-                raise SlidesiftError(f"{path}: not a readable PNG ({exc})") from exc
+                raise PatchFolderError(path, f"not a readable PNG ({exc})") from exc
             parts = path.stem.split("_")
             source = "_".join(parts[:-2]) if len(parts) > 2 else path.stem
             patches.append(Patch(pixels, label == "tumor", source, path.stem))
     if not patches:
-        raise SlidesiftError(
-            f"{root}: no patches; expected {root}/tumor/*.png and {root}/normal/*.png"
+        raise PatchFolderError(
+            root, "no patches", f"expected {root}/tumor/*.png and {root}/normal/*.png"
         )
     shapes = {p.pixels.shape for p in patches}
     if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
-        raise SlidesiftError(f"{root}: patches must be square and of one size, found {shapes}")
+        raise PatchFolderError(root, f"patches must be square and of one size, found {shapes}")
     return patches
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, DatasetError, RailsError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.sniff import file_kind
 from slidesift.sift import EntropyMode, SiftSpec, measure_tiles
 from slidesift.tiles import TileGrid
 
@@ -32,6 +33,18 @@ __all__ = [
     "tumor_tile_entropies",
     "write_spread",
 ]
+
+_RAILS_HINT = "give the rails JSON that `slidesift rails --out` writes"
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why a rails file cannot be read, naming what it is when it is something else."""
+    kind = file_kind(path)
+    if kind == "missing":
+        return "no such file"
+    if kind not in ("JSON", "text"):
+        return f"this is a {kind}, not rails JSON"
+    return f"not valid JSON ({exc})"
 
 
 @dataclass(frozen=True)
@@ -98,11 +111,14 @@ class Rails:
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SlidesiftError(f"cannot read rails {str(p)!r}: {exc}") from exc
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RailsError(p, _unreadable(p, exc), _RAILS_HINT) from exc
         if not isinstance(data, dict):
-            raise ConfigError("rails", data, "a JSON object with 'lo' and 'hi'")
-        return cls.from_dict(data)
+            raise RailsError(p, "not a JSON object with 'lo' and 'hi'", _RAILS_HINT)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise RailsError(p, f"{exc}", _RAILS_HINT) from exc
 
     def __str__(self) -> str:
         return (
@@ -134,7 +150,7 @@ def fit_rails(
     """
     e = np.asarray(entropies, dtype=np.float64).ravel()
     if e.size == 0:
-        raise SlidesiftError(
+        raise DatasetError(
             "no tumor tile survived the background sift, so there is nothing to fit rails on; "
             "check that the masks mark tumor, or use a smaller tile"
         )
@@ -281,11 +297,15 @@ def read_spread(path: str | os.PathLike[str]) -> list[RailsAtSize]:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SlidesiftError(f"cannot read rails spread {str(p)!r}: {exc}") from exc
+        raise RailsError(
+            p, _unreadable(p, exc), "give the JSON of slidesift rails --spread-out"
+        ) from exc
     try:
         return spread_from_json(text)
     except ConfigError as exc:
-        raise ConfigError(f"rails spread in {str(p)!r}", exc.value, exc.valid) from exc
+        raise RailsError(
+            p, f"not a rails spread: {exc}", "give the JSON of slidesift rails --spread-out"
+        ) from exc
 
 
 def rails_spread(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slidesift.checkpoint import load_checkpoint
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, SelectionError
 from slidesift.evaluate import evaluate_slides, read_slide, summary
 from slidesift.manifest import ManifestEntry
 from slidesift.segment import Classifiers, SegmentSpec
@@ -91,17 +91,20 @@ def select_epoch(
         )
     paths = sorted(Path(run).glob("epoch_*.safetensors"))
     if not paths:
-        raise SlidesiftError(f"no epoch_*.safetensors in {run}: train a model there first")
+        raise SelectionError(f"no epoch_*.safetensors in {run}", "train a model there first")
     scored_entries = [e for e in entries if e.has_truth]
     if not scored_entries:
-        raise SlidesiftError("model selection needs test slides with truth (or a normal label)")
+        raise SelectionError(
+            "model selection needs test slides with truth (or a normal label)",
+            "give the manifest's split that has annotations (--split val)",
+        )
     first = load_checkpoint(paths[0])
     slides = {e.name: read_slide(e, first.downsample) for e in scored_entries}
     results: list[EpochScore] = []
     for path in paths:
         ck = load_checkpoint(path)
         if ck.downsample != first.downsample:
-            raise SlidesiftError(f"{path.name} was trained at another N than {paths[0].name}")
+            raise SelectionError(f"{path.name} was trained at another N than {paths[0].name}")
         outcomes = evaluate_slides(scored_entries, ck, spec, thumbs=slides,
                                    classifiers=Classifiers(ck))  # fmt: skip
         figures = summary(outcomes, ck.classes)

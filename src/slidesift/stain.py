@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, StainError
 from slidesift.sift import SiftSpec, to_gray
 
 __all__ = [
@@ -126,7 +126,7 @@ class ReinhardNormalizer:
         """Mean and std of the tissue pixels of ``images`` in CIELAB, each ``(3,)``."""
         tissue = _tissue(_subsample(images, _FIT_PIXELS))
         if tissue.shape[0] < 16:
-            raise SlidesiftError("stain normalisation: the image has no tissue pixels to fit on")
+            raise StainError("stain normalisation: the image has no tissue pixels to fit on")
         lab = _lab(tissue).astype(np.float64)
         return lab.mean(axis=0), np.maximum(lab.std(axis=0), 1e-6)
 
@@ -201,7 +201,7 @@ class MacenkoNormalizer:
         od = -np.log((rgb.astype(np.float64) + 1.0) / self.io)
         od_hat = od[~np.any(od < self.beta, axis=1)]
         if od_hat.shape[0] < 16:
-            raise SlidesiftError(
+            raise StainError(
                 "stain normalisation: fewer than 16 stained pixels, nothing to estimate "
                 "stain vectors from (is the image blank?)"
             )

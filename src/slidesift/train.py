@@ -54,7 +54,7 @@ from slidesift.checkpoint import (
     write_safetensors,
 )
 from slidesift.dataset import TileSet
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, TrainingError
 from slidesift.io.atomic import atomic_write_text
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
@@ -475,10 +475,10 @@ def _load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, l
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(path, "no resume metadata") from exc
     if doc["fingerprint"] != fp:
-        raise SlidesiftError(
+        raise TrainingError(
             f"cannot resume {out}: it was trained on another tile set or with other options "
-            "(tile size, N, overlaps, classes, seed, batch size, learning rate); start a new run "
-            "in another folder, or give the same options"
+            "(tile size, N, overlaps, classes, seed, batch size, learning rate)",
+            "start a new run in another folder, or give the same options",
         )
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
@@ -495,11 +495,11 @@ def run_exists(out: Path) -> bool:
     return (out / RESUME).exists() or any(out.glob("epoch_*.safetensors"))
 
 
-def already_trained(out: Path) -> str:
-    """The message for a run folder that is not empty."""
+def already_trained(out: Path) -> tuple[str, str]:
+    """The reason and hint for a run folder that is not empty."""
     return (
-        f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
-        "or choose another output folder"
+        f"{out} already holds a training run",
+        "pass resume=True (--resume) to continue it, or choose another output folder",
     )
 
 
@@ -550,7 +550,7 @@ def train(
     cb = callbacks or TrainCallbacks()
     out = Path(out)
     if len(tiles) == 0:
-        raise SlidesiftError("the tile set is empty; nothing to train on")
+        raise TrainingError("the tile set is empty; nothing to train on")
     if holdout is not None and (
         holdout.classes != tiles.classes or holdout.spec.tile != tiles.spec.tile
     ):
@@ -561,7 +561,7 @@ def train(
         )
     out.mkdir(parents=True, exist_ok=True)
     if run_exists(out) and not resume:
-        raise SlidesiftError(already_trained(out))
+        raise TrainingError(*already_trained(out))
     device = _device(spec)
     n_classes = len(tiles.classes)
     fp = fingerprint(tiles, spec)

@@ -15,7 +15,7 @@ from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.cli.options import sift_options, sift_spec
 from slidesift.dataset import TileSet, TileSetSpec
-from slidesift.errors import SlidesiftError
+from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
 from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
@@ -99,8 +99,8 @@ def _resume_options(out: Path) -> dict[str, Any]:
             "normalization": doc.get("normalization"),
         }
     except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise SlidesiftError(
-            f"cannot resume: {run} is missing or unreadable ({exc}); was the run started here?"
+        raise TrainingError(
+            f"cannot resume: {run} is missing or unreadable ({exc})", "was the run started here?"
         ) from exc
 
 
@@ -319,7 +319,7 @@ def train_command(
         if resume:
             raise click.UsageError(f"nothing to resume: {out / 'run.json'} does not exist")
         if run_exists(out) and not tiles_only:
-            raise SlidesiftError(already_trained(out))
+            raise TrainingError(*already_trained(out))
         spec: SiftSpec = sift_spec(background, max_background, entropy)
         tileset_spec = TileSetSpec(
             tile=tile,

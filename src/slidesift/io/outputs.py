@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import SlidesiftError
+from slidesift.errors import OutputError
 from slidesift.io.atomic import atomic_write_bytes, atomic_write_text
 from slidesift.io.slide import Thumb
 from slidesift.sift import SiftResult
@@ -39,7 +39,7 @@ def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8] | NDArray[n
         img = np.asarray(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
     ok, buf = cv2.imencode(".png", np.asarray(img, dtype=np.uint8), params)
     if not ok:
-        raise SlidesiftError(f"could not encode {path} as PNG")
+        raise OutputError(path, "OpenCV could not encode it as PNG")
     return atomic_write_bytes(path, buf.tobytes())
 
 

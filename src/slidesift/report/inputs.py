@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesift.errors import ConfigError, SlidesiftError
+from slidesift.errors import ConfigError, ReportError, SlidesiftError
 from slidesift.rails import RailsAtSize, read_spread
 
 __all__ = [
@@ -48,28 +48,6 @@ IMAGE_KINDS = {
 #: ``status`` values of a slide that did not fail (compared lower-cased; blank counts as ok).
 OK_STATUSES = frozenset({"", "ok", "done", "success", "succeeded", "scored", "cached", "skipped"})
 
-
-class ReportError(SlidesiftError):
-    """An input of the report is missing or malformed.
-
-    Parameters
-    ----------
-    path
-        The file or folder at fault (``None`` when it is not about a file).
-    reason
-        What is wrong, in words.
-    hint
-        What the user can do about it.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None, reason: str, hint: str = "") -> None:
-        self.path = None if path is None else Path(path)
-        self.reason = reason
-        self.hint = hint
-        text = reason if self.path is None else f"{str(self.path)!r}: {reason}"
-        if hint:
-            text += f"\n  hint: {hint}"
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
