@@ -46,11 +46,11 @@ from slidesift.inference import (
     classify_tiles,
     export_onnx,
 )
-from slidesift.io.segment_outputs import write_segmentation
 from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.rails import Rails
 from slidesift.segment import Classifiers, SegmentSpec, segment
+from slidesift.segment_outputs import write_segmentation
 from slidesift.sift import SiftSpec
 
 T, N = 400, 6000

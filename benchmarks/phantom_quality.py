@@ -15,9 +15,9 @@ from __future__ import annotations
 from _common import report
 from slidesift.phantom.cohort import CohortSpec, plan_cohort
 from slidesift.phantom.quality import COLOUR, TEXTURE, separability, thumbnail, tile_features
-from slidesift.rails import rails_spread
 from slidesift.sift import SiftSpec
 from slidesift.tiles import TileGrid
+from slidesift.tumor_rails import rails_spread
 
 SIZES = [50, 64, 100, 150, 200, 300, 400]
 

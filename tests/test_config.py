@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from slidesift.cli import doctor_cmd
+from slidesift.cli.config import default_map, read_config
 from slidesift.cli.main import cli, main
-from slidesift.config import default_map, read_config
 from slidesift.errors import ConfigError
 
 

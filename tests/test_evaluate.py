@@ -23,10 +23,10 @@ from slidesift.evaluate import (
     summary,
 )
 from slidesift.io.annotations import read_geojson, read_truth
-from slidesift.io.segment_outputs import write_segmentation
 from slidesift.manifest import read_manifest, write_manifest
 from slidesift.metrics import confusion, scores
 from slidesift.segment import SegmentSpec
+from slidesift.segment_outputs import write_segmentation
 from slidesift.select import SelectionOnTestWarning, select_epoch
 
 SPEC = SegmentSpec(stride=32)

@@ -9,9 +9,9 @@ import pytest
 
 from slidesift.phantom.cohort import CohortSpec, plan_cohort
 from slidesift.phantom.quality import COLOUR, TEXTURE, separability, thumbnail, tile_features
-from slidesift.rails import rails_spread
 from slidesift.sift import SiftSpec
 from slidesift.tiles import TileGrid
+from slidesift.tumor_rails import rails_spread
 
 pytestmark = pytest.mark.slow
 

@@ -65,7 +65,7 @@ def test_checkpoint_records_the_training_slides_scale(learned: Learned) -> None:
     for e in read_manifest(learned.manifest).split("train"):
         with open_slide(e.slide) as s:
             w, h = s.dimensions
-            expected_um.append(s.mpp[0] * max(w, h) / ck.downsample["longest"])
+            expected_um.append(s.mpp[0] * max(w, h) / ck.downsample.longest)
             expected_l0.append(max(w, h))
     scale = ck.meta["training_scale"]
     assert scale["um_per_px"] == pytest.approx(float(np.median(expected_um)), rel=2e-3)
@@ -86,7 +86,7 @@ def test_logged_raw_accuracy_is_measured_on_the_raw_pixels(
 
     ck = load_checkpoint(learned.best)
     cache = ThumbCache(tmp_path_factory.mktemp("thumbs"))
-    slides = load_slides(learned.test_entries, longest=ck.downsample["longest"], cache=cache)
+    slides = load_slides(learned.test_entries, longest=ck.downsample.longest, cache=cache)
     rows = _log(learned)
     logged = next(r for r in rows if f"epoch_{int(r['epoch']):03d}" == learned.best.stem)
     t = ck.tile

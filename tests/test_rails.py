@@ -10,8 +10,8 @@ import pytest
 
 from slidesift import ConfigError, Rails, SiftSpec, SlidesiftError, TileGrid, fit_rails
 from slidesift.phantom import he_like_image
-from slidesift.rails import rails_spread, tumor_tile_entropies
 from slidesift.sift import measure_tiles_reference
+from slidesift.tumor_rails import rails_spread, tumor_tile_entropies
 
 
 def test_fit_is_exact_min_and_max(rng) -> None:

@@ -14,8 +14,7 @@ import pytest
 
 from slidesift.cli.main import main
 from slidesift.errors import ConfigError
-from slidesift.io.outputs import write_png
-from slidesift.io.segment_outputs import FN, FP, TP
+from slidesift.io.outputs import FN, FP, TP, write_png
 from slidesift.rails import (
     Rails,
     RailsAtSize,

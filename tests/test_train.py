@@ -13,6 +13,7 @@ from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import SlideImage, TileSet, TileSetSpec, build_tileset
 from slidesift.errors import SlidesiftError
 from slidesift.inference import TorchTiles
+from slidesift.io.downsample import Downsample
 from slidesift.model import LightweightCNN, feature_side, parameter_count, probabilities
 from slidesift.phantom import he_like_image
 from slidesift.tile_truth import classify_raw_tiles
@@ -174,7 +175,7 @@ def test_checkpoint_holds_everything_to_segment(
     assert ck.tile == T and ck.classes == tiles.classes
     assert ck.rails == tiles.rails
     assert ck.sift == tiles.spec.sift
-    assert ck.downsample == {"longest": 500}
+    assert ck.downsample == Downsample(longest=500)
     assert ck.epoch == 2 and ck.normalizer is None
     assert ck.meta["overlaps"] == tiles.overlaps
     assert ck.meta["slidesift_version"]

@@ -25,12 +25,13 @@ from slidesift.io.slide import Slide, Thumb, open_slide, read_thumb
 from slidesift.manifest import Manifest, ManifestEntry, ManifestError, read_manifest, write_manifest
 from slidesift.model import LightweightCNN
 from slidesift.prepare import Prepared, prepare_tilesets
-from slidesift.rails import Rails, fit_rails, rails_spread
+from slidesift.rails import Rails, fit_rails
 from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
 from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer
 from slidesift.subsets import make_subsets
 from slidesift.tiles import TileGrid
 from slidesift.train import TrainSpec, train
+from slidesift.tumor_rails import rails_spread
 
 __all__ = [
     "AnnotationError",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from slidesift.checkpoint import Checkpoint
 from slidesift.evaluate import read_slide
+from slidesift.io.downsample import DEFAULT_LONGEST
 from slidesift.manifest import ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, scores
 from slidesift.segment import Classifiers, SegmentSpec, segment
@@ -56,8 +57,8 @@ def ablate(
 ) -> list[AblationRow]:
     """Cohort means of every condition over the ``entries`` that have truth."""
     base = replace(spec or SegmentSpec(), smooth=0, shrink=0.0, rails=True)
-    n = checkpoint.downsample.get("longest")
-    scale = float(n) / 6000 if n else 1.0
+    n = checkpoint.downsample.longest
+    scale = float(n) / DEFAULT_LONGEST if n else 1.0
     conditions = _conditions(base, scale)
     per: dict[str, list[Scores]] = {name: [] for name, _ in conditions}
     classifiers = Classifiers(checkpoint)

@@ -20,6 +20,7 @@ from typing import Any
 
 from slidesift.errors import CheckpointError
 from slidesift.io.atomic import atomic_write_bytes
+from slidesift.io.downsample import Downsample
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
 from slidesift.stain import StainNormalizer, normalizer_from_dict
@@ -122,11 +123,9 @@ class Checkpoint:
         return tuple(self.meta["classes"])
 
     @property
-    def downsample(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`slidesift.read_thumb` (``longest`` or ``mpp``)."""
-        if self.meta.get("mpp") is not None:
-            return {"mpp": float(self.meta["mpp"])}
-        return {"longest": int(self.meta["longest"])}
+    def downsample(self) -> Downsample:
+        """The downsample target the model was trained at (``longest`` or ``mpp``)."""
+        return Downsample.from_dict(self.meta)
 
     @property
     def rails(self) -> Rails:

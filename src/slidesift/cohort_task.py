@@ -136,7 +136,7 @@ def _segment_one(
     """Segment, score and write one slide; outcome.json last."""
     from slidesift.evaluate import evaluate_slide, read_slide
     from slidesift.io.atomic import atomic_write_text
-    from slidesift.io.segment_outputs import write_segmentation
+    from slidesift.segment_outputs import write_segmentation
 
     (folder / OUTCOME_FILE).unlink(missing_ok=True)
     _limit_threads(threads)

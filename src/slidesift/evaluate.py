@@ -23,6 +23,7 @@ from slidesift.ceilings import Ceilings, ceilings
 from slidesift.checkpoint import Checkpoint
 from slidesift.io.annotations import read_truth
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.downsample import Downsample
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import NORMAL_LABELS, ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, ensemble_vote, scores
@@ -61,11 +62,11 @@ class SlideOutcome:
 
 
 def read_slide(
-    entry: ManifestEntry, downsample: dict[str, float | int]
+    entry: ManifestEntry, downsample: Downsample
 ) -> tuple[Thumb, NDArray[np.bool_] | None]:
     """The slide's thumbnail and its truth on that grid (``None`` when unknown)."""
     with open_slide(entry.slide) as slide:
-        thumb = read_thumb(slide, **downsample)  # type: ignore[arg-type]
+        thumb = read_thumb(slide, **downsample.to_dict())
     if entry.annotation is not None:
         return thumb, np.asarray(read_truth(entry.annotation, thumb), bool)
     if entry.is_normal:
@@ -148,7 +149,7 @@ def evaluate_slide(
     keep_result
         Keep the :class:`SegmentResult` in the outcome.
     """
-    from slidesift.io.segment_outputs import write_segmentation
+    from slidesift.segment_outputs import write_segmentation
 
     thumb, truth = read if read is not None else read_slide(entry, checkpoint.downsample)
     r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,18 +19,18 @@ from numpy.typing import NDArray
 from slidesift.errors import ConfigError, DatasetError, RailsError
 from slidesift.io.atomic import atomic_write_text
 from slidesift.io.sniff import file_kind
-from slidesift.sift import EntropyMode, SiftSpec, measure_tiles
-from slidesift.tiles import TileGrid
+
+#: How tile entropy is measured: over all RGB values (the paper's code) or grey values.
+EntropyMode = Literal["rgb", "gray"]
 
 __all__ = [
+    "EntropyMode",
     "Rails",
     "RailsAtSize",
     "fit_rails",
-    "rails_spread",
     "read_spread",
     "spread_from_json",
     "spread_to_json",
-    "tumor_tile_entropies",
     "write_spread",
 ]
 
@@ -145,7 +145,7 @@ def fit_rails(
 
     Raises
     ------
-    SlidesiftError
+    DatasetError
         No tumor tile survived the background sift.
     """
     e = np.asarray(entropies, dtype=np.float64).ravel()
@@ -155,40 +155,6 @@ def fit_rails(
             "check that the masks mark tumor, or use a smaller tile"
         )
     return Rails(float(e.min()), float(e.max()), entropy, tile, int(e.size))
-
-
-def tumor_tile_entropies(
-    pixels: NDArray[np.uint8],
-    tumor: NDArray[np.bool_],
-    grid: TileGrid,
-    spec: SiftSpec | None = None,
-) -> NDArray[np.float64]:
-    """Entropies of the tumor tiles of one image that survive the background sift.
-
-    The tumor image is the thumbnail with everything outside the tumor mask set to black
-    (METHOD.md section 2), so tiles mostly outside tumor fall to the background sift.
-
-    Parameters
-    ----------
-    pixels
-        ``(H, W, 3)`` uint8 thumbnail.
-    tumor
-        ``(H, W)`` bool tumor mask on the same grid.
-    grid
-        Tile grid over ``(H, W)``.
-    spec
-        Sift options.
-
-    Returns
-    -------
-    numpy.ndarray
-        1-D float64 entropies of the kept tumor tiles.
-    """
-    if tumor.shape != pixels.shape[:2]:
-        raise ConfigError("tumor", tumor.shape, f"a mask of the image's shape {pixels.shape[:2]}")
-    tumor_image = np.where(tumor[..., None], pixels, np.uint8(0))
-    stats = measure_tiles(tumor_image, grid, spec)
-    return stats.entropy[stats.keep_background]
 
 
 @dataclass(frozen=True)
@@ -306,43 +272,3 @@ def read_spread(path: str | os.PathLike[str]) -> list[RailsAtSize]:
         raise RailsError(
             p, f"not a rails spread: {exc}", "give the JSON of slidesift rails --spread-out"
         ) from exc
-
-
-def rails_spread(
-    images: Sequence[tuple[NDArray[np.uint8], NDArray[np.bool_]]],
-    tile_sizes: Sequence[int],
-    *,
-    overlap: float = 0.5,
-    spec: SiftSpec | None = None,
-) -> list[RailsAtSize]:
-    """Fit rails over a set of images at several tile sizes (paper Fig. 5).
-
-    Parameters
-    ----------
-    images
-        ``(pixels (H, W, 3) uint8, tumor (H, W) bool)`` pairs on thumbnail grids.
-    tile_sizes
-        Tile sides T to try; sizes larger than an image skip that image.
-    overlap
-        Overlap used to cut the tumor tiles.
-    spec
-        Sift options.
-
-    Returns
-    -------
-    list of RailsAtSize
-        One per tile size, in the given order; ``rails`` is ``None`` where no tile survived.
-    """
-    spec = spec or SiftSpec()
-    rows: list[RailsAtSize] = []
-    for t in tile_sizes:
-        found: list[NDArray[np.float64]] = []
-        for pixels, tumor in images:
-            if t > min(pixels.shape[:2]):
-                continue
-            grid = TileGrid.from_overlap(pixels.shape[:2], tile=t, overlap=overlap)
-            found.append(tumor_tile_entropies(pixels, tumor, grid, spec))
-        values = np.concatenate(found) if found else np.empty(0)
-        rails = fit_rails(values, entropy=spec.entropy, tile=t) if values.size else None
-        rows.append(RailsAtSize(int(t), rails))
-    return rows

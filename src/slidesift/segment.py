@@ -410,7 +410,7 @@ def segment(
     start = time.perf_counter()
     if thumb is None:
         with open_slide(slide_path) as slide:
-            thumb = read_thumb(slide, **checkpoint.downsample)
+            thumb = read_thumb(slide, **checkpoint.downsample.to_dict())
     for advice in scale_warnings(thumb, checkpoint):
         warnings.warn(f"{Path(slide_path).name}: {advice}", OutOfDomainWarning, stacklevel=2)
     pixels = thumb.pixels

@@ -17,17 +17,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError
+from slidesift.rails import EntropyMode, Rails
 from slidesift.tiles import TileGrid
-
-if TYPE_CHECKING:
-    from slidesift.rails import Rails
 
 __all__ = [
     "SiftResult",
@@ -42,7 +40,6 @@ __all__ = [
 ]
 
 BackgroundMode = Literal["gray-limits", "peak-frequency"]
-EntropyMode = Literal["rgb", "gray"]
 
 
 @dataclass(frozen=True)

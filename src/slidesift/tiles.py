@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError
 
-__all__ = ["TileGrid", "stride_for_overlap"]
+__all__ = ["GridSpec", "TileGrid", "stride_for_overlap"]
 
 
 def stride_for_overlap(tile: int, overlap: float) -> int:
@@ -34,6 +34,63 @@ def stride_for_overlap(tile: int, overlap: float) -> int:
         raise ConfigError("overlap", overlap, "a fraction in [0, 1), e.g. 0.8 for 80%")
     # floor(x + 0.5) with a guard against 400 * (1 - 0.8) = 79.99999999999999
     return max(1, math.floor(tile * (1.0 - overlap) + 0.5 + 1e-9))
+
+
+def _positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
+
+
+def _tile_side(tile: object) -> int:
+    """``tile`` as a positive int, or :class:`ConfigError`."""
+    if not _positive_int(tile):
+        raise ConfigError("tile", tile, "a positive tile side in px, e.g. 400")
+    return int(tile)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How to lay tiles over any thumbnail: side ``tile`` and either ``overlap`` or ``stride``.
+
+    The options before there is an image (:class:`TileGrid` is the grid over one). Validated
+    here, once: a tile side of at least 1 px, an overlap in ``[0, 1)``, a positive stride.
+
+    Attributes
+    ----------
+    tile
+        Tile side T in thumbnail px.
+    overlap
+        Fraction of T that neighbours share; ignored when ``stride`` is given.
+    stride
+        Step between tiles in px, or ``None`` to derive it from ``overlap``.
+    """
+
+    tile: int = 400
+    overlap: float = 0.8
+    stride: int | None = None
+
+    def __post_init__(self) -> None:
+        _tile_side(self.tile)
+        if self.stride is None:
+            stride_for_overlap(self.tile, self.overlap)
+        elif not _positive_int(self.stride):
+            raise ConfigError("stride", self.stride, "a positive step in px")
+
+    @property
+    def step(self) -> int:
+        """The stride in px: ``stride`` when given, else from ``overlap``."""
+        if self.stride is not None:
+            return int(self.stride)
+        return stride_for_overlap(self.tile, self.overlap)
+
+    def over(self, shape: tuple[int, int]) -> TileGrid:
+        """The grid over an image of ``(H, W)`` px."""
+        return TileGrid.from_stride(shape, tile=int(self.tile), stride=self.step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``tile`` and ``stride`` (or ``overlap``), for JSON/TOML."""
+        if self.stride is not None:
+            return {"tile": int(self.tile), "stride": int(self.stride)}
+        return {"tile": int(self.tile), "overlap": float(self.overlap)}
 
 
 @dataclass(frozen=True)
@@ -60,9 +117,8 @@ class TileGrid:
     def from_stride(cls, shape: tuple[int, int], *, tile: int, stride: int) -> TileGrid:
         """A grid with an explicit stride; raises :class:`ConfigError` on bad geometry."""
         h, w = int(shape[0]), int(shape[1])
-        if not isinstance(tile, (int, np.integer)) or tile < 1:
-            raise ConfigError("tile", tile, "a positive tile side in px, e.g. 400")
-        if not isinstance(stride, (int, np.integer)) or stride < 1:
+        _tile_side(tile)
+        if not _positive_int(stride):
             raise ConfigError("stride", stride, "a positive step in px")
         if tile > h or tile > w:
             raise ConfigError(
@@ -76,8 +132,7 @@ class TileGrid:
     @classmethod
     def from_overlap(cls, shape: tuple[int, int], *, tile: int, overlap: float) -> TileGrid:
         """A grid whose stride is ``round(T * (1 - overlap))`` (:func:`stride_for_overlap`)."""
-        if not isinstance(tile, (int, np.integer)) or tile < 1:
-            raise ConfigError("tile", tile, "a positive tile side in px, e.g. 400")
+        _tile_side(tile)
         return cls.from_stride(shape, tile=tile, stride=stride_for_overlap(int(tile), overlap))
 
     @property

@@ -26,21 +26,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from slidesift.cli.rails_cmd import spread_table
-from slidesift.cli.sift_cmd import run_sift, summary_table
-from slidesift.cli.train_cmd import summary_table as tiles_table
-from slidesift.cli.train_cmd import training_progress
+from slidesift.cli.views import sift_table, spread_table, tiles_table, training_progress
 from slidesift.io.annotations import read_mask
+from slidesift.io.downsample import Downsample
 from slidesift.io.slide import open_slide, read_thumb
 from slidesift.manifest import read_manifest
 from slidesift.phantom.cohort import CohortSpec, make_cohort
-from slidesift.rails import fit_rails, rails_spread, tumor_tile_entropies, write_spread
+from slidesift.rails import fit_rails, write_spread
 from slidesift.report import SPREAD_NAME, write_report
 from slidesift.segment import SegmentSpec
 from slidesift.select import SelectionOnTestWarning
 from slidesift.sift import SiftSpec
-from slidesift.tiles import TileGrid
+from slidesift.sift_maps import sift_slide
+from slidesift.tiles import GridSpec, TileGrid
 from slidesift.train import TrainSpec, train
+from slidesift.tumor_rails import rails_spread, tumor_tile_entropies
 
 #: Epochs the demo trains (the paper: 75; two CPU cores afford a few at T = 96).
 EPOCHS = 5
@@ -106,12 +106,13 @@ def demo(out_dir: Path) -> None:
     test_slide, test_mask = slides["test"]
     runs = {}
     for label, used in (("background only", None), ("background + rails", rails)):
-        runs[label] = run_sift(
-            test_slide, out_dir / ("no-rails" if used is None else "rails"),
-            downsample={"longest": LONGEST}, tile=TILE, overlap=OVERLAP, stride=None,
-            spec=spec, rails=used, console=console,
-        )  # fmt: skip
-    console.print(summary_table(f"sift of {test_slide.name}", runs))
+        with console.status(f"sifting {test_slide.name}"):
+            runs[label] = sift_slide(
+                test_slide, out_dir / ("no-rails" if used is None else "rails"),
+                downsample=Downsample(longest=LONGEST), grid=GridSpec(TILE, OVERLAP),
+                spec=spec, rails=used,
+            )  # fmt: skip
+    console.print(sift_table(f"sift of {test_slide.name}", runs))
 
     truth = read_mask(test_mask, runs["background + rails"].thumb)
     table = Table(title="what the kept tiles cover (test slide)")

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 
 from slidesift import __version__
+from slidesift.cli.config import default_map, read_config
 from slidesift.cli.demo import demo
 from slidesift.cli.doctor_cmd import doctor
 from slidesift.cli.evaluate_cmd import evaluate_command
@@ -26,7 +27,6 @@ from slidesift.cli.segment_cmd import segment_command, select_command
 from slidesift.cli.sift_cmd import sift_command
 from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command
-from slidesift.config import default_map, read_config
 from slidesift.errors import SlidesiftError
 
 _default_showwarning = warnings.showwarning

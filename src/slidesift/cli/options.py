@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from slidesift.io.downsample import Downsample
 from slidesift.sift import SiftSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,10 +84,8 @@ def sift_spec(background: str, max_background: float, entropy: str) -> SiftSpec:
     )
 
 
-def resolve_downsample(longest: int | None, mpp: float | None) -> dict[str, Any]:
-    """Keyword arguments for :func:`read_thumb`: ``longest`` defaults to 6000."""
-    if mpp is not None:
-        if longest is not None:
-            raise click.UsageError("give --longest or --mpp, not both")
-        return {"mpp": mpp}
-    return {"longest": longest if longest is not None else 6000}
+def resolve_downsample(longest: int | None, mpp: float | None) -> Downsample:
+    """The :class:`Downsample` of ``-N/--longest`` and ``--mpp``: N 6000 when neither is given."""
+    if longest is not None and mpp is not None:
+        raise click.UsageError("give -N/--longest or --mpp, not both")
+    return Downsample.of(longest, mpp)

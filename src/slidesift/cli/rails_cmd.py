@@ -7,29 +7,14 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.cli.views import spread_table
 from slidesift.errors import ConfigError
 from slidesift.io.annotations import read_truth
 from slidesift.io.slide import open_slide, read_thumb
-from slidesift.rails import RailsAtSize, rails_spread, write_spread
-
-
-def spread_table(rows: list[RailsAtSize]) -> Table:
-    """The Fig. 5 diagnostic as a table: rails and spread per tile size."""
-    table = Table(title="entropy rails of tumor tiles vs tile size")
-    for col in ("tile", "tumor tiles", "lo (bits)", "hi (bits)", "spread"):
-        table.add_column(col, justify="right")
-    for row in rows:
-        if row.rails is None:
-            table.add_row(str(row.tile), "0", "-", "-", "-")
-        else:
-            r = row.rails
-            table.add_row(
-                str(row.tile), str(r.n_tiles), f"{r.lo:.3f}", f"{r.hi:.3f}", f"{r.spread:.3f}"
-            )
-    return table
+from slidesift.rails import write_spread
+from slidesift.tumor_rails import rails_spread
 
 
 @click.command()
@@ -97,7 +82,7 @@ def rails(
     images: list[tuple[np.ndarray, np.ndarray]] = []
     for slide_path, truth in zip(slides, truths, strict=True):
         with console.status(f"reading {slide_path.name}"), open_slide(slide_path) as slide:
-            thumb = read_thumb(slide, **downsample)
+            thumb = read_thumb(slide, **downsample.to_dict())
         images.append((thumb.pixels, read_truth(truth, thumb)))
     sizes = [tile]
     if spread_sizes:

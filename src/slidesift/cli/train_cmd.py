@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import Progress
 
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.cli.options import sift_options, sift_spec
+from slidesift.cli.views import tiles_table, training_progress
 from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
@@ -21,71 +21,11 @@ from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
 from slidesift.train import (
-    EpochRecord,
-    TrainCallbacks,
     TrainSpec,
     already_trained,
     run_exists,
     train,
 )
-
-
-def summary_table(tiles: TileSet, title: str) -> Table:
-    """Per class: slides, overlap, tiles cut, kept by each sift, kept after balancing."""
-    table = Table(title=title)
-    for col in ("class", "slides", "overlap", "cut", "kept: background", "kept: rails", "final"):
-        table.add_column(col, justify="right" if col != "class" else "left")
-    for s in tiles.summary:
-        bg, rails = s.fractions()
-        table.add_row(
-            s.name,
-            str(s.slides),
-            f"{s.overlap:.0%}",
-            str(s.cut),
-            f"{s.kept_background} ({bg:.0%})",
-            f"{s.kept_rails} ({rails:.0%})",
-            str(s.final),
-        )
-    return table
-
-
-def training_progress(console: Console) -> tuple[Progress, TrainCallbacks]:
-    """A transient bar per epoch and one printed line per finished epoch."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    task: dict[str, Any] = {}
-
-    def start(epoch: int, n_batches: int) -> None:
-        task["id"] = progress.add_task(f"epoch {epoch}", total=n_batches, status="")
-
-    def batch(epoch: int, b: int, loss: float) -> None:
-        progress.update(task["id"], advance=1, status=f"loss {loss:.3f}")
-
-    def evaluate(epoch: int, n_batches: int) -> None:
-        progress.update(task["id"], status="scoring held-out tiles")
-
-    def end(r: EpochRecord, path: Path) -> None:
-        progress.remove_task(task["id"])
-        held = (
-            f"  held-out raw tiles: acc {r.holdout_raw_accuracy:.3f} "
-            f"(bal. {r.holdout_raw_balanced_accuracy:.3f}, {r.holdout_raw_tiles} tiles)  "
-            f"masked: {r.masked_holdout_accuracy:.3f}"
-            if r.holdout_raw_accuracy is not None
-            else ""
-        )
-        console.print(
-            f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.3f}{held}  "
-            f"{r.tiles_per_second:.0f}/s"
-        )
-
-    return progress, TrainCallbacks(start, batch, evaluate, end)
 
 
 def _resume_options(out: Path) -> dict[str, Any]:
@@ -363,7 +303,7 @@ def train_command(
         )
     tiles = prepared.train
     console.print(
-        summary_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})")
+        tiles_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})")
     )
     console.print(f"{tiles.rails}, fitted on {tiles.rails.n_tiles} tumor tiles")
     flips = "flips" if train_spec.flips else "no flips"
@@ -372,7 +312,7 @@ def train_command(
         split = prepared.holdout_split
         n_held = len(prepared.manifest.split(split or "test"))
         console.print(
-            summary_table(
+            tiles_table(
                 prepared.holdout, f"held-out tiles ({n_held} {split} slides, training rails)"
             )
         )

@@ -1,9 +1,7 @@
-"""Files a pathologist can open: PNG images and CSV tile tables, written atomically."""
+"""PNG images a pathologist can open, written atomically, and the lookup tables that dim them."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
@@ -12,11 +10,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import OutputError
-from slidesift.io.atomic import atomic_write_bytes, atomic_write_text
-from slidesift.io.slide import Thumb
-from slidesift.sift import SiftResult
+from slidesift.io.atomic import atomic_write_bytes
 
-__all__ = ["location_map_image", "write_png", "write_tile_table"]
+__all__ = [
+    "FN",
+    "FP",
+    "OUTLINE",
+    "TP",
+    "TRUTH_OUTLINE",
+    "linear_lut",
+    "location_map_image",
+    "write_png",
+]
+
+#: Colours (RGB) of the error map (true/false positives, false negatives) and of the outlines
+#: of the prediction and the truth in overlays; the report's legends use the same.
+TP, FP, FN = (40, 170, 60), (220, 30, 30), (40, 90, 230)
+OUTLINE, TRUTH_OUTLINE = (0, 200, 255), (40, 170, 60)
 
 
 def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8] | NDArray[np.bool_]) -> Path:
@@ -70,31 +80,3 @@ def location_map_image(
 def linear_lut(gain: float, offset: float) -> NDArray[np.uint8]:
     """A 256-entry table for ``value * gain + offset`` (truncated to uint8), for ``cv2.LUT``."""
     return (np.arange(256, dtype=np.float32) * gain + offset).astype(np.uint8)
-
-
-def write_tile_table(path: str | os.PathLike[str], result: SiftResult, thumb: Thumb) -> Path:
-    """Write one CSV row per tile: grid index, position in both frames, measures, decisions.
-
-    Columns: ``t_row, t_col, th_x, th_y, l0_x, l0_y, background, entropy, keep_background,
-    keep_rails, keep``.
-    """
-    grid = result.stats.grid
-    xy = grid.th_xy()
-    boxes = grid.l0_boxes(thumb.scale)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["t_row", "t_col", "th_x", "th_y", "l0_x", "l0_y", "background", "entropy",
-         "keep_background", "keep_rails", "keep"]
-    )  # fmt: skip
-    bg = result.stats.background.ravel()
-    ent = result.stats.entropy.ravel()
-    kb = result.keep_background.ravel()
-    kr = result.keep_rails.ravel()
-    for i in range(len(grid)):
-        t_row, t_col = divmod(i, grid.n_cols)
-        writer.writerow(
-            [t_row, t_col, int(xy[i, 0]), int(xy[i, 1]), f"{boxes[i, 0]:.1f}", f"{boxes[i, 1]:.1f}",
-             f"{bg[i]:.6f}", f"{ent[i]:.6f}", int(kb[i]), int(kr[i]), int(kb[i] and kr[i])]
-        )  # fmt: skip
-    return atomic_write_text(path, buf.getvalue())

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, SlideReadError
+from slidesift.errors import SlideReadError
+from slidesift.io.downsample import Downsample
 from slidesift.io.resample import area_resample
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
@@ -406,26 +407,10 @@ def _tiff_mpp(page: Any) -> tuple[float, float] | None:
 
 
 def _target_size(slide: Slide, longest: int | None, mpp: float | None) -> tuple[int, int]:
-    l0_w, l0_h = slide.dimensions
-    if (longest is None) == (mpp is None):
-        raise ConfigError("longest/mpp", (longest, mpp), "give exactly one of longest=N or mpp=X")
-    if longest is not None:
-        if not isinstance(longest, int) or longest < 1:
-            raise ConfigError("longest", longest, "a positive number of pixels, e.g. 6000")
-        factor = max(1.0, max(l0_w, l0_h) / longest)
-    else:
-        assert mpp is not None
-        if not mpp > 0:
-            raise ConfigError("mpp", mpp, "a positive number of microns per pixel, e.g. 4.0")
-        if slide.mpp is None:
-            raise ConfigError(
-                "mpp",
-                mpp,
-                f"{slide.path.name} carries no MPP metadata; downsample by size instead "
-                "(longest=N, e.g. 6000)",
-            )
-        factor = max(1.0, mpp / slide.mpp[0])
-    return (max(1, round(l0_w / factor)), max(1, round(l0_h / factor)))
+    target = Downsample(longest=longest, mpp=mpp)
+    return target.target_size(
+        slide.dimensions, slide.mpp[0] if slide.mpp else None, slide.path.name
+    )
 
 
 def read_thumb(

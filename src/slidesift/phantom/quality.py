@@ -6,7 +6,7 @@ Two checks keep phantoms honest (see the phantom issue's bar):
   deviation should *not* tell tumor from non-tumor well; if it did, any model could find tumor
   by colour and the phantom would test nothing. Two texture statistics added to the colour
   should separate them well: the tumor is there to be found.
-- The entropy rails over tile sizes (:func:`slidesift.rails.rails_spread`) should stay narrow
+- The entropy rails over tile sizes (:func:`slidesift.tumor_rails.rails_spread`) should stay narrow
   at 200-400 px and widen at small tiles in the ``camelyon`` regime, as in the paper's Fig. 5.
 """
 

@@ -56,7 +56,7 @@ def rails_spread_png(rows: Sequence[RailsAtSize], *, model_tile: int | None = No
     Parameters
     ----------
     rows
-        One per tile size (:func:`slidesift.rails.rails_spread`); sizes without rails are
+        One per tile size (:func:`slidesift.tumor_rails.rails_spread`); sizes without rails are
         marked on the x axis.
     model_tile
         The tile size the model was trained at, marked with a dotted line when given.

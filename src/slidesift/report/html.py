@@ -124,7 +124,7 @@ def _swatch(rgb: tuple[int, int, int], label: str, outline: bool = False) -> str
 
 def legends() -> tuple[str, str]:
     """HTML legends of the overlay outlines and the error-map colours (from segment_outputs)."""
-    from slidesift.io.segment_outputs import FN, FP, OUTLINE, TP, TRUTH_OUTLINE
+    from slidesift.io.outputs import FN, FP, OUTLINE, TP, TRUTH_OUTLINE
 
     overlay = (
         f'<span class="legend">{_swatch(OUTLINE, "prediction outline", True)} '

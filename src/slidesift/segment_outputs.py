@@ -24,14 +24,20 @@ from numpy.typing import NDArray
 
 from slidesift.io.atomic import atomic_write_text
 from slidesift.io.geojson import mask_to_geojson, write_geojson
-from slidesift.io.outputs import linear_lut, location_map_image, write_png
+from slidesift.io.outputs import (
+    FN,
+    FP,
+    OUTLINE,
+    TP,
+    TRUTH_OUTLINE,
+    linear_lut,
+    location_map_image,
+    write_png,
+)
 from slidesift.segment import SegmentResult
 
 __all__ = ["error_map", "overlay", "tile_table_csv", "write_segmentation"]
 
-#: Colours (RGB) of the error map and overlays.
-TP, FP, FN = (40, 170, 60), (220, 30, 30), (40, 90, 230)
-OUTLINE, TRUTH_OUTLINE = (0, 200, 255), (40, 170, 60)
 
 
 def _outline(image: NDArray[np.uint8], mask: NDArray[np.bool_], color: tuple[int, int, int],
