@@ -5,7 +5,7 @@ and :func:`make_cohort` (slides, masks, XML, GeoJSON and a manifest in one folde
 """
 
 from slidesift._he_like import he_like_image
-from slidesift.phantom.layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout, plan_slide
+from slidesift.phantom.plan import plan_slide
 from slidesift.phantom.render import (
     render_block,
     render_image,
@@ -13,6 +13,7 @@ from slidesift.phantom.render import (
     write_mask,
     write_slide,
 )
+from slidesift.phantom.slide_layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout
 
 __all__ = [
     "ARTIFACTS",
