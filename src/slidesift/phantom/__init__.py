@@ -4,7 +4,7 @@ See :func:`plan_slide` (where things are), :func:`render_block` / :func:`write_s
 and :func:`make_cohort` (slides, masks, XML, GeoJSON and a manifest in one folder).
 """
 
-from slidesift._he_like import he_like_image
+from slidesift.phantom.he_like import he_like_image
 from slidesift.phantom.plan import plan_slide
 from slidesift.phantom.render import (
     render_block,
