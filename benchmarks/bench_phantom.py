@@ -26,7 +26,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from slidesift.phantom import plan_slide, render_image, write_slide
-from slidesift.phantom.layout import ARTIFACTS
+from slidesift.phantom.slide_layout import ARTIFACTS
 from slidesift.io.tiff import write_pyramidal_tiff
 
 h, w, mode, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])

@@ -36,8 +36,9 @@ from numpy.typing import NDArray
 from _common import RESULTS, report
 from slidesift.io.slide import open_slide, read_thumb
 from slidesift.mosaic import read_patch_folder
-from slidesift.phantom.layout import SlideLayout, plan_slide
+from slidesift.phantom.plan import plan_slide
 from slidesift.phantom.render import render_image
+from slidesift.phantom.slide_layout import SlideLayout
 from slidesift.rails import fit_rails
 from slidesift.sift import SiftSpec, measure_tiles
 from slidesift.tiles import TileGrid

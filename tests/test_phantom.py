@@ -98,7 +98,7 @@ def test_truth_files_rasterize_back_to_the_generators_mask(
 
 def test_tumor_pixels_are_exactly_the_truth(paip_cohort: tuple[Path, CohortSpec]) -> None:
     """The texture switch and the truth come from the same polygons."""
-    from slidesift.phantom.layout import TUMOR
+    from slidesift.phantom.slide_layout import TUMOR
 
     _out, spec = paip_cohort
     lay = plan_cohort(spec)[0].layout

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from slidesift.phantom.cohort import CohortSpec, make_cohort
-from slidesift.phantom.layout import ARTIFACTS, REGIMES
+from slidesift.phantom.slide_layout import ARTIFACTS, REGIMES
 
 
 def _size(text: str) -> tuple[int, int]:

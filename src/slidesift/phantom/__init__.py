@@ -4,8 +4,8 @@ See :func:`plan_slide` (where things are), :func:`render_block` / :func:`write_s
 and :func:`make_cohort` (slides, masks, XML, GeoJSON and a manifest in one folder).
 """
 
-from slidesift._he_like import he_like_image
-from slidesift.phantom.layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout, plan_slide
+from slidesift.phantom.he_like import he_like_image
+from slidesift.phantom.plan import plan_slide
 from slidesift.phantom.render import (
     render_block,
     render_image,
@@ -13,6 +13,7 @@ from slidesift.phantom.render import (
     write_mask,
     write_slide,
 )
+from slidesift.phantom.slide_layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout
 
 __all__ = [
     "ARTIFACTS",

@@ -6,7 +6,7 @@ rendered on its own and blocks meet without seams. A texture returns the amounts
 haematoxylin and eosin at the pixel; :func:`paint_block` turns them into RGB with the slide's
 stain optical densities (Beer-Lambert).
 
-Compartments (region codes from :mod:`slidesift.phantom.layout`):
+Compartments (region codes from :mod:`slidesift.phantom.slide_layout`):
 organ tissue is colon wall (mucosa with crypts, submucosa, muscle, subserosal fat, lymphoid
 aggregates) in the ``paip`` regime and lymph node (lymphocytes, follicles, sinuses) in the
 ``camelyon`` regime; tumor is ``glandular`` or ``solid``; the layout adds fibrous capsule and

@@ -31,8 +31,9 @@ from slidesift.io.atomic import atomic_write_text
 from slidesift.io.geojson import polygons_to_geojson, write_geojson
 from slidesift.io.tiff import pyramid_shapes
 from slidesift.manifest import Manifest, ManifestEntry, write_manifest
-from slidesift.phantom.layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout, plan_slide
+from slidesift.phantom.plan import plan_slide
 from slidesift.phantom.render import write_mask, write_slide
+from slidesift.phantom.slide_layout import ARTIFACTS, REGIMES, SUBTYPES, SlideLayout
 
 __all__ = ["CohortSpec", "make_cohort", "plan_cohort"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.phantom.layout import SlideLayout
 from slidesift.phantom.render import render_image
+from slidesift.phantom.slide_layout import SlideLayout
 from slidesift.sift import SiftSpec, to_gray
 from slidesift.tiles import TileGrid
 

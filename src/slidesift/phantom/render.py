@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from slidesift.io.polygons import Polygon, rasterize
 from slidesift.io.tiff import write_tiled_pyramid
 from slidesift.phantom import _texture as tx
-from slidesift.phantom.layout import FAT, GLASS, SUBTYPES, SlideLayout
+from slidesift.phantom.slide_layout import FAT, GLASS, SUBTYPES, SlideLayout
 
 __all__ = ["render_block", "render_image", "tumor_block", "write_mask", "write_slide"]
 

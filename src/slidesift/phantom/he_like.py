@@ -1,9 +1,10 @@
-"""Synthetic H&E-like images with exact tumor masks.
+"""Small H&E-like images with exact tumor masks, in memory: the phantom's quick generator.
 
-A first, small generator: irregular tissue on near-white glass, pink stroma with purple nuclei,
-and tumor regions whose nuclei are denser, larger and darker. It backs the built-in demo, the
-benchmarks and the test fixtures; the full phantom cohorts (pyramidal slides, two regimes,
-subtypes, artifacts, manifests) build on it.
+Irregular tissue on near-white glass, pink stroma with purple nuclei, and tumor regions whose
+nuclei are denser, larger and darker: one RGB array at thumbnail scale, no slide file. It backs
+the benchmarks and the test fixtures. The phantom cohorts proper (pyramidal slides, two
+regimes, subtypes, artifacts, manifests) are planned in :mod:`slidesift.phantom.plan` and
+rendered in :mod:`slidesift.phantom.render`; they do not use this module.
 """
 
 from __future__ import annotations
