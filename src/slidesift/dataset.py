@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError, DatasetError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.downsample import Downsample
 from slidesift.rails import Rails, fit_rails
 from slidesift.sift import SiftSpec, TileStats, measure_tiles
 from slidesift.tile_truth import RawTileRule, truth_fractions
@@ -114,8 +115,7 @@ class TileSetSpec:
     def __post_init__(self) -> None:
         if self.tile < 1:
             raise ConfigError("tile", self.tile, "a positive number of px, e.g. 400")
-        if (self.longest is None) == (self.mpp is None):
-            raise ConfigError("longest/mpp", (self.longest, self.mpp), "give exactly one")
+        self.downsample  # noqa: B018 - validates longest/mpp
         for name in ("tumor_overlap", "non_tumor_overlap"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -130,6 +130,11 @@ class TileSetSpec:
         if self.source not in ("masked", "raw"):
             raise ConfigError("source", self.source, "'masked' (paper) or 'raw'")
         self.raw_rule  # noqa: B018 - validates the rule
+
+    @property
+    def downsample(self) -> Downsample:
+        """The thumbnails' downsample target (``longest`` or ``mpp``)."""
+        return Downsample(longest=self.longest, mpp=self.mpp)
 
     @property
     def raw_rule(self) -> RawTileRule:

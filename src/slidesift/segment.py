@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,6 +103,24 @@ class SegmentSpec:
     rails: bool = True
     inference: InferenceMode = "auto"
     batch: int = 32
+
+    def __post_init__(self) -> None:
+        if self.stride is None:
+            stride_for_overlap(400, self.overlap)  # checks the overlap's range
+        elif isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise ConfigError("stride", self.stride, "a positive number of px, or None")
+        if self.mode is not None and self.mode not in get_args(AssemblyMode):
+            raise ConfigError("mode", self.mode, f"one of {get_args(AssemblyMode)} or None")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError("threshold", self.threshold, "a probability in [0, 1]")
+        if isinstance(self.smooth, bool) or not isinstance(self.smooth, int) or self.smooth < 0:
+            raise ConfigError("smooth", self.smooth, "an opening diameter in px >= 0 (0 = none)")
+        if not 0.0 <= self.shrink < 1.0:
+            raise ConfigError("shrink", self.shrink, "a fraction in [0, 1) (0 = none)")
+        if self.inference not in get_args(InferenceMode):
+            raise ConfigError("inference", self.inference, f"one of {get_args(InferenceMode)}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ConfigError("batch", self.batch, "a positive number of tiles per call")
 
     def stride_for(self, tile: int) -> int:
         """The stride to use for tile side ``tile``."""

@@ -144,6 +144,8 @@ class TrainSpec:
             raise ConfigError("device", self.device, "'auto', 'cpu' or 'cuda'")
         if self.workers is not None and self.workers < 0:
             raise ConfigError("workers", self.workers, "0 or more, or None for automatic")
+        if self.eval_batch < 1:
+            raise ConfigError("eval_batch", self.eval_batch, "at least 1 tile per batch")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for JSON/TOML."""

@@ -12,7 +12,7 @@ from rich.progress import Progress
 
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
-from slidesift.cli.options import sift_options, sift_spec
+from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
 from slidesift.cli.views import tiles_table, training_progress
 from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.errors import TrainingError
@@ -54,15 +54,7 @@ def _resume_options(out: Path) -> dict[str, Any]:
     show_default=True,
     help="Run folder: checkpoints, log.csv, tile tables.",
 )
-@click.option(
-    "--longest",
-    "-N",
-    type=int,
-    default=6000,
-    show_default=True,
-    help="Longer side of the downsampled slides in px (paper: 6000 for PAIP2020).",
-)
-@click.option("--mpp", type=float, default=None, help="Downsample to this um/px instead of -N.")
+@downsample_options
 @click.option(
     "--tile",
     "-T",
@@ -185,7 +177,7 @@ def _resume_options(out: Path) -> dict[str, Any]:
 def train_command(
     manifest: Path | None,
     out: Path,
-    longest: int,
+    longest: int | None,
     mpp: float | None,
     tile: int,
     tumor_overlap: float | None,
@@ -261,10 +253,11 @@ def train_command(
         if run_exists(out) and not tiles_only:
             raise TrainingError(*already_trained(out))
         spec: SiftSpec = sift_spec(background, max_background, entropy)
+        downsample = resolve_downsample(longest, mpp)
         tileset_spec = TileSetSpec(
             tile=tile,
-            longest=None if mpp is not None else longest,
-            mpp=mpp,
+            longest=downsample.longest,
+            mpp=downsample.mpp,
             tumor_overlap=tumor_overlap,
             non_tumor_overlap=non_tumor_overlap,
             sift=spec,
