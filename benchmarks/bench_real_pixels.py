@@ -46,12 +46,12 @@ from _common import report
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.checkpoint import load_checkpoint
-from slidesift.dataset import TileSetSpec
 from slidesift.evaluate import evaluate_slides, summary
 from slidesift.manifest import ManifestEntry, read_manifest, write_manifest
 from slidesift.mosaic import Patch, build_mosaic, read_patch_folder, write_mosaic
 from slidesift.prepare import prepare_tilesets
 from slidesift.select import select_epoch
+from slidesift.tileset import TileSetSpec
 from slidesift.train import TrainSpec, train
 
 #: The patches' resolution (RUMC slides; tumor_073 is UMC Utrecht's, about 0.226).

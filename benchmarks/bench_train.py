@@ -29,10 +29,10 @@ import torch
 
 from _common import report
 from slidesift.cache import ThumbCache
-from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.model import LightweightCNN
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.prepare import prepare_tilesets
+from slidesift.tileset import TileSet, TileSetSpec
 from slidesift.train import TrainSpec, train
 
 

@@ -233,9 +233,9 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
     import tempfile
 
     from slidesift.cache import ThumbCache
-    from slidesift.dataset import TileSetSpec
     from slidesift.phantom.cohort import make_cohort
     from slidesift.prepare import prepare_tilesets
+    from slidesift.tileset import TileSetSpec
     from slidesift.train import TrainSpec, train
 
     pytest.importorskip("torch", reason=NO_TORCH)

@@ -8,20 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from slidesift.dataset import (
-    NON_TUMOR,
-    OVERLAP_CANDIDATES,
-    DatasetError,
-    SlideImage,
-    TileSetSpec,
-    build_tileset,
-    class_image,
-    friendly_overlap,
-)
-from slidesift.errors import ConfigError
+from slidesift.dataset import OVERLAP_CANDIDATES, build_tileset, friendly_overlap
+from slidesift.errors import ConfigError, DatasetError
 from slidesift.phantom import he_like_image
 from slidesift.sift import SiftSpec, measure_tiles_reference
 from slidesift.tiles import TileGrid
+from slidesift.tileset import NON_TUMOR, SlideImage, TileSetSpec, class_image
 
 T = 96
 

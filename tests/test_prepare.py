@@ -11,12 +11,12 @@ import pytest
 
 import slidesift.loading as loading
 from slidesift.cache import ThumbCache, file_digest
-from slidesift.dataset import DatasetError, TileSetSpec
-from slidesift.errors import ConfigError
+from slidesift.errors import ConfigError, DatasetError
 from slidesift.io.slide import open_slide, read_thumb
 from slidesift.io.tiff import write_pyramidal_tiff
 from slidesift.manifest import ManifestError, read_manifest, write_manifest
 from slidesift.prepare import prepare_tilesets
+from slidesift.tileset import TileSetSpec
 
 SPEC = TileSetSpec(tile=96, longest=480)
 

@@ -11,8 +11,14 @@ Importing slidesift has no side effects: no logging set-up, no file reads, no JI
 from slidesift._version import __version__
 from slidesift.cache import ThumbCache
 from slidesift.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from slidesift.dataset import DatasetError, TileSet, TileSetSpec, build_tileset
-from slidesift.errors import AnnotationError, ConfigError, SlideReadError, SlidesiftError
+from slidesift.dataset import build_tileset
+from slidesift.errors import (
+    AnnotationError,
+    ConfigError,
+    DatasetError,
+    SlideReadError,
+    SlidesiftError,
+)
 from slidesift.io.annotations import (
     mask_to_geojson,
     read_asap_xml,
@@ -30,6 +36,7 @@ from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
 from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer
 from slidesift.subsets import make_subsets
 from slidesift.tiles import TileGrid
+from slidesift.tileset import TileSet, TileSetSpec
 from slidesift.train import TrainSpec, train
 from slidesift.tumor_rails import rails_spread
 

@@ -13,11 +13,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.cache import ThumbCache
-from slidesift.dataset import DatasetError, SlideImage
+from slidesift.errors import DatasetError
 from slidesift.io.annotations import read_truth
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import ManifestEntry
 from slidesift.stain import StainNormalizer, key_of
+from slidesift.tileset import SlideImage
 
 __all__ = ["load_slide", "load_slides", "normalize_slides"]
 

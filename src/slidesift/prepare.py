@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from slidesift.cache import ThumbCache
-from slidesift.dataset import DatasetError, SlideImage, TileSet, TileSetSpec, build_tileset
-from slidesift.errors import ConfigError
+from slidesift.dataset import build_tileset
+from slidesift.errors import ConfigError, DatasetError
 from slidesift.loading import load_slides, normalize_slides
 from slidesift.manifest import Manifest, ManifestEntry, read_manifest
 from slidesift.stain import Method, StainNormalizer, fit_normalizer, normalizer_from_dict
 from slidesift.subsets import draw_validation
+from slidesift.tileset import SlideImage, TileSet, TileSetSpec
 
 __all__ = ["Prepared", "prepare_tilesets"]
 

@@ -53,7 +53,6 @@ from slidesift.checkpoint import (
     save_checkpoint,
     write_safetensors,
 )
-from slidesift.dataset import TileSet
 from slidesift.errors import ConfigError, TrainingError
 from slidesift.io.atomic import atomic_write_text
 from slidesift.rails import Rails
@@ -65,6 +64,7 @@ from slidesift.tile_truth import (
     score_raw_tiles,
 )
 from slidesift.tiles import stride_for_overlap
+from slidesift.tileset import TileSet
 
 __all__ = [
     "EpochRecord",

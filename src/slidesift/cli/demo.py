@@ -173,8 +173,8 @@ def select_and_segment(out_dir: Path, run_dir: Path, console: Console) -> Path:
 def train_demo_model(out_dir: Path, console: Console) -> Path:
     """Train the CNN for :data:`EPOCHS` epochs on the phantom cohort; returns the run folder."""
     from slidesift.cache import ThumbCache
-    from slidesift.dataset import TileSetSpec
     from slidesift.prepare import prepare_tilesets
+    from slidesift.tileset import TileSetSpec
 
     run_dir = out_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own folder: start afresh

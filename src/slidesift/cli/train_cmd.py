@@ -14,12 +14,12 @@ from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
 from slidesift.cli.views import tiles_table, training_progress
-from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
 from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
+from slidesift.tileset import TileSet, TileSetSpec
 from slidesift.train import (
     TrainSpec,
     already_trained,
@@ -295,9 +295,7 @@ def train_command(
             on_slide=lambda e: status.update(f"read {e.name}"),
         )
     tiles = prepared.train
-    console.print(
-        tiles_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})")
-    )
+    console.print(tiles_table(tiles, f"training tiles (T={tile_of(tiles)}, {tiles.spec.classes})"))
     console.print(f"{tiles.rails}, fitted on {tiles.rails.n_tiles} tumor tiles")
     flips = "flips" if train_spec.flips else "no flips"
     console.print(f"augmentation: {flips}, {train_spec.augment.describe()}")

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from slidesift.dataset import TileSet
 from slidesift.rails import RailsAtSize
 from slidesift.sift_maps import SiftRun
+from slidesift.tileset import TileSet
 from slidesift.train import EpochRecord, TrainCallbacks
 
 __all__ = ["sift_table", "spread_table", "tiles_table", "training_progress"]
