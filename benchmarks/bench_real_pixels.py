@@ -52,7 +52,8 @@ from slidesift.mosaic import Patch, build_mosaic, read_patch_folder, write_mosai
 from slidesift.prepare import prepare_tilesets
 from slidesift.select import select_epoch
 from slidesift.tileset import TileSetSpec
-from slidesift.train import TrainSpec, train
+from slidesift.train import train
+from slidesift.train_spec import TrainSpec
 
 #: The patches' resolution (RUMC slides; tumor_073 is UMC Utrecht's, about 0.226).
 PATCH_MPP = {"tumor_073": 0.226}

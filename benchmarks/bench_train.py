@@ -33,7 +33,8 @@ from slidesift.model import LightweightCNN
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.prepare import prepare_tilesets
 from slidesift.tileset import TileSet, TileSetSpec
-from slidesift.train import TrainSpec, train
+from slidesift.train import train
+from slidesift.train_spec import TrainSpec
 
 
 def take(ts: TileSet, idx: np.ndarray) -> TileSet:

@@ -236,7 +236,8 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
     from slidesift.phantom.cohort import make_cohort
     from slidesift.prepare import prepare_tilesets
     from slidesift.tileset import TileSetSpec
-    from slidesift.train import TrainSpec, train
+    from slidesift.train import train
+    from slidesift.train_spec import TrainSpec
 
     pytest.importorskip("torch", reason=NO_TORCH)
     args = (cohort, classes, epochs, LEARN_N, LEARN_T, LEARN_LR)

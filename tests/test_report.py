@@ -24,7 +24,7 @@ from slidesift.rails import (
     write_spread,
 )
 from slidesift.report import ReportError, build_report, read_cohort, write_report
-from slidesift.train import LOG_COLUMNS
+from slidesift.train_run import LOG_COLUMNS
 
 ODD = "a<b&c"  # a slide name that must be escaped
 COLUMNS = ("slide,label,vote,jaccard,dice,precision,recall,empty_prediction,kept_tiles,"

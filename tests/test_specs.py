@@ -13,7 +13,7 @@ from slidesift.errors import ConfigError
 from slidesift.io.downsample import DEFAULT_LONGEST, Downsample
 from slidesift.segment import SegmentSpec
 from slidesift.tiles import GridSpec, TileGrid
-from slidesift.train import TrainSpec
+from slidesift.train_spec import TrainSpec
 
 
 @pytest.mark.parametrize(

@@ -18,14 +18,9 @@ from slidesift.model import LightweightCNN, feature_side, parameter_count, proba
 from slidesift.phantom import he_like_image
 from slidesift.tile_truth import classify_raw_tiles
 from slidesift.tileset import SlideImage, TileSet, TileSetSpec
-from slidesift.train import (
-    TileBatches,
-    TrainCallbacks,
-    TrainSpec,
-    epoch_plan,
-    holdout_raw_tiles,
-    train,
-)
+from slidesift.train import holdout_raw_tiles, train
+from slidesift.train_data import TileBatches, epoch_plan
+from slidesift.train_spec import TrainCallbacks, TrainSpec
 
 pytestmark = pytest.mark.learn
 torch = pytest.importorskip(

@@ -37,7 +37,8 @@ from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer
 from slidesift.subsets import make_subsets
 from slidesift.tiles import TileGrid
 from slidesift.tileset import TileSet, TileSetSpec
-from slidesift.train import TrainSpec, train
+from slidesift.train import train
+from slidesift.train_spec import TrainSpec
 from slidesift.tumor_rails import rails_spread
 
 __all__ = [

@@ -10,7 +10,7 @@ jitter the single most useful augmentation across centres. ``docs/results.md`` m
 option here on phantoms and on real CAMELYON16 pixels.
 
 Every augmentation is a function of the tile and a seed, so a resumed run redraws exactly the
-same tiles (the seeds come from the epoch's plan, :func:`slidesift.train.epoch_plan`).
+same tiles (the seeds come from the epoch's plan, :func:`slidesift.train_data.epoch_plan`).
 
 HED jitter, as Tellez et al.: unmix the tile's optical density ``OD = -ln((RGB + 1) / 256)``
 into haematoxylin, eosin and DAB with Ruifrok and Johnston's stain matrix, perturb each stain

@@ -20,25 +20,16 @@ pair, so an epoch does not depend on how the run got there. Together with the op
 saved after every epoch (``resume.safetensors``), a resumed run produces the same weights as an
 uninterrupted one.
 
-Run folder::
-
-    run.json                  the tile set's and the training's options, classes, rails
-    tiles.csv                 the training tile table (holdout_tiles.csv for the held-out set)
-    epoch_001.safetensors ... weights + metadata after each epoch (slidesift.checkpoint)
-    resume.safetensors        weights + Adam state + history of the last complete epoch
-    log.csv                   one row per epoch: loss, accuracy, held-out accuracy, tiles/s
+The run folder's files are :mod:`slidesift.train_run`'s; the options and log rows are
+:mod:`slidesift.train_spec`'s; epoch plans and batches :mod:`slidesift.train_data`'s.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +37,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift._version import __version__
-from slidesift.augment import AugmentSpec, augment_tile
 from slidesift.checkpoint import (
     CheckpointError,
-    read_safetensors,
     save_checkpoint,
-    write_safetensors,
 )
 from slidesift.errors import ConfigError, TrainingError
-from slidesift.io.atomic import atomic_write_text
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -65,220 +52,21 @@ from slidesift.tile_truth import (
 )
 from slidesift.tiles import stride_for_overlap
 from slidesift.tileset import TileSet
-
-__all__ = [
-    "EpochRecord",
-    "TrainCallbacks",
-    "TrainResult",
-    "TrainSpec",
-    "checkpoint_meta",
-    "run_exists",
-    "train",
-]
-
-RESUME = "resume.safetensors"
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "holdout_raw_accuracy",
-    "holdout_raw_balanced_accuracy",
-    "holdout_raw_tiles",
-    "holdout_raw_ambiguous",
-    "masked_holdout_loss",
-    "masked_holdout_accuracy",
-    "masked_holdout_balanced_accuracy",
-    "seconds",
-    "tiles_per_second",
+from slidesift.train_data import EpochSampler, TileBatches, collate_batch
+from slidesift.train_run import (
+    RESUME,
+    already_trained,
+    checkpoint_name,
+    fingerprint,
+    load_resume,
+    run_exists,
+    save_resume,
+    write_log,
+    write_run,
 )
+from slidesift.train_spec import EpochRecord, TrainCallbacks, TrainResult, TrainSpec
 
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Training options (every default is the paper's, METHOD.md section 4).
-
-    Attributes
-    ----------
-    epochs
-        Epochs to train in all (a resumed run continues up to this).
-    batch_size
-        Tiles per optimizer step.
-    lr
-        Adam learning rate.
-    flips
-        Random horizontal and vertical flips (each with probability 1/2).
-    augment
-        Augmentations beyond the paper's flips (:class:`slidesift.augment.AugmentSpec`:
-        90-degree rotations, HED stain jitter, scale jitter); all off by default.
-    seed
-        Seeds weights, tile order, flips and dropout.
-    device
-        ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
-    workers
-        DataLoader worker processes; ``None``: none on a machine with 2 cores or fewer (cutting
-        a tile costs microseconds; the cores are better spent on the network), else up to 4.
-    eval_batch
-        Batch size when scoring the held-out set.
-    """
-
-    epochs: int = 75
-    batch_size: int = 16
-    lr: float = 1e-4
-    flips: bool = True
-    augment: AugmentSpec = field(default_factory=AugmentSpec)
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    eval_batch: int = 64
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.augment, AugmentSpec):  # a dict read back from run.json
-            object.__setattr__(self, "augment", AugmentSpec.from_dict(self.augment))
-        if self.epochs < 1:
-            raise ConfigError("epochs", self.epochs, "at least 1 (paper: 75)")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size", self.batch_size, "at least 1 (paper: 16)")
-        if not self.lr > 0:
-            raise ConfigError("lr", self.lr, "a positive learning rate (paper: 1e-4)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError("device", self.device, "'auto', 'cpu' or 'cuda'")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError("workers", self.workers, "0 or more, or None for automatic")
-        if self.eval_batch < 1:
-            raise ConfigError("eval_batch", self.eval_batch, "at least 1 tile per batch")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, for JSON/TOML."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One row of the training log (``holdout_raw_*``: the model's accuracy; see the module)."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    holdout_raw_accuracy: float | None = None
-    holdout_raw_balanced_accuracy: float | None = None
-    holdout_raw_tiles: int | None = None
-    holdout_raw_ambiguous: int | None = None
-    masked_holdout_loss: float | None = None
-    masked_holdout_accuracy: float | None = None
-    masked_holdout_balanced_accuracy: float | None = None
-    seconds: float = 0.0
-    tiles_per_second: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, for JSON."""
-        return asdict(self)
-
-
-@dataclass
-class TrainCallbacks:
-    """Hooks the CLI uses to draw progress; every one is optional.
-
-    Attributes
-    ----------
-    on_epoch_start
-        ``(epoch, n_batches)`` before an epoch's first batch.
-    on_batch
-        ``(epoch, batch_index, loss)`` after each optimizer step.
-    on_evaluate
-        ``(epoch, n_batches)`` before the held-out set is scored.
-    on_epoch_end
-        ``(record, checkpoint_path)`` once the epoch's checkpoint is on disk.
-    """
-
-    on_epoch_start: Callable[[int, int], None] | None = None
-    on_batch: Callable[[int, int, float], None] | None = None
-    on_evaluate: Callable[[int, int], None] | None = None
-    on_epoch_end: Callable[[EpochRecord, Path], None] | None = None
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run left behind."""
-
-    out: Path
-    records: tuple[EpochRecord, ...]
-    checkpoints: tuple[Path, ...]
-    device: str
-    resumed_from: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# --- data --------------------------------------------------------------------------------------
-
-
-class TileBatches:
-    """A DataLoader dataset over a :class:`TileSet`: fetches whole batches of ``(i, flip_h,
-    flip_v, augment_seed)`` items and returns ``(tiles (B, T, T, 3) uint8, labels (B,) int64)``
-    tensors. With ``augment``, each tile is then augmented from its item's seed."""
-
-    def __init__(self, tiles: TileSet, augment: AugmentSpec | None = None) -> None:
-        self.tiles = tiles
-        self.augment = augment if augment is not None and augment.active else None
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
-    def __getitem__(self, item: tuple[int, ...]) -> Any:
-        return self.__getitems__([item])
-
-    def __getitems__(self, items: Sequence[tuple[int, ...]]) -> Any:
-        import torch
-
-        t = self.tiles.spec.tile
-        out = np.empty((len(items), t, t, 3), np.uint8)
-        labels = np.empty(len(items), np.int64)
-        for k, (i, flip_h, flip_v, *rest) in enumerate(items):
-            tile = self.tiles.tile(i)
-            if flip_h:
-                tile = tile[:, ::-1]
-            if flip_v:
-                tile = tile[::-1]
-            if self.augment is not None and rest:
-                tile = augment_tile(tile, self.augment, rest[0])
-            out[k] = tile
-            labels[k] = self.tiles.label[i]
-        return torch.from_numpy(out), torch.from_numpy(labels)
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def epoch_plan(
-    n: int, batch_size: int, seed: int, epoch: int, flips: bool, augment: bool = False
-) -> list[list[tuple[int, int, int, int]]]:
-    """Epoch ``epoch``'s batches of ``(tile index, flip_h, flip_v, augment_seed)``; a function
-    of its args (the order and flips do not depend on ``augment``; seeds are 0 without it)."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n)
-    flip = rng.integers(0, 2, size=(n, 2)) if flips else np.zeros((n, 2), np.int64)
-    if augment:
-        seeds = np.random.default_rng([seed, epoch, 1]).integers(0, 2**31, size=n)
-    else:
-        seeds = np.zeros(n, np.int64)
-    items = [(int(i), int(flip[k, 0]), int(flip[k, 1]), int(seeds[k])) for k, i in enumerate(order)]
-    return [items[j : j + batch_size] for j in range(0, n, batch_size)]
-
-
-class _EpochSampler:
-    """A batch sampler whose batches follow the epoch it is set to (works with persistent
-    DataLoader workers, which only ever see indices)."""
-
-    def __init__(self, n: int, spec: TrainSpec) -> None:
-        self.n, self.spec, self.epoch = n, spec, 1
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
-        s = self.spec
-        plan = epoch_plan(self.n, s.batch_size, s.seed, self.epoch, s.flips, s.augment.active)
-        return iter(plan)
-
-    def __len__(self) -> int:
-        return -(-self.n // self.spec.batch_size)
+__all__ = ["checkpoint_meta", "train", "training_scale"]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -301,21 +89,6 @@ def _workers(spec: TrainSpec, device: str) -> int:
     if device == "cuda":
         return min(8, max(1, cores - 1))
     return 0 if cores <= 2 else min(4, cores // 4 or 1)
-
-
-def fingerprint(tiles: TileSet, spec: TrainSpec) -> str:
-    """Hash of the tile table and the options that shape the training (not ``epochs``)."""
-    h = hashlib.blake2b(digest_size=16)
-    for arr in (tiles.slide, tiles.th_x, tiles.th_y, tiles.label):
-        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
-    h.update(",".join(s.key or s.name for s in tiles.slides).encode())
-    opts = spec.to_dict()
-    for k in ("epochs", "device", "workers", "eval_batch"):
-        opts.pop(k)
-    if not spec.augment.active:  # runs from before augmentations existed still resume
-        opts.pop("augment")
-    h.update(json.dumps([opts, tiles.spec.to_dict(), list(tiles.classes)], sort_keys=True).encode())
-    return h.hexdigest()
 
 
 def training_scale(tiles: TileSet) -> dict[str, Any]:
@@ -437,74 +210,6 @@ def _autocast(device: str) -> Any:
     return contextlib.nullcontext()
 
 
-def _write_log(out: Path, records: Sequence[EpochRecord]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(LOG_COLUMNS)
-    for r in records:
-        d = r.to_dict()
-        w.writerow(
-            [
-                "" if d[c] is None else (f"{d[c]:.6g}" if isinstance(d[c], float) else d[c])
-                for c in LOG_COLUMNS
-            ]
-        )
-    atomic_write_text(out / "log.csv", buf.getvalue())
-
-
-def _save_resume(
-    out: Path, model: Any, optimizer: Any, epoch: int, fp: str, records: Sequence[EpochRecord]
-) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for i, state in opt["state"].items():
-        for name, value in state.items():
-            tensors[f"optim.{i}.{name}"] = value
-    meta = {
-        "epoch": epoch,
-        "fingerprint": fp,
-        "param_groups": opt["param_groups"],
-        "records": [r.to_dict() for r in records],
-    }
-    write_safetensors(out / RESUME, tensors, {"slidesift-resume": json.dumps(meta)})
-
-
-def _load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, list[EpochRecord]]:
-    path = out / RESUME
-    tensors, meta = read_safetensors(path)
-    try:
-        doc = json.loads(meta["slidesift-resume"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, "no resume metadata") from exc
-    if doc["fingerprint"] != fp:
-        raise TrainingError(
-            f"cannot resume {out}: it was trained on another tile set or with other options "
-            "(tile size, N, overlaps, classes, seed, batch size, learning rate)",
-            "start a new run in another folder, or give the same options",
-        )
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
-    return int(doc["epoch"]), [EpochRecord(**r) for r in doc["records"]]
-
-
-def run_exists(out: Path) -> bool:
-    """Whether ``out`` already holds a training run (checkpoints or resume state)."""
-    return (out / RESUME).exists() or any(out.glob("epoch_*.safetensors"))
-
-
-def already_trained(out: Path) -> tuple[str, str]:
-    """The reason and hint for a run folder that is not empty."""
-    return (
-        f"{out} already holds a training run",
-        "pass resume=True (--resume) to continue it, or choose another output folder",
-    )
-
-
 # --- the loop ----------------------------------------------------------------------------------
 
 
@@ -573,7 +278,7 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     start, records = 0, list[EpochRecord]()
     if resume and (out / RESUME).exists():
-        start, records = _load_resume(out, model, optimizer, fp)
+        start, records = load_resume(out, model, optimizer, fp)
         records = records[:start]
     elif resume and run_exists(out):
         raise CheckpointError(out / RESUME, "missing; the run cannot be resumed exactly")
@@ -593,18 +298,18 @@ def train(
         "device": device,
         **(info or {}),
     }
-    atomic_write_text(out / "run.json", json.dumps(run_doc, indent=2) + "\n")
+    write_run(out, run_doc)
     if start == 0:
         tiles.write_csv(out / "tiles.csv")
         if holdout is not None:
             holdout.write_csv(out / "holdout_tiles.csv")
 
     workers = _workers(spec, device)
-    sampler = _EpochSampler(len(tiles), spec)
+    sampler = EpochSampler(len(tiles), spec)
     loader: Any = torch.utils.data.DataLoader(
         TileBatches(tiles, spec.augment),  # type: ignore[arg-type]
         batch_sampler=sampler,
-        collate_fn=_identity,
+        collate_fn=collate_batch,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device == "cuda",
@@ -622,11 +327,11 @@ def train(
         hold_loader = torch.utils.data.DataLoader(
             TileBatches(holdout),  # type: ignore[arg-type]
             batch_sampler=plan,
-            collate_fn=_identity,
+            collate_fn=collate_batch,
             num_workers=0,
         )
     loss_fn = _loss_fn(n_classes)
-    checkpoints = [out / f"epoch_{e:03d}.safetensors" for e in range(1, start + 1)]
+    checkpoints = [out / checkpoint_name(e) for e in range(1, start + 1)]
     for epoch in range(start + 1, spec.epochs + 1):
         sampler.epoch = epoch
         torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
@@ -679,15 +384,15 @@ def train(
             )
         records.append(record)
         metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}
-        path = out / f"epoch_{epoch:03d}.safetensors"
+        path = out / checkpoint_name(epoch)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_checkpoint(
             path,
             state,
             checkpoint_meta(tiles, normalization=normalization, epoch=epoch, metrics=metrics),
         )
-        _save_resume(out, model, optimizer, epoch, fp, records)
-        _write_log(out, records)
+        save_resume(out, model, optimizer, epoch, fp, records)
+        write_log(out, records)
         checkpoints.append(path)
         if cb.on_epoch_end:
             cb.on_epoch_end(record, path)

@@ -39,7 +39,8 @@ from slidesift.select import SelectionOnTestWarning
 from slidesift.sift import SiftSpec
 from slidesift.sift_maps import sift_slide
 from slidesift.tiles import GridSpec, TileGrid
-from slidesift.train import TrainSpec, train
+from slidesift.train import train
+from slidesift.train_spec import TrainSpec
 from slidesift.tumor_rails import rails_spread, tumor_tile_entropies
 
 #: Epochs the demo trains (the paper: 75; two CPU cores afford a few at T = 96).

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -20,28 +18,9 @@ from slidesift.prepare import prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
 from slidesift.tileset import TileSet, TileSetSpec
-from slidesift.train import (
-    TrainSpec,
-    already_trained,
-    run_exists,
-    train,
-)
-
-
-def _resume_options(out: Path) -> dict[str, Any]:
-    run = out / "run.json"
-    try:
-        doc = json.loads(run.read_text(encoding="utf-8"))
-        return {
-            "manifest": Path(doc["manifest"]),
-            "tileset": TileSetSpec.from_dict(doc["tileset"]),
-            "train": doc["train"],
-            "normalization": doc.get("normalization"),
-        }
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise TrainingError(
-            f"cannot resume: {run} is missing or unreadable ({exc})", "was the run started here?"
-        ) from exc
+from slidesift.train import train
+from slidesift.train_run import RUN_FILE, already_trained, read_resume_options, run_exists
+from slidesift.train_spec import TrainSpec
 
 
 @click.command("train")
@@ -237,19 +216,19 @@ def train_command(
     """
     console = Console(highlight=False)
     normalization = None
-    if resume and (out / "run.json").exists():
-        saved = _resume_options(out)
+    if resume and (out / RUN_FILE).exists():
+        saved = read_resume_options(out)
         manifest, tileset_spec = saved["manifest"], saved["tileset"]
         normalization = saved["normalization"]
         ctx = click.get_current_context()
         given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
         train_spec = TrainSpec(**dict(saved["train"], **({"epochs": epochs} if given else {})))
-        console.print(f"resuming {out} (options from {out / 'run.json'})")
+        console.print(f"resuming {out} (options from {out / RUN_FILE})")
     else:
         if manifest is None:
             raise click.UsageError("give the cohort MANIFEST (or --resume with an existing --out)")
         if resume:
-            raise click.UsageError(f"nothing to resume: {out / 'run.json'} does not exist")
+            raise click.UsageError(f"nothing to resume: {out / RUN_FILE} does not exist")
         if run_exists(out) and not tiles_only:
             raise TrainingError(*already_trained(out))
         spec: SiftSpec = sift_spec(background, max_background, entropy)

@@ -15,7 +15,7 @@ from rich.table import Table
 from slidesift.rails import RailsAtSize
 from slidesift.sift_maps import SiftRun
 from slidesift.tileset import TileSet
-from slidesift.train import EpochRecord, TrainCallbacks
+from slidesift.train_spec import EpochRecord, TrainCallbacks
 
 __all__ = ["sift_table", "spread_table", "tiles_table", "training_progress"]
 
