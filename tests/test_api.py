@@ -8,15 +8,22 @@ import sys
 import slidesift
 
 PUBLIC = {
-    "AnnotationError", "ConfigError", "Rails", "SiftResult", "SiftSpec", "Slide",
-    "SlideReadError", "SlidesiftError", "Thumb", "TileGrid", "TileStats", "__version__",
-    "fit_rails", "mask_to_geojson", "measure_tiles", "open_slide", "rails_spread",
-    "read_asap_xml", "read_geojson", "read_mask", "read_thumb", "read_truth", "sift",
-    "write_geojson", "Manifest", "ManifestEntry", "ManifestError", "read_manifest",
-    "write_manifest", "ThumbCache", "Checkpoint", "CheckpointError", "load_checkpoint",
-    "DatasetError", "TileSet", "TileSetSpec", "build_tileset", "LightweightCNN", "Prepared",
-    "prepare_tilesets", "MacenkoNormalizer", "ReinhardNormalizer", "make_subsets", "TrainSpec",
-    "train",
+    "AblationRow", "AnnotationError", "AugmentSpec", "Ceilings", "Checkpoint",
+    "CheckpointError", "CohortError", "CohortResult", "CohortSpec", "ConfigError", "Confusion",
+    "DatasetError", "Downsample", "GridSpec", "LightweightCNN", "MacenkoNormalizer", "Manifest",
+    "ManifestEntry", "ManifestError", "MissingExtraError", "NoTilesWarning",
+    "OutOfDomainWarning", "OutputError", "PatchFolderError", "Prepared", "Rails", "RailsError",
+    "ReinhardNormalizer", "ReportError", "Scores", "SegmentResult", "SegmentSpec", "Selection",
+    "SelectionError", "SelectionOnTestWarning", "SiftResult", "SiftRun", "SiftSpec", "Slide",
+    "SlideOutcome", "SlideReadError", "SlidesiftError", "StainError", "Thumb", "ThumbCache",
+    "TileGrid", "TileSet", "TileSetSpec", "TileStats", "TrainSpec", "TrainingError",
+    "VahadaneNormalizer", "__version__", "ablate", "build_report", "build_tileset", "ceilings",
+    "confusion", "evaluate_slide", "evaluate_slides", "fit_rails", "load_checkpoint",
+    "make_cohort", "make_subsets", "mask_to_geojson", "measure_tiles", "open_slide",
+    "prepare_tilesets", "rails_spread", "read_asap_xml", "read_cohort", "read_geojson",
+    "read_manifest", "read_mask", "read_thumb", "read_truth", "run_cohort", "scores", "segment",
+    "select_epoch", "sift", "sift_slide", "train", "write_geojson", "write_manifest",
+    "write_report", "write_segmentation",
 }  # fmt: skip
 
 
@@ -34,3 +41,26 @@ def test_import_has_no_side_effects() -> None:
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_whole_pipeline_is_public() -> None:
+    """Each stage a user runs, from slide to report, is reachable from the top namespace."""
+    stages = {
+        "open_slide", "read_thumb", "sift", "fit_rails", "build_tileset", "train",
+        "load_checkpoint", "segment", "scores", "evaluate_slides", "run_cohort", "select_epoch",
+        "ablate", "write_report", "make_cohort", "Downsample", "GridSpec",
+    }  # fmt: skip
+    assert stages <= PUBLIC
+
+
+def test_error_classes_are_one_family_in_errors() -> None:
+    """Every public exception lives in slidesift.errors and derives from SlidesiftError."""
+    import slidesift.errors
+
+    for name in PUBLIC:
+        obj = getattr(slidesift, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            family = Warning if issubclass(obj, Warning) else slidesift.SlidesiftError
+            assert issubclass(obj, family), name
+            assert obj.__module__ == "slidesift.errors", name
+            assert name in slidesift.errors.__all__

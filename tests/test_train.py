@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slidesift.architecture import feature_side, parameter_count
 from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import build_tileset
 from slidesift.errors import SlidesiftError
 from slidesift.inference import TorchTiles
 from slidesift.io.downsample import Downsample
-from slidesift.model import LightweightCNN, feature_side, parameter_count, probabilities
+from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom import he_like_image
 from slidesift.tile_truth import classify_raw_tiles
 from slidesift.tileset import SlideImage, TileSet, TileSetSpec

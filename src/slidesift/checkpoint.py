@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesift.errors import CheckpointError
+from slidesift.errors import CheckpointError, require
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.io.downsample import Downsample
 from slidesift.rails import Rails
@@ -47,6 +47,7 @@ def write_safetensors(
     path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str]
 ) -> Path:
     """Serialise torch tensors and string metadata to ``path`` atomically."""
+    require("safetensors", "learn", "writing checkpoints")
     from safetensors.torch import save
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata)
@@ -55,6 +56,8 @@ def write_safetensors(
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`."""
+    require("torch", "learn", "reading checkpoints")
+    require("safetensors", "learn", "reading checkpoints")
     from safetensors import SafetensorError
     from safetensors.torch import load
 

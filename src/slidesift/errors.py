@@ -37,13 +37,17 @@ __all__ = [
     "DatasetError",
     "ManifestError",
     "MissingExtraError",
+    "NoTilesWarning",
+    "OutOfDomainWarning",
     "OutputError",
     "PatchFolderError",
     "RailsError",
     "ReportError",
     "SelectionError",
+    "SelectionOnTestWarning",
     "SlideReadError",
     "SlidesiftError",
+    "SlidesiftWarning",
     "StainError",
     "TrainingError",
     "require",
@@ -282,6 +286,23 @@ class OutputError(_FileFault):
 
     def _headline(self) -> str:
         return f"cannot write {str(self.path)!r}: {self.reason}"
+
+
+class SlidesiftWarning(UserWarning):
+    """Base class of slidesift's warnings: the CLI prints them as one ``warning:`` line."""
+
+
+class NoTilesWarning(SlidesiftWarning):
+    """No tile of a slide survived the sift: its mask is empty."""
+
+
+class OutOfDomainWarning(SlidesiftWarning):
+    """The slide looks unlike the model's training slides: the rails admit little of its
+    tissue, its um/px or size is 2x or more from the training slides', or it has no MPP."""
+
+
+class SelectionOnTestWarning(SlidesiftWarning):
+    """Epochs are being chosen on test slides: their scores will then be optimistic."""
 
 
 def require(module: str, extra: str, purpose: str, hint: str = "") -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.checkpoint import Checkpoint
-from slidesift.errors import CheckpointError, ConfigError
+from slidesift.errors import CheckpointError, ConfigError, require
 
 __all__ = [
     "DENSE_STEP",
@@ -64,12 +64,9 @@ class TileClassifier(Protocol):
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - part of the 'all' extra
-        raise ImportError(
-            "CPU inference needs the 'infer' extra: pip install 'slidesift[infer]'"
-        ) from exc
+    require("onnxruntime", "infer", "CPU inference")
+    import onnxruntime
+
     return onnxruntime
 
 
@@ -209,9 +206,11 @@ def export_onnx(
     SlidesiftError
         ONNX Runtime's outputs differ from torch's by more than 1e-4.
     """
+    require("torch", "learn", "exporting the model to ONNX")
+    require("onnx", "infer", "exporting the model to ONNX")
     import torch
 
-    from slidesift.model import FILTERS
+    from slidesift.architecture import FILTERS
 
     digest = _digest(checkpoint)
     if folder is not None:
@@ -288,20 +287,12 @@ class TorchTiles:
         self.model = checkpoint.model().to(device, memory_format=torch.channels_last)
 
     def __call__(self, tiles: NDArray[np.uint8]) -> NDArray[np.float32]:
-        import contextlib
-
         import torch
 
-        from slidesift.model import probabilities
+        from slidesift.model import autocast, probabilities, scale_input
 
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        ctx: Any = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device == "cuda"
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), ctx:
+        x = scale_input(torch.from_numpy(np.ascontiguousarray(tiles)), self.device)
+        with torch.no_grad(), autocast(self.device):
             p = probabilities(self.model(x))
         return np.asarray(p.float().cpu().numpy(), np.float32)
 

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from slidesift.assemble import Assembly, AssemblyMode, assemble, shrink, smooth
 from slidesift.checkpoint import Checkpoint
-from slidesift.errors import ConfigError
+from slidesift.errors import ConfigError, NoTilesWarning, OutOfDomainWarning
 from slidesift.inference import (
     DENSE_STEP,
     DenseOnnx,
@@ -47,15 +47,6 @@ __all__ = [
 ]
 
 InferenceMode = Literal["auto", "dense", "tiles", "torch"]
-
-
-class NoTilesWarning(UserWarning):
-    """No tile of a slide survived the sift: its mask is empty."""
-
-
-class OutOfDomainWarning(UserWarning):
-    """The slide looks unlike the model's training slides: the rails admit little of its
-    tissue, its um/px or size is 2x or more from the training slides', or it has no MPP."""
 
 
 #: Below this share of tissue tiles (tiles passing the background sift) admitted by the
@@ -152,9 +143,7 @@ class Classifiers:
             elif kind == "tiles":
                 self._made[kind] = OnnxTiles(self.checkpoint, threads=self.threads)
             else:
-                import torch
-
-                device = "cuda" if torch.cuda.is_available() else "cpu"
+                device = "cuda" if _cuda_available() else "cpu"
                 self._made[kind] = TorchTiles(self.checkpoint, device=device)
         return self._made[kind]
 
@@ -299,11 +288,18 @@ def scale_warnings(thumb: Thumb, checkpoint: Checkpoint) -> list[str]:
     return out
 
 
+def _cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (no torch: the ONNX paths)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def _pick(spec: SegmentSpec, stride: int) -> str:
     if spec.inference == "auto":
-        import torch
-
-        if torch.cuda.is_available():
+        if _cuda_available():
             return "torch"
         return "dense" if dense_applies(stride) else "tiles"
     if spec.inference == "dense" and not dense_applies(stride):

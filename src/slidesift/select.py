@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slidesift.checkpoint import load_checkpoint
-from slidesift.errors import ConfigError, SelectionError
+from slidesift.errors import ConfigError, SelectionError, SelectionOnTestWarning
 from slidesift.evaluate import evaluate_slides, read_slide, summary
 from slidesift.manifest import ManifestEntry
 from slidesift.segment import Classifiers, SegmentSpec
@@ -27,10 +27,6 @@ from slidesift.segment import Classifiers, SegmentSpec
 __all__ = ["EpochScore", "Selection", "SelectionOnTestWarning", "select_epoch"]
 
 METRICS = ("jaccard", "dice", "precision", "recall")
-
-
-class SelectionOnTestWarning(UserWarning):
-    """Epochs are being chosen on test slides: their scores will then be optimistic."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ __all__ = ["checkpoint_meta", "train", "training_scale"]
 
 
 def _device(spec: TrainSpec) -> str:
+
     import torch
 
     if spec.device == "cuda" and not torch.cuda.is_available():
@@ -140,22 +141,18 @@ def _predict(logits: Any) -> Any:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
-def _to_input(tiles_u8: Any, device: str) -> Any:
-    """``(B, T, T, 3)`` uint8 -> ``(B, 3, T, T)`` float32 [0, 1], channels_last on ``device``."""
-    x = tiles_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return x  # the permuted NHWC tensor is already channels_last in memory
-
-
 def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[float, float, float]:
     """Mean loss, accuracy and balanced accuracy of ``model`` over a loader's batches."""
     import torch
 
+    from slidesift.model import autocast, scale_input
+
     loss_fn = _loss_fn(n_classes)
     model.eval()
     ys, preds, total = [], [], 0.0
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast(device):
         for x_u8, y in loader:
-            logits = model(_to_input(x_u8, device)).float()
+            logits = model(scale_input(x_u8, device)).float()
             y = y.to(device)
             total += float(loss_fn(logits, y)) * len(y)
             ys.append(y.cpu().numpy())
@@ -189,25 +186,15 @@ def _classifier(model: Any, device: str) -> Callable[[NDArray[np.uint8]], NDArra
     """``(B, T, T, 3)`` uint8 -> ``(B, C)`` probabilities with ``model`` (eval mode)."""
     import torch
 
-    from slidesift.model import probabilities
+    from slidesift.model import autocast, probabilities, scale_input
 
     def classify(tiles_u8: NDArray[np.uint8]) -> NDArray[np.float32]:
         model.eval()
-        x = _to_input(torch.from_numpy(np.ascontiguousarray(tiles_u8)), device)
-        with torch.no_grad(), _autocast(device):
+        x = scale_input(torch.from_numpy(np.ascontiguousarray(tiles_u8)), device)
+        with torch.no_grad(), autocast(device):
             return np.asarray(probabilities(model(x)).float().cpu().numpy(), np.float32)
 
     return classify
-
-
-def _autocast(device: str) -> Any:
-    import contextlib
-
-    import torch
-
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -251,7 +238,7 @@ def train(
     """
     import torch
 
-    from slidesift.model import LightweightCNN
+    from slidesift.model import LightweightCNN, autocast, scale_input
 
     spec = spec or TrainSpec()
     cb = callbacks or TrainCallbacks()
@@ -274,7 +261,8 @@ def train(
     fp = fingerprint(tiles, spec)
 
     torch.manual_seed(spec.seed)
-    model = LightweightCNN(tiles.spec.tile, n_classes).to(device, memory_format=torch.channels_last)
+    model = LightweightCNN(tiles.spec.tile, n_classes)
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     start, records = 0, list[EpochRecord]()
     if resume and (out / RESUME).exists():
@@ -341,10 +329,10 @@ def train(
         t0 = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         for b, (x_u8, y) in enumerate(loader):
-            x = _to_input(x_u8, device)
+            x = scale_input(x_u8, device)
             y = y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with autocast(device):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             loss.backward()
