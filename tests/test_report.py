@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -9,13 +10,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from slidesift.cli.main import main
 from slidesift.errors import ConfigError
-from slidesift.io.outputs import write_png
-from slidesift.io.segment_outputs import FN, FP, TP
+from slidesift.io.outputs import location_map_image, write_png
+from slidesift.io.segment_outputs import FN, FP, OUTLINE, TP, error_map, overlay
+from slidesift.phantom import he_like_image
 from slidesift.rails import (
     Rails,
     RailsAtSize,
@@ -24,7 +27,7 @@ from slidesift.rails import (
     spread_to_json,
     write_spread,
 )
-from slidesift.report import ReportError, build_report, read_cohort, write_report
+from slidesift.report import MAX_IMAGE_PX, ReportError, build_report, read_cohort, write_report
 from slidesift.train import LOG_COLUMNS
 
 ODD = "a<b&c"  # a slide name that must be escaped
@@ -175,8 +178,11 @@ def test_report_has_every_section(fx: Fixture) -> None:
     assert "absent" not in _section_ids(text)
     # every picture is embedded: 8 slide pictures (lazy), the spread plot and the training plot
     assert text.count("<img ") == fx.slide_images + 2
-    assert text.count('src="data:image/png;base64,') == fx.slide_images + 2
+    assert len(re.findall(r'src="data:image/(png|jpeg);base64,', text)) == fx.slide_images + 2
     assert text.count('loading="lazy"') == fx.slide_images
+    for plot in ("training curves", "rails and spread against tile size"):  # palette PNGs
+        found = re.search(rf'src="data:image/png;base64,([^"]+)" alt="{plot}"', text)
+        assert found and base64.b64decode(found.group(1))[25] == 3, plot
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "no network resources"
     assert "<link" not in text and "<script src" not in text
     # the odd name is escaped everywhere
@@ -223,6 +229,60 @@ def test_spread_is_found_by_name_and_images_are_shrunk(fx: Fixture) -> None:
     assert "rails-spread" in _section_ids(text) and "training" not in _section_ids(text)
     assert 'alt="overlay of alpha" width="200" height="50"' in text
     assert 'alt="error map of alpha" width="32" height="24"' in text
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """2 slides of H&E-like pictures over MAX_IMAGE_PX as segment writes them; p0's overlay."""
+    out = tmp_path_factory.mktemp("photos")
+    rows, overlays = [], []
+    for i, shape in enumerate(((1600, 1300), (1250, 1600))):
+        pixels, truth = he_like_image(shape, seed=11 + i)
+        mask = np.roll(truth, 30, axis=1)  # a prediction a little off the truth
+        tiles = cv2.resize(pixels.min(axis=2), None, fx=0.01, fy=0.01) < 200
+        kept = cv2.resize(tiles.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
+        overlays.append(overlay(pixels, mask, truth))
+        write_png(out / f"p{i}_overlay.png", overlays[-1])
+        write_png(out / f"p{i}_errors.png", error_map(pixels, mask, truth))
+        write_png(out / f"p{i}_locations.png", location_map_image(pixels, kept > 0))
+        rows.append(f"p{i},LUAD,LUAD,0.7,0.8,0.8,0.8,0,100,dense,ok,")
+    (out / "scores.csv").write_text(COLUMNS + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return out, overlays[0]
+
+
+def _embedded(text: str, alt: str) -> tuple[str, np.ndarray]:
+    """The MIME subtype and RGB pixels of the picture with this alt text."""
+    found = re.search(rf'src="data:image/(\w+);base64,([^"]+)" alt="{re.escape(alt)}"', text)
+    assert found, alt
+    data = np.frombuffer(base64.b64decode(found.group(2)), np.uint8)
+    return found.group(1), cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_photographs_are_small_and_legible(photos: tuple[Path, np.ndarray]) -> None:
+    """Near 1 MB a slide; before: 1200-px PNGs, over 4 MB a slide (19 MB for 8 slides)."""
+    out, source = photos
+    text = build_report(out)
+    assert len(text.encode("utf-8")) / 2 < 1_000_000
+    assert re.findall(r'src="data:image/(\w+);base64,', text) == ["jpeg"] * 3 * 2
+    kind, shown = _embedded(text, "overlay of p0")
+    h, w = shown.shape[:2]
+    assert kind == "jpeg" and max(h, w) == MAX_IMAGE_PX
+    ref = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA).astype(int)
+    err = np.abs(shown.astype(int) - ref)
+    outline = np.abs(ref - np.array(OUTLINE)).sum(axis=2) < 30
+    assert outline.sum() > 2000 and err.mean() < 4
+    # the thin cyan outline keeps its colour (chroma subsampling would smear it: about 22)
+    assert err[outline].mean() < 7
+
+
+def test_flat_pictures_stay_lossless_png(tmp_path: Path) -> None:
+    (tmp_path / "scores.csv").write_text("slide\nm\n", encoding="utf-8")
+    img = np.full((1600, 1200, 3), 255, np.uint8)
+    img[300:900, 200:700] = FP
+    write_png(tmp_path / "m_overlay.png", img)
+    kind, shown = _embedded(build_report(tmp_path), "overlay of m")
+    assert kind == "png"
+    assert np.array_equal(shown, cv2.resize(img, (900, 1200), interpolation=cv2.INTER_AREA))
 
 
 def test_write_report_is_atomic_and_defaults_into_the_cohort(fx: Fixture) -> None:

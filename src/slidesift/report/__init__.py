@@ -3,9 +3,10 @@
 The page shows the cohort summary, a sortable per-slide metrics table (failed slides with their
 error), each slide's overlay, error map and tile location map, the entropy rails spread against
 tile size (paper Fig. 5), training curves with the selected epoch, and the ablation table.
-Pictures are embedded as ``data:`` URIs and the only script is a small inline table sorter, so
-the file can be mailed or archived on its own and opens without a network. Sections whose
-input is missing are left out and listed, with how to make that input, at the end.
+Pictures are embedded as ``data:`` URIs (photographs as JPEG, under 1 MB a slide) and the only
+script is a small inline table sorter, so the file can be mailed or archived on its own and
+opens without a network. Sections whose input is missing are left out and listed, with how to
+make that input, at the end.
 
 >>> from slidesift.report import write_report
 >>> write_report("seg", run="run")  # doctest: +SKIP
@@ -30,7 +31,6 @@ from slidesift.report.html import (
     fmt_number,
     metrics_section,
     page,
-    png_img,
     slide_anchor,
     slide_article,
     spread_section,
@@ -45,6 +45,7 @@ from slidesift.report.inputs import (
     read_run,
     read_spread_file,
 )
+from slidesift.report.pictures import png_img
 
 __all__ = [
     "MAX_IMAGE_PX",

@@ -5,18 +5,21 @@
 - :func:`training_png`: loss and accuracy per epoch of a training run, and the cohort figures
   of model selection, with the selected epoch marked.
 
-Each returns PNG bytes. matplotlib is the ``report`` extra: ``pip install 'slidesift[report]'``.
+Each returns PNG bytes, a palette image (:func:`~slidesift.report.pictures.compact_plot_png`).
+matplotlib is the ``report`` extra: ``pip install 'slidesift[report]'``.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from slidesift.rails import RailsAtSize
 from slidesift.report.inputs import ReportError, TrainingRun, as_float
+from slidesift.report.pictures import compact_plot_png
 
 __all__ = ["rails_spread_png", "training_png"]
 
@@ -45,9 +48,10 @@ def _figure(width: float, height: float, ncols: int) -> tuple[Any, list[Any]]:
 
 
 def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    return buf.getvalue()
+    """The figure as a palette PNG (:func:`~slidesift.report.pictures.compact_plot_png`)."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return compact_plot_png(rgba[..., :3])
 
 
 def rails_spread_png(rows: Sequence[RailsAtSize], *, model_tile: int | None = None) -> bytes:

@@ -1,41 +1,34 @@
-"""HTML pieces of the report: escaping, embedded pictures, the sortable table, the page shell.
+"""HTML pieces of the report: escaping, the sections, the sortable table, the page shell.
 
 Everything is built as plain strings; every value that came from a file goes through
 :func:`esc`. Pictures are embedded as ``data:`` URIs, so the page needs no other file and no
-network (its Content-Security-Policy forbids both).
+network (its Content-Security-Policy forbids both); :mod:`slidesift.report.pictures` encodes them.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
-import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from slidesift.rails import RailsAtSize
 from slidesift.report.inputs import IMAGE_KINDS, Cohort, SlideRecord, as_float
+from slidesift.report.pictures import embed_picture, png_img
 
 __all__ = [
     "ablation_section",
-    "embed_png",
     "esc",
     "fmt_number",
     "legends",
     "metrics_section",
     "page",
-    "png_img",
-    "png_size",
     "slide_anchor",
     "slide_article",
     "spread_section",
     "summary_section",
 ]
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: Columns that are not metrics: kept as text, whatever they hold.
 _TEXT_COLUMNS = frozenset({"slide", "label", "vote", "inference", "status", "error"})
@@ -67,53 +60,6 @@ def fmt_number(value: Any, digits: int = 3, *, count: bool = False) -> str:
     if count or (isinstance(value, int) and not isinstance(value, bool)):
         return str(round(f))
     return f"{f:.{digits}f}"
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a PNG's header, or ``None`` when ``data`` is not a PNG."""
-    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    w, h = struct.unpack(">II", data[16:24])
-    return int(w), int(h)
-
-
-def embed_png(path: str | Path, max_px: int | None) -> tuple[str, int, int] | None:
-    """A picture as ``(data URI, width, height)``, shrunk so neither side exceeds ``max_px``.
-
-    Pictures within the limit are embedded byte for byte; larger ones are resampled (area) and
-    re-encoded. ``None`` when the file cannot be read or is not a PNG.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    size = png_size(data)
-    if size is None:
-        return None
-    w, h = size
-    if max_px is not None and max(w, h) > max_px:
-        import cv2
-        import numpy as np
-
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            return None
-        f = max_px / max(w, h)
-        w, h = max(1, round(w * f)), max(1, round(h * f))
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        if not ok:
-            return None
-        data = buf.tobytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), w, h
-
-
-def png_img(data: bytes, alt: str, *, lazy: bool = False, cls: str = "") -> str:
-    """An ``<img>`` of PNG bytes (a plot), with its size from the PNG header."""
-    w, h = png_size(data) or (0, 0)
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    extra = (' loading="lazy"' if lazy else "") + (f' class="{esc(cls)}"' if cls else "")
-    return f'<img src="{uri}" alt="{esc(alt)}" width="{w}" height="{h}"{extra}>'
 
 
 def _swatch(rgb: tuple[int, int, int], label: str, outline: bool = False) -> str:
@@ -301,7 +247,7 @@ def slide_article(record: SlideRecord, anchor: str, max_px: int | None) -> tuple
         path = record.images.get(kind)
         if path is None:
             continue
-        embedded = embed_png(path, max_px)
+        embedded = embed_picture(path, max_px)
         if embedded is None:
             figures.append(
                 f'<figure class="missing"><p class="note">{esc(path.name)} is not a readable '
