@@ -231,6 +231,23 @@ def test_spread_is_found_by_name_and_images_are_shrunk(fx: Fixture) -> None:
     assert 'alt="error map of alpha" width="32" height="24"' in text
 
 
+def test_slide_pictures_line_up_and_legends_keep_labels_with_swatches(fx: Fixture) -> None:
+    text = build_report(fx.out)
+    # three columns: each slide's overlay, error map and tile locations, in that order
+    assert re.search(r"\.figs\{[^}]*grid-template-columns:repeat\(3,minmax\(0,1fr\)\)", text)
+    beta = re.search(r'<article class="slide" id="slide-2">(.*?)</article>', text, re.S)
+    cells = re.findall(r"<figure[^>]*>.*?</figure>", beta.group(1) if beta else "")
+    assert len(cells) == 3 and 'alt="overlay of beta"' in cells[0]
+    assert cells[1].startswith('<figure class="absent">') and "has no truth" in cells[1]
+    assert 'alt="tile locations of beta"' in cells[2]
+    # a legend entry is one unbreakable unit: the swatch and its label
+    assert re.search(r"\.key\{[^}]*white-space:nowrap", text)
+    for label in ("prediction outline", "truth outline", "true positive", "false positive",
+                  "false negative"):  # fmt: skip
+        key = f'<span class="key"><span class="swatch" style="[^"]*"></span>{label}</span>'
+        assert re.search(key, text), label
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """2 slides of H&E-like pictures over MAX_IMAGE_PX as segment writes them; p0's overlay."""
@@ -356,6 +373,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
+#: Legend labels not on the line of their swatch, right beside it.
+LABELS_APART = """() => Array.from(document.querySelectorAll(".swatch")).flatMap(swatch => {
+  const label = swatch.nextSibling, s = swatch.getBoundingClientRect(), r = new Range();
+  if (!label || label.nodeType !== Node.TEXT_NODE) { return ["a swatch without a label"]; }
+  r.selectNodeContents(label);
+  const lines = Array.from(r.getClientRects()).filter(b => b.width > 0), t = lines[0];
+  return lines.length === 1 && t.top < s.bottom && s.top < t.bottom && t.left >= s.right - 1
+    && t.left - s.right < 16 ? [] : [label.textContent];
+})"""
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
@@ -406,6 +434,18 @@ def test_report_renders_in_chromium(fx: Fixture, tmp_path: Path) -> None:
             )
             page.evaluate("() => window.scrollTo(0, 0)")
             page.screenshot(path=str(shot), full_page=True)
+            # a slide's three pictures share the page's width, even on a wide screen
+            page.set_viewport_size({"width": 1920, "height": 1000})
+            boxes = page.eval_on_selector_all(
+                "#slide-1 .figs img", "imgs => imgs.map(i => i.getBoundingClientRect().toJSON())"
+            )
+            assert len(boxes) == 3
+            assert boxes[-1]["right"] - boxes[0]["left"] > 0.9 * 1920, boxes
+            assert min(b["width"] for b in boxes) > 0.28 * 1920, boxes
+            # every legend label stays beside its swatch, whatever the width
+            for width in range(340, 1300, 20):
+                page.set_viewport_size({"width": width, "height": 900})
+                assert page.evaluate(LABELS_APART) == [], f"at {width} px"
         finally:
             browser.close()
     assert problems == []

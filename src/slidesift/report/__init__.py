@@ -32,7 +32,6 @@ from slidesift.report.html import (
     metrics_section,
     page,
     slide_anchor,
-    slide_article,
     spread_section,
     summary_section,
 )
@@ -46,6 +45,7 @@ from slidesift.report.inputs import (
     read_spread_file,
 )
 from slidesift.report.pictures import png_img
+from slidesift.report.slides import slide_article
 
 __all__ = [
     "MAX_IMAGE_PX",
