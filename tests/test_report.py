@@ -28,6 +28,8 @@ from slidesift.rails import (
     write_spread,
 )
 from slidesift.report import MAX_IMAGE_PX, ReportError, build_report, read_cohort, write_report
+from slidesift.report.figures import training_figure
+from slidesift.report.inputs import read_run
 from slidesift.train import LOG_COLUMNS
 
 ODD = "a<b&c"  # a slide name that must be escaped
@@ -300,6 +302,39 @@ def test_flat_pictures_stay_lossless_png(tmp_path: Path) -> None:
     kind, shown = _embedded(build_report(tmp_path), "overlay of m")
     assert kind == "png"
     assert np.array_equal(shown, cv2.resize(img, (900, 1200), interpolation=cv2.INTER_AREA))
+
+
+def _coinciding_run(root: Path) -> Path:
+    """A run whose accuracies are all equal, and so are its selection figures."""
+    (run := root / "same").mkdir()
+    rows = [",".join(LOG_COLUMNS)] + [
+        f"{e},{1 / e:.4f},{a},{a},{a},900,40,{1 / e:.4f},{a},{a},12.5,800"
+        for e, a in ((e, f"{0.5 + e / 10:.3f}") for e in range(1, 5))
+    ]
+    (run / "log.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    epochs = [{"epoch": e, "mean_jaccard": e / 10, "nonzero_jaccard": e / 10,
+               "classification_accuracy": e / 10} for e in range(1, 5)]  # fmt: skip
+    selection = {"metric": "jaccard", "epoch": 2, "epochs": epochs}
+    (run / "selection.json").write_text(json.dumps(selection), encoding="utf-8")
+    return run
+
+
+def test_coinciding_curves_all_stay_visible(tmp_path: Path) -> None:
+    fig = training_figure(read_run(_coinciding_run(tmp_path)))
+    for ax in fig.axes:
+        ax.get_legend().remove()  # it shows every colour anyway
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[::-1, :, :3].astype(int)  # row 0: the bottom
+    hidden, curves = [], 0
+    for ax in fig.axes:
+        x0, y0, x1, y1 = (int(v) for v in ax.get_window_extent().extents)
+        for line in ax.get_lines():  # the curves: labelled, not the selected epoch's line
+            if not line.get_label().startswith(("_", "selected")):
+                rgb = [int(line.get_color()[k : k + 2], 16) for k in (1, 3, 5)]
+                seen = (np.abs(pixels[y0:y1, x0:x1] - rgb).sum(axis=2) < 40).sum()
+                hidden += [] if seen > 150 else [f"{line.get_label()}: {seen} px"]
+                curves += 1
+    assert curves == 2 + 4 + 3 and hidden == []
 
 
 def test_write_report_is_atomic_and_defaults_into_the_cohort(fx: Fixture) -> None:
