@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -197,9 +198,10 @@ def test_report_has_every_section(fx: Fixture) -> None:
     assert re.search(r'<div class="card bad"><div class="value">1<', text)
     for rgb in (TP, FP, FN):
         assert "#{:02x}{:02x}{:02x}".format(*rgb) in text
-    # header: version, checkpoint from selection.json, run name, selected epoch
+    # header: version, checkpoint from selection.json, the run's path, selected epoch
     assert "slidesift 0.1.0" in text or "slidesift " in text
-    assert "epoch_003.safetensors" in text and "run <code>run</code>" in text
+    assert "epoch_003.safetensors" in text
+    assert f"run <code>{fx.run}</code>" in text.split("</header>")[0]
     assert "selected epoch <b>3</b>" in text
     # ablation rows and spread numbers
     assert "no rails (background only)" in text and ">0.420<" in text
@@ -231,6 +233,13 @@ def test_spread_is_found_by_name_and_images_are_shrunk(fx: Fixture) -> None:
     assert "rails-spread" in _section_ids(text) and "training" not in _section_ids(text)
     assert 'alt="overlay of alpha" width="200" height="50"' in text
     assert 'alt="error map of alpha" width="32" height="24"' in text
+
+
+def test_header_names_the_run_by_its_path(fx: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(fx.run.parent)
+    header = build_report("seg", run="run").split("</header>")[0]  # relative paths, as typed
+    assert f"run <code>{html.escape(str(fx.run.resolve()))}</code>" in header
+    assert f"cohort <code>{html.escape(str(fx.out.resolve()))}</code>" in header
 
 
 def test_slide_pictures_line_up_and_legends_keep_labels_with_swatches(fx: Fixture) -> None:

@@ -251,7 +251,7 @@ def build_report(
     meta = [
         f"made {esc(made.isoformat(timespec='seconds'))}",
         f"slidesift {esc(__version__)}",
-        f"cohort <code>{esc(cohort.folder)}</code>",
+        f"cohort <code>{esc(cohort.folder.resolve())}</code>",
         f"{len(cohort.slides)} slide(s)",
     ]
     if cohort.failed:
@@ -259,7 +259,7 @@ def build_report(
     if checkpoint:
         meta.append(f"checkpoint <code>{esc(checkpoint)}</code>")
     if training is not None:
-        meta.append(f"run <code>{esc(training.folder.resolve().name)}</code>")
+        meta.append(f"run <code>{esc(training.folder.resolve())}</code>")
     mean_j = summary.get("mean_jaccard")
     if mean_j is not None:
         meta.append(f"mean Jaccard <b>{esc(fmt_number(mean_j))}</b>")
