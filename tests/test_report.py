@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import math
 import re
@@ -9,12 +11,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from slidesift.cli.main import main
 from slidesift.errors import ConfigError
-from slidesift.io.outputs import FN, FP, TP, write_png
+from slidesift.io.outputs import FN, FP, OUTLINE, TP, location_map_image, write_png
+from slidesift.phantom import he_like_image
 from slidesift.rails import (
     Rails,
     RailsAtSize,
@@ -23,7 +27,10 @@ from slidesift.rails import (
     spread_to_json,
     write_spread,
 )
-from slidesift.report import ReportError, build_report, read_cohort, write_report
+from slidesift.report import MAX_IMAGE_PX, ReportError, build_report, read_cohort, write_report
+from slidesift.report.figures import training_figure
+from slidesift.report.inputs import read_run
+from slidesift.segment_outputs import error_map, overlay
 from slidesift.train_run import LOG_COLUMNS
 
 ODD = "a<b&c"  # a slide name that must be escaped
@@ -174,8 +181,11 @@ def test_report_has_every_section(fx: Fixture) -> None:
     assert "absent" not in _section_ids(text)
     # every picture is embedded: 8 slide pictures (lazy), the spread plot and the training plot
     assert text.count("<img ") == fx.slide_images + 2
-    assert text.count('src="data:image/png;base64,') == fx.slide_images + 2
+    assert len(re.findall(r'src="data:image/(png|jpeg);base64,', text)) == fx.slide_images + 2
     assert text.count('loading="lazy"') == fx.slide_images
+    for plot in ("training curves", "rails and spread against tile size"):  # palette PNGs
+        found = re.search(rf'src="data:image/png;base64,([^"]+)" alt="{plot}"', text)
+        assert found and base64.b64decode(found.group(1))[25] == 3, plot
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "no network resources"
     assert "<link" not in text and "<script src" not in text
     # the odd name is escaped everywhere
@@ -188,9 +198,10 @@ def test_report_has_every_section(fx: Fixture) -> None:
     assert re.search(r'<div class="card bad"><div class="value">1<', text)
     for rgb in (TP, FP, FN):
         assert "#{:02x}{:02x}{:02x}".format(*rgb) in text
-    # header: version, checkpoint from selection.json, run name, selected epoch
+    # header: version, checkpoint from selection.json, the run's path, selected epoch
     assert "slidesift 0.1.0" in text or "slidesift " in text
-    assert "epoch_003.safetensors" in text and "run <code>run</code>" in text
+    assert "epoch_003.safetensors" in text
+    assert f"run <code>{fx.run}</code>" in text.split("</header>")[0]
     assert "selected epoch <b>3</b>" in text
     # ablation rows and spread numbers
     assert "no rails (background only)" in text and ">0.420<" in text
@@ -222,6 +233,117 @@ def test_spread_is_found_by_name_and_images_are_shrunk(fx: Fixture) -> None:
     assert "rails-spread" in _section_ids(text) and "training" not in _section_ids(text)
     assert 'alt="overlay of alpha" width="200" height="50"' in text
     assert 'alt="error map of alpha" width="32" height="24"' in text
+
+
+def test_header_names_the_run_by_its_path(fx: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(fx.run.parent)
+    header = build_report("seg", run="run").split("</header>")[0]  # relative paths, as typed
+    assert f"run <code>{html.escape(str(fx.run.resolve()))}</code>" in header
+    assert f"cohort <code>{html.escape(str(fx.out.resolve()))}</code>" in header
+
+
+def test_slide_pictures_line_up_and_legends_keep_labels_with_swatches(fx: Fixture) -> None:
+    text = build_report(fx.out)
+    # three columns: each slide's overlay, error map and tile locations, in that order
+    assert re.search(r"\.figs\{[^}]*grid-template-columns:repeat\(3,minmax\(0,1fr\)\)", text)
+    beta = re.search(r'<article class="slide" id="slide-2">(.*?)</article>', text, re.S)
+    cells = re.findall(r"<figure[^>]*>.*?</figure>", beta.group(1) if beta else "")
+    assert len(cells) == 3 and 'alt="overlay of beta"' in cells[0]
+    assert cells[1].startswith('<figure class="absent">') and "has no truth" in cells[1]
+    assert 'alt="tile locations of beta"' in cells[2]
+    # a legend entry is one unbreakable unit: the swatch and its label
+    assert re.search(r"\.key\{[^}]*white-space:nowrap", text)
+    for label in ("prediction outline", "truth outline", "true positive", "false positive",
+                  "false negative"):  # fmt: skip
+        key = f'<span class="key"><span class="swatch" style="[^"]*"></span>{label}</span>'
+        assert re.search(key, text), label
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """2 slides of H&E-like pictures over MAX_IMAGE_PX as segment writes them; p0's overlay."""
+    out = tmp_path_factory.mktemp("photos")
+    rows, overlays = [], []
+    for i, shape in enumerate(((1600, 1300), (1250, 1600))):
+        pixels, truth = he_like_image(shape, seed=11 + i)
+        mask = np.roll(truth, 30, axis=1)  # a prediction a little off the truth
+        tiles = cv2.resize(pixels.min(axis=2), None, fx=0.01, fy=0.01) < 200
+        kept = cv2.resize(tiles.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
+        overlays.append(overlay(pixels, mask, truth))
+        write_png(out / f"p{i}_overlay.png", overlays[-1])
+        write_png(out / f"p{i}_errors.png", error_map(pixels, mask, truth))
+        write_png(out / f"p{i}_locations.png", location_map_image(pixels, kept > 0))
+        rows.append(f"p{i},LUAD,LUAD,0.7,0.8,0.8,0.8,0,100,dense,ok,")
+    (out / "scores.csv").write_text(COLUMNS + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return out, overlays[0]
+
+
+def _embedded(text: str, alt: str) -> tuple[str, np.ndarray]:
+    """The MIME subtype and RGB pixels of the picture with this alt text."""
+    found = re.search(rf'src="data:image/(\w+);base64,([^"]+)" alt="{re.escape(alt)}"', text)
+    assert found, alt
+    data = np.frombuffer(base64.b64decode(found.group(2)), np.uint8)
+    return found.group(1), cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_photographs_are_small_and_legible(photos: tuple[Path, np.ndarray]) -> None:
+    """Near 1 MB a slide; before: 1200-px PNGs, over 4 MB a slide (19 MB for 8 slides)."""
+    out, source = photos
+    text = build_report(out)
+    assert len(text.encode("utf-8")) / 2 < 1_000_000
+    assert re.findall(r'src="data:image/(\w+);base64,', text) == ["jpeg"] * 3 * 2
+    kind, shown = _embedded(text, "overlay of p0")
+    h, w = shown.shape[:2]
+    assert kind == "jpeg" and max(h, w) == MAX_IMAGE_PX
+    ref = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA).astype(int)
+    err = np.abs(shown.astype(int) - ref)
+    outline = np.abs(ref - np.array(OUTLINE)).sum(axis=2) < 30
+    assert outline.sum() > 2000 and err.mean() < 4
+    # the thin cyan outline keeps its colour (chroma subsampling would smear it: about 22)
+    assert err[outline].mean() < 7
+
+
+def test_flat_pictures_stay_lossless_png(tmp_path: Path) -> None:
+    (tmp_path / "scores.csv").write_text("slide\nm\n", encoding="utf-8")
+    img = np.full((1600, 1200, 3), 255, np.uint8)
+    img[300:900, 200:700] = FP
+    write_png(tmp_path / "m_overlay.png", img)
+    kind, shown = _embedded(build_report(tmp_path), "overlay of m")
+    assert kind == "png"
+    assert np.array_equal(shown, cv2.resize(img, (900, 1200), interpolation=cv2.INTER_AREA))
+
+
+def _coinciding_run(root: Path) -> Path:
+    """A run whose accuracies are all equal, and so are its selection figures."""
+    (run := root / "same").mkdir()
+    rows = [",".join(LOG_COLUMNS)] + [
+        f"{e},{1 / e:.4f},{a},{a},{a},900,40,{1 / e:.4f},{a},{a},12.5,800"
+        for e, a in ((e, f"{0.5 + e / 10:.3f}") for e in range(1, 5))
+    ]
+    (run / "log.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    epochs = [{"epoch": e, "mean_jaccard": e / 10, "nonzero_jaccard": e / 10,
+               "classification_accuracy": e / 10} for e in range(1, 5)]  # fmt: skip
+    selection = {"metric": "jaccard", "epoch": 2, "epochs": epochs}
+    (run / "selection.json").write_text(json.dumps(selection), encoding="utf-8")
+    return run
+
+
+def test_coinciding_curves_all_stay_visible(tmp_path: Path) -> None:
+    fig = training_figure(read_run(_coinciding_run(tmp_path)))
+    for ax in fig.axes:
+        ax.get_legend().remove()  # it shows every colour anyway
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[::-1, :, :3].astype(int)  # row 0: the bottom
+    hidden, curves = [], 0
+    for ax in fig.axes:
+        x0, y0, x1, y1 = (int(v) for v in ax.get_window_extent().extents)
+        for line in ax.get_lines():  # the curves: labelled, not the selected epoch's line
+            if not line.get_label().startswith(("_", "selected")):
+                rgb = [int(line.get_color()[k : k + 2], 16) for k in (1, 3, 5)]
+                seen = (np.abs(pixels[y0:y1, x0:x1] - rgb).sum(axis=2) < 40).sum()
+                hidden += [] if seen > 150 else [f"{line.get_label()}: {seen} px"]
+                curves += 1
+    assert curves == 2 + 4 + 3 and hidden == []
 
 
 def test_write_report_is_atomic_and_defaults_into_the_cohort(fx: Fixture) -> None:
@@ -295,6 +417,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
+#: Legend labels not on the line of their swatch, right beside it.
+LABELS_APART = """() => Array.from(document.querySelectorAll(".swatch")).flatMap(swatch => {
+  const label = swatch.nextSibling, s = swatch.getBoundingClientRect(), r = new Range();
+  if (!label || label.nodeType !== Node.TEXT_NODE) { return ["a swatch without a label"]; }
+  r.selectNodeContents(label);
+  const lines = Array.from(r.getClientRects()).filter(b => b.width > 0), t = lines[0];
+  return lines.length === 1 && t.top < s.bottom && s.top < t.bottom && t.left >= s.right - 1
+    && t.left - s.right < 16 ? [] : [label.textContent];
+})"""
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
@@ -345,6 +478,18 @@ def test_report_renders_in_chromium(fx: Fixture, tmp_path: Path) -> None:
             )
             page.evaluate("() => window.scrollTo(0, 0)")
             page.screenshot(path=str(shot), full_page=True)
+            # a slide's three pictures share the page's width, even on a wide screen
+            page.set_viewport_size({"width": 1920, "height": 1000})
+            boxes = page.eval_on_selector_all(
+                "#slide-1 .figs img", "imgs => imgs.map(i => i.getBoundingClientRect().toJSON())"
+            )
+            assert len(boxes) == 3
+            assert boxes[-1]["right"] - boxes[0]["left"] > 0.9 * 1920, boxes
+            assert min(b["width"] for b in boxes) > 0.28 * 1920, boxes
+            # every legend label stays beside its swatch, whatever the width
+            for width in range(340, 1300, 20):
+                page.set_viewport_size({"width": width, "height": 900})
+                assert page.evaluate(LABELS_APART) == [], f"at {width} px"
         finally:
             browser.close()
     assert problems == []

@@ -3,9 +3,10 @@
 The page shows the cohort summary, a sortable per-slide metrics table (failed slides with their
 error), each slide's overlay, error map and tile location map, the entropy rails spread against
 tile size (paper Fig. 5), training curves with the selected epoch, and the ablation table.
-Pictures are embedded as ``data:`` URIs and the only script is a small inline table sorter, so
-the file can be mailed or archived on its own and opens without a network. Sections whose
-input is missing are left out and listed, with how to make that input, at the end.
+Pictures are embedded as ``data:`` URIs (photographs as JPEG, under 1 MB a slide) and the only
+script is a small inline table sorter, so the file can be mailed or archived on its own and
+opens without a network. Sections whose input is missing are left out and listed, with how to
+make that input, at the end.
 
 >>> from slidesift.report import write_report
 >>> write_report("seg", run="run")  # doctest: +SKIP
@@ -30,9 +31,7 @@ from slidesift.report.html import (
     fmt_number,
     metrics_section,
     page,
-    png_img,
     slide_anchor,
-    slide_article,
     spread_section,
     summary_section,
 )
@@ -45,6 +44,8 @@ from slidesift.report.inputs import (
     read_run,
     read_spread_file,
 )
+from slidesift.report.pictures import png_img
+from slidesift.report.slides import slide_article
 
 __all__ = [
     "MAX_IMAGE_PX",
@@ -250,7 +251,7 @@ def build_report(
     meta = [
         f"made {esc(made.isoformat(timespec='seconds'))}",
         f"slidesift {esc(__version__)}",
-        f"cohort <code>{esc(cohort.folder)}</code>",
+        f"cohort <code>{esc(cohort.folder.resolve())}</code>",
         f"{len(cohort.slides)} slide(s)",
     ]
     if cohort.failed:
@@ -258,7 +259,7 @@ def build_report(
     if checkpoint:
         meta.append(f"checkpoint <code>{esc(checkpoint)}</code>")
     if training is not None:
-        meta.append(f"run <code>{esc(training.folder.resolve().name)}</code>")
+        meta.append(f"run <code>{esc(training.folder.resolve())}</code>")
     mean_j = summary.get("mean_jaccard")
     if mean_j is not None:
         meta.append(f"mean Jaccard <b>{esc(fmt_number(mean_j))}</b>")

@@ -3,22 +3,29 @@
 - :func:`rails_spread_png`: the paper's Fig. 5, the lo and hi entropy rails and their spread
   against tile size;
 - :func:`training_png`: loss and accuracy per epoch of a training run, and the cohort figures
-  of model selection, with the selected epoch marked.
+  of model selection, with the selected epoch marked (:func:`training_figure`: the same as a
+  matplotlib figure).
 
-Each returns PNG bytes. matplotlib is the ``report`` extra: ``pip install 'slidesift[report]'``.
+Curves of one panel are told apart by colour, dash pattern and marker, and each is drawn wider
+than the ones over it, so two curves with the same values both stay visible. The PNGs are
+palette images (:func:`~slidesift.report.pictures.compact_plot_png`). matplotlib is the
+``report`` extra: ``pip install 'slidesift[report]'``.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from slidesift.rails import RailsAtSize
-from slidesift.report.inputs import ReportError, TrainingRun, as_float
+import numpy as np
 
-__all__ = ["rails_spread_png", "training_png"]
+from slidesift.errors import ReportError
+from slidesift.rails import RailsAtSize
+from slidesift.report.inputs import TrainingRun, as_float
+from slidesift.report.pictures import compact_plot_png
+
+__all__ = ["rails_spread_png", "training_figure", "training_png"]
 
 _DPI = 110
 
@@ -45,9 +52,44 @@ def _figure(width: float, height: float, ncols: int) -> tuple[Any, list[Any]]:
 
 
 def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    return buf.getvalue()
+    """The figure as a palette PNG (:func:`~slidesift.report.pictures.compact_plot_png`)."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return compact_plot_png(rgba[..., :3])
+
+
+_DASHES: tuple[Any, ...] = ("-", "--", "-.", (0, (1, 1)))
+_MARKERS = ("o", "s", "^", "D")
+
+#: One curve: x values, y values (NaN: no point), label, colour.
+Series = tuple[Sequence[float], Sequence[float], str, str]
+
+
+def _styles(n: int) -> list[dict[str, Any]]:
+    """Line styles for ``n`` curves of one panel, in drawing order, so none hides another.
+
+    Each curve has its own dash pattern and marker, and every curve is wider (line and
+    marker) than the ones drawn after it: a curve lying exactly under later ones still shows
+    as their coloured rim and in their dash gaps.
+    """
+    return [
+        {"linestyle": _DASHES[i % 4], "marker": _MARKERS[i % 4],
+         "linewidth": 1.3 + 0.8 * (n - 1 - i), "markersize": 3.5 + 1.7 * (n - 1 - i),
+         "zorder": 2 + i}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _curves(ax: Any, series: Sequence[Series], hollow: Sequence[bool] | None = None) -> None:
+    """Draw ``series`` in :func:`_styles`; points where ``hollow`` is true get unfilled markers."""
+    for (xs, ys, label, colour), style in zip(series, _styles(len(series)), strict=True):
+        empty = [i for i in range(len(xs)) if hollow is not None and hollow[i]]
+        filled = [i for i in range(len(xs)) if i not in empty]
+        ax.plot(xs, ys, color=colour, label=label, markevery=filled, **style)
+        if empty:
+            ax.plot([xs[i] for i in empty], [ys[i] for i in empty], linestyle="none",
+                    marker=style["marker"], markersize=style["markersize"], color=colour,
+                    markerfacecolor="none", zorder=style["zorder"])  # fmt: skip
 
 
 def rails_spread_png(rows: Sequence[RailsAtSize], *, model_tile: int | None = None) -> bytes:
@@ -77,10 +119,10 @@ def rails_spread_png(rows: Sequence[RailsAtSize], *, model_tile: int | None = No
     hi = [r.rails.hi for r in fitted if r.rails is not None]
     if fitted:
         ax_rails.fill_between(tiles, lo, hi, color="#4c72b0", alpha=0.15, label="admitted band")
-        ax_rails.plot(tiles, hi, "o-", color="#c44e52", label="hi rail (max)")
-        ax_rails.plot(tiles, lo, "o-", color="#4c72b0", label="lo rail (min)")
-        ax_spread.plot(tiles, [h - lo_ for h, lo_ in zip(hi, lo, strict=True)], "s-",
-                       color="#55a868", label="spread (hi - lo)")  # fmt: skip
+        _curves(ax_rails, [(tiles, hi, "hi rail (max)", "#c44e52"),
+                           (tiles, lo, "lo rail (min)", "#4c72b0")])  # fmt: skip
+        spread = [h - lo_ for h, lo_ in zip(hi, lo, strict=True)]
+        _curves(ax_spread, [(tiles, spread, "spread (hi - lo)", "#55a868")])
     for ax in (ax_rails, ax_spread):
         if empty:
             ax.plot(empty, [0.0] * len(empty), "x", color="#888888", clip_on=False,
@@ -104,12 +146,18 @@ def _series(log: Sequence[dict[str, float | None]], key: str) -> list[float]:
 
 
 def training_png(run: TrainingRun) -> bytes:
-    """Loss and accuracy per epoch (and model selection's figures), as PNG bytes.
+    """:func:`training_figure` as PNG bytes."""
+    return _png(training_figure(run))
+
+
+def training_figure(run: TrainingRun) -> Any:
+    """Loss and accuracy per epoch (and model selection's figures), as a matplotlib figure.
 
     Panels: training and held-out loss; training, held-out and held-out balanced accuracy;
     when ``selection.json`` exists, each epoch's cohort mean of the selection metric, its
     nonzero mean and the slide classification accuracy (hollow markers: epochs that did not
-    qualify). The selected epoch is a dashed line on every panel.
+    qualify). The selected epoch is a dashed line on every panel. Curves that coincide (the
+    mean and nonzero mean when no prediction is empty) stay visible: see :func:`_styles`.
 
     Raises
     ------
@@ -125,49 +173,37 @@ def training_png(run: TrainingRun) -> bytes:
     i = 0
     if run.log:
         ep = _series(run.log, "epoch")
-        ax = axes[i]
-        for key, label, color in (("train_loss", "training", "#4c72b0"),
-                                  ("masked_holdout_loss", "held out (masked tiles)",
-                                   "#dd8452")):  # fmt: skip
-            ys = _series(run.log, key)
-            if any(not math.isnan(y) for y in ys):
-                ax.plot(ep, ys, "o-", markersize=3, color=color, label=label)
-        ax.set_title("loss", fontsize=10)
-        ax.set_ylabel("cross-entropy")
-        ax = axes[i + 1]
-        for key, label, color in (
-            ("train_accuracy", "training", "#4c72b0"),
-            ("holdout_raw_accuracy", "held out, raw tiles", "#dd8452"),
-            ("holdout_raw_balanced_accuracy", "held out, raw tiles, balanced", "#55a868"),
-            ("masked_holdout_accuracy", "held out, masked tiles", "#c44e52"),
-        ):
-            ys = _series(run.log, key)
-            if any(not math.isnan(y) for y in ys):
-                ax.plot(ep, ys, "o-", markersize=3, color=color, label=label)
-        ax.set_title("tile accuracy", fontsize=10)
-        ax.set_ylabel("accuracy")
+        for ax, title, ylabel, keys in (
+            (axes[i], "loss", "cross-entropy",
+             (("train_loss", "training", "#4c72b0"),
+              ("masked_holdout_loss", "held out (masked tiles)", "#dd8452"))),
+            (axes[i + 1], "tile accuracy", "accuracy",
+             (("train_accuracy", "training", "#4c72b0"),
+              ("holdout_raw_accuracy", "held out, raw tiles", "#dd8452"),
+              ("holdout_raw_balanced_accuracy", "held out, raw tiles, balanced", "#55a868"),
+              ("masked_holdout_accuracy", "held out, masked tiles", "#c44e52"))),
+        ):  # fmt: skip
+            logged = [(key, label, colour, _series(run.log, key)) for key, label, colour in keys]
+            _curves(ax, [(ep, ys, label, colour) for _, label, colour, ys in logged
+                         if any(not math.isnan(y) for y in ys)])  # fmt: skip
+            ax.set_title(title, fontsize=10)
+            ax.set_ylabel(ylabel)
         i += 2
     if epochs_sel and run.selection is not None:
         ax = axes[i]
         metric = str(run.selection.get("metric") or "jaccard")
         ep = [float(as_float(e.get("epoch")) or 0.0) for e in epochs_sel]
-        eligible = [e.get("eligible", True) is not False for e in epochs_sel]
-        for key, label, color in (
+        not_eligible = [e.get("eligible", True) is False for e in epochs_sel]
+        series: list[Series] = []
+        for key, label, colour in (
             (f"mean_{metric}", f"mean {metric}", "#8172b3"),
             (f"nonzero_{metric}", f"nonzero {metric}", "#937860"),
             ("classification_accuracy", "slide classification acc.", "#da8bc3"),
         ):
             found = [as_float(e.get(key)) for e in epochs_sel]
-            if all(y is None for y in found):
-                continue
-            vals = [math.nan if y is None else y for y in found]
-            ax.plot(ep, vals, "-", color=color, label=label)
-            ax.scatter([x for x, ok in zip(ep, eligible, strict=True) if ok],
-                       [v for v, ok in zip(vals, eligible, strict=True) if ok],
-                       s=14, color=color, zorder=3)  # fmt: skip
-            ax.scatter([x for x, ok in zip(ep, eligible, strict=True) if not ok],
-                       [v for v, ok in zip(vals, eligible, strict=True) if not ok],
-                       s=14, facecolors="none", edgecolors=color, zorder=3)  # fmt: skip
+            if any(y is not None for y in found):
+                series.append((ep, [math.nan if y is None else y for y in found], label, colour))
+        _curves(ax, series, hollow=not_eligible)
         ax.set_title("model selection on the test slides", fontsize=10)
         ax.set_ylabel("cohort figure")
     for ax in axes:
@@ -177,4 +213,4 @@ def training_png(run: TrainingRun) -> bytes:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8, frameon=False)
-    return _png(fig)
+    return fig

@@ -1,41 +1,32 @@
-"""HTML pieces of the report: escaping, embedded pictures, the sortable table, the page shell.
+"""HTML pieces of the report: escaping, the sections, the sortable table, the page shell.
 
 Everything is built as plain strings; every value that came from a file goes through
 :func:`esc`. Pictures are embedded as ``data:`` URIs, so the page needs no other file and no
-network (its Content-Security-Policy forbids both).
+network (its Content-Security-Policy forbids both); :mod:`slidesift.report.pictures` encodes them.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
-import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from slidesift.rails import RailsAtSize
-from slidesift.report.inputs import IMAGE_KINDS, Cohort, SlideRecord, as_float
+from slidesift.report.inputs import Cohort, as_float
+from slidesift.report.pictures import png_img
 
 __all__ = [
     "ablation_section",
-    "embed_png",
     "esc",
     "fmt_number",
-    "legends",
     "metrics_section",
     "page",
-    "png_img",
-    "png_size",
     "slide_anchor",
-    "slide_article",
     "spread_section",
     "summary_section",
 ]
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: Columns that are not metrics: kept as text, whatever they hold.
 _TEXT_COLUMNS = frozenset({"slide", "label", "vote", "inference", "status", "error"})
@@ -67,74 +58,6 @@ def fmt_number(value: Any, digits: int = 3, *, count: bool = False) -> str:
     if count or (isinstance(value, int) and not isinstance(value, bool)):
         return str(round(f))
     return f"{f:.{digits}f}"
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a PNG's header, or ``None`` when ``data`` is not a PNG."""
-    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    w, h = struct.unpack(">II", data[16:24])
-    return int(w), int(h)
-
-
-def embed_png(path: str | Path, max_px: int | None) -> tuple[str, int, int] | None:
-    """A picture as ``(data URI, width, height)``, shrunk so neither side exceeds ``max_px``.
-
-    Pictures within the limit are embedded byte for byte; larger ones are resampled (area) and
-    re-encoded. ``None`` when the file cannot be read or is not a PNG.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    size = png_size(data)
-    if size is None:
-        return None
-    w, h = size
-    if max_px is not None and max(w, h) > max_px:
-        import cv2
-        import numpy as np
-
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            return None
-        f = max_px / max(w, h)
-        w, h = max(1, round(w * f)), max(1, round(h * f))
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        if not ok:
-            return None
-        data = buf.tobytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), w, h
-
-
-def png_img(data: bytes, alt: str, *, lazy: bool = False, cls: str = "") -> str:
-    """An ``<img>`` of PNG bytes (a plot), with its size from the PNG header."""
-    w, h = png_size(data) or (0, 0)
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    extra = (' loading="lazy"' if lazy else "") + (f' class="{esc(cls)}"' if cls else "")
-    return f'<img src="{uri}" alt="{esc(alt)}" width="{w}" height="{h}"{extra}>'
-
-
-def _swatch(rgb: tuple[int, int, int], label: str, outline: bool = False) -> str:
-    colour = "#{:02x}{:02x}{:02x}".format(*rgb)
-    style = f"border:3px solid {colour};background:#fff" if outline else f"background:{colour}"
-    return f'<span class="swatch" style="{style}"></span>{esc(label)}'
-
-
-def legends() -> tuple[str, str]:
-    """HTML legends of the overlay outlines and the error-map colours (from segment_outputs)."""
-    from slidesift.io.outputs import FN, FP, OUTLINE, TP, TRUTH_OUTLINE
-
-    overlay = (
-        f'<span class="legend">{_swatch(OUTLINE, "prediction outline", True)} '
-        f"{_swatch(TRUTH_OUTLINE, 'truth outline', True)}</span>"
-    )
-    errors = (
-        f'<span class="legend">{_swatch(TP, "true positive")} '
-        f"{_swatch(FP, 'false positive')} {_swatch(FN, 'false negative')}</span>"
-    )
-    return overlay, errors
 
 
 def summary_section(cohort: Cohort) -> str:
@@ -278,54 +201,6 @@ def metrics_section(cohort: Cohort) -> str:
     )
 
 
-def slide_article(record: SlideRecord, anchor: str, max_px: int | None) -> tuple[str, int]:
-    """One slide's pictures (lazy) with captions; returns the HTML and how many it embeds."""
-    overlay_legend, error_legend = legends()
-    v = record.values
-    facts = []
-    for key, label in (("label", "label"), ("vote", "vote"), ("jaccard", "Jaccard"),
-                       ("dice", "Dice"), ("precision", "precision"), ("recall", "recall"),
-                       ("kept_tiles", "kept tiles")):  # fmt: skip
-        if v.get(key):
-            shown = v[key] if key in _TEXT_COLUMNS else fmt_number(v[key])
-            facts.append(f"{esc(label)} <b>{esc(shown)}</b>")
-    parts = [f'<article class="slide{" failed" if record.failed else ""}" id="{anchor}">',
-             f"<h3>{esc(record.name)}</h3>"]  # fmt: skip
-    if facts:
-        parts.append(f'<p class="facts">{" · ".join(facts)}</p>')
-    if record.failed:
-        parts.append(f'<pre class="err">{esc(record.error or "failed")}</pre>')
-    n = 0
-    figures = []
-    for kind, caption in IMAGE_KINDS.items():
-        path = record.images.get(kind)
-        if path is None:
-            continue
-        embedded = embed_png(path, max_px)
-        if embedded is None:
-            figures.append(
-                f'<figure class="missing"><p class="note">{esc(path.name)} is not a readable '
-                f"PNG</p><figcaption>{esc(caption)}</figcaption></figure>"
-            )
-            continue
-        uri, w, h = embedded
-        legend = {"overlay": overlay_legend, "errors": error_legend}.get(kind, "")
-        figures.append(
-            f'<figure><img src="{uri}" alt="{esc(caption)} of {esc(record.name)}" width="{w}" '
-            f'height="{h}" loading="lazy" decoding="async"><figcaption>{esc(caption)} '
-            f"{legend}</figcaption></figure>"
-        )
-        n += 1
-    if figures:
-        parts.append(f'<div class="figs">{"".join(figures)}</div>')
-    elif not record.failed:
-        parts.append('<p class="note">No pictures found for this slide.</p>')
-    if "errors" not in record.images and record.images:
-        parts.append('<p class="note">No error map: this slide has no truth.</p>')
-    parts.append("</article>")
-    return "".join(parts), n
-
-
 def spread_section(rows: Sequence[RailsAtSize], plot: bytes, source: str) -> str:
     """Fig. 5 (lo, hi and spread against tile size) with its numbers."""
     body = "".join(
@@ -379,7 +254,7 @@ h2{font-size:18px;margin:0 0 10px}
 h3{font-size:15px;margin:0 0 4px;word-break:break-all}
 .meta{color:var(--muted);margin:0 0 8px}
 nav a{margin-right:14px;color:var(--accent);text-decoration:none}
-main{padding:16px 28px 40px;max-width:1500px}
+main{padding:16px 28px 40px}
 section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:16px 18px;
 margin:0 0 18px}
 .note{color:var(--muted);margin:4px 0 10px}
@@ -405,15 +280,20 @@ table.kv th{font-weight:500;color:var(--muted)}
 article.slide{border-top:1px solid var(--line);padding:14px 0}
 article.slide.failed h3{color:var(--bad)}
 .facts{color:var(--muted);margin:0 0 8px}
-.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}
+.figs{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:14px;align-items:start}
+@media (max-width:760px){.figs{grid-template-columns:minmax(0,1fr)}}
 figure{margin:0}
-.figs img{width:100%;height:auto;border:1px solid var(--line);cursor:zoom-in;background:#eee}
+.figs img{display:block;width:100%;height:auto;border:1px solid var(--line);cursor:zoom-in;
+background:#eee}
 .figs figure.zoomed{grid-column:1/-1}
-.figs figure.zoomed img{cursor:zoom-out}
+.figs figure.zoomed img{cursor:zoom-out;max-height:94vh;object-fit:contain;background:none}
+.figs figure.absent,.figs figure.missing{align-self:stretch;border:1px dashed var(--line);
+padding:8px}
 figure.plot img{max-width:100%;height:auto}
 figcaption{color:var(--muted);font-size:12px;margin-top:2px}
-.legend{margin-left:6px}
-.swatch{display:inline-block;width:12px;height:12px;margin:0 3px 0 8px;vertical-align:-2px;
+.cap{margin-right:6px}
+.key{display:inline-block;white-space:nowrap;margin-right:8px}
+.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 0;vertical-align:-2px;
 border-radius:2px}
 code{background:#eef0f3;padding:0 4px;border-radius:3px}
 footer{color:var(--muted);padding:0 28px 24px}
