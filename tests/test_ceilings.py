@@ -14,8 +14,9 @@ from slidesift.ceilings import (
     tile_oracle_mask,
 )
 from slidesift.cohort_task import outcome_doc, outcome_from_doc
-from slidesift.evaluate import SlideOutcome, outcomes_csv, summary
+from slidesift.evaluate import SlideOutcome, summary
 from slidesift.metrics import confusion, scores
+from slidesift.results import outcomes_csv
 from slidesift.sift import SiftSpec, to_gray
 from slidesift.tiles import TileGrid
 

@@ -7,17 +7,20 @@ under each condition: with vs without rails, opening kernels 0/50/100/150 px and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from slidesift.checkpoint import Checkpoint
 from slidesift.evaluate import read_slide
+from slidesift.io.atomic import atomic_write_json
 from slidesift.io.downsample import DEFAULT_LONGEST
 from slidesift.manifest import ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, scores
 from slidesift.segment import Classifiers, SegmentSpec, segment
 
-__all__ = ["AblationRow", "ablate"]
+__all__ = ["ABLATION_FILE", "AblationRow", "ablate", "write_ablation"]
 
 #: The paper's smoothing kernels (px at N = 6000) and shrink fractions.
 KERNELS_AT_6000 = (0, 50, 100, 150)
@@ -82,3 +85,12 @@ def ablate(
         AblationRow(name, cond.rails, cond.smooth, cond.shrink, cohort_means(per[name]))
         for name, cond in conditions
     ]
+
+
+#: The file ``segment --ablate`` writes into its output folder.
+ABLATION_FILE = "ablation.json"
+
+
+def write_ablation(folder: str | os.PathLike[str], rows: Sequence[AblationRow]) -> Path:
+    """Write ``FOLDER/ablation.json``: one object per condition (NaN figures as ``null``)."""
+    return atomic_write_json(Path(folder) / ABLATION_FILE, [asdict(r) for r in rows])

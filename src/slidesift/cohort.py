@@ -53,12 +53,11 @@ from slidesift.cohort_task import (
 from slidesift.errors import CohortError, ConfigError, MissingExtraError, require
 from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
+from slidesift.results import SCORES_FILE, SUMMARY_FILE, write_results
 from slidesift.segment import SegmentSpec
 
 __all__ = [
     "OUTCOME_FILE",
-    "SCORES_FILE",
-    "SUMMARY_FILE",
     "CohortError",
     "CohortResult",
     "MissingExtraError",
@@ -70,8 +69,6 @@ __all__ = [
 ]
 
 #: Cohort table and figures in ``OUT/``.
-SCORES_FILE = "scores.csv"
-SUMMARY_FILE = "summary.json"
 #: ``ok``: computed now; ``resumed``: an earlier run's complete outputs reused; ``failed``.
 Status = Literal["ok", "resumed", "failed"]
 
@@ -339,13 +336,10 @@ def _figures(rows: Sequence[SlideRun], classes: Sequence[str]) -> dict[str, Any]
 def _write_tables(
     rows: Sequence[SlideRun], entries: Sequence[ManifestEntry], figures: dict[str, Any], out: Path
 ) -> None:
-    from slidesift.evaluate import write_outcomes
-    from slidesift.io.atomic import atomic_write_text
 
     outcomes = [r.outcome or _placeholder(r, e) for r, e in zip(rows, entries, strict=True)]
     status = [(r.status, r.error_type, r.error) for r in rows]
-    write_outcomes(out / SCORES_FILE, outcomes, status=status)
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(figures, indent=2) + "\n")
+    write_results(out, outcomes, figures, status=status)
 
 
 def run_cohort(

@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +21,6 @@ from numpy.typing import NDArray
 from slidesift.ceilings import Ceilings, ceilings
 from slidesift.checkpoint import Checkpoint
 from slidesift.io.annotations import read_truth
-from slidesift.io.atomic import atomic_write_text
 from slidesift.io.downsample import Downsample
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import NORMAL_LABELS, ManifestEntry
@@ -37,7 +35,6 @@ __all__ = [
     "ensemble_votes",
     "evaluate_slide",
     "evaluate_slides",
-    "outcomes_csv",
     "predicted_slide_class",
     "read_slide",
     "slide_class",
@@ -278,68 +275,3 @@ def summary(outcomes: Sequence[SlideOutcome], classes: Sequence[str]) -> dict[st
     ceiling = [c.sift_ceiling for c in refs if not math.isnan(c.sift_ceiling)]
     out["mean_sift_ceiling"] = float(np.mean(ceiling)) if ceiling else math.nan
     return out
-
-
-def outcomes_csv(
-    outcomes: Sequence[SlideOutcome], *, status: Sequence[tuple[str, str, str]] | None = None
-) -> str:
-    """One row per slide: name, label, vote, scores, empty prediction, kept tiles, inference,
-    then the reference points (:mod:`slidesift.ceilings`): the tile oracle's Jaccard, precision
-    and recall, the all-tissue Jaccard and the sift ceiling (blank without truth).
-
-    Parameters
-    ----------
-    outcomes
-        The slides, in the order of the rows.
-    status
-        Per outcome ``(status, error type, error message)``: adds the columns ``status``,
-        ``error_type`` and ``error`` (the cohort runner's ``ok``, ``resumed`` or ``failed``).
-        A ``failed`` row leaves ``kept_tiles`` empty.
-    """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    header = ["slide", "label", "vote", "jaccard", "dice", "precision", "recall",
-              "empty_prediction", "kept_tiles", "inference", *CEILING_COLUMNS]  # fmt: skip
-    w.writerow(header if status is None else [*header, "status", "error_type", "error"])
-    for i, o in enumerate(outcomes):
-        s = o.scores
-        vals = [
-            "" if s is None else f"{getattr(s, k):.6f}"
-            for k in ("jaccard", "dice", "precision", "recall")
-        ]
-        failed = status is not None and status[i][0] == "failed"
-        row: list[object] = [
-            o.name,
-            o.label or "",
-            o.vote or "",
-            *vals,
-            "" if s is None else int(s.empty_prediction),
-            "" if failed else o.kept_tiles,
-            o.inference,
-            *_ceiling_cells(o.ceilings),
-        ]
-        w.writerow(row if status is None else [*row, *status[i]])
-    return buf.getvalue()
-
-
-#: Reference columns of ``scores.csv``, after the model's own.
-CEILING_COLUMNS = ("oracle_jaccard", "oracle_precision", "oracle_recall", "all_tissue_jaccard",
-                   "sift_ceiling")  # fmt: skip
-
-
-def _ceiling_cells(c: Ceilings | None) -> list[str]:
-    if c is None:
-        return [""] * len(CEILING_COLUMNS)
-    values = (c.oracle.jaccard, c.oracle.precision, c.oracle.recall, c.all_tissue.jaccard,
-              c.sift_ceiling)  # fmt: skip
-    return [f"{v:.6f}" for v in values]
-
-
-def write_outcomes(
-    path: str | os.PathLike[str],
-    outcomes: Sequence[SlideOutcome],
-    *,
-    status: Sequence[tuple[str, str, str]] | None = None,
-) -> Path:
-    """Write :func:`outcomes_csv` atomically."""
-    return atomic_write_text(path, outcomes_csv(outcomes, status=status))

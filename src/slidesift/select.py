@@ -11,20 +11,31 @@ when some slide is judged and the accuracy is at or below the floor; an unlabell
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slidesift.checkpoint import load_checkpoint
 from slidesift.errors import ConfigError, SelectionError, SelectionOnTestWarning
 from slidesift.evaluate import evaluate_slides, read_slide, summary
+from slidesift.io.atomic import atomic_write_json
 from slidesift.manifest import ManifestEntry
 from slidesift.segment import Classifiers, SegmentSpec
 
-__all__ = ["EpochScore", "Selection", "SelectionOnTestWarning", "select_epoch"]
+__all__ = [
+    "SELECTION_FILE",
+    "EpochScore",
+    "Selection",
+    "SelectionOnTestWarning",
+    "read_selection",
+    "select_epoch",
+    "write_selection",
+]
 
 METRICS = ("jaccard", "dice", "precision", "recall")
 
@@ -113,3 +124,48 @@ def select_epoch(
     candidates = [r for r in results if r.eligible and not math.isnan(r.figures[f"mean_{metric}"])]
     best = max(candidates, key=lambda r: (r.figures[f"mean_{metric}"], -r.epoch), default=None)
     return Selection(tuple(results), best, metric)
+
+
+#: The file ``select`` writes into the run folder.
+SELECTION_FILE = "selection.json"
+
+
+def write_selection(run: str | os.PathLike[str], sel: Selection, metric: str) -> Path:
+    """Write ``RUN/selection.json``: the metric, the best checkpoint and every epoch's figures.
+
+    Figures that are not defined (NaN: no truth, no judged slide) are written as ``null``.
+    """
+    doc = {
+        "metric": metric,
+        "best": None if sel.best is None else str(sel.best.path),
+        "epoch": None if sel.best is None else sel.best.epoch,
+        "epochs": [{"epoch": e.epoch, "eligible": e.eligible, **e.figures} for e in sel.epochs],
+    }
+    return atomic_write_json(Path(run) / SELECTION_FILE, doc)
+
+
+def read_selection(run: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``RUN/selection.json`` as written by :func:`write_selection` (``None`` when absent).
+
+    Raises
+    ------
+    SelectionError
+        The file is not JSON, or not an object whose ``epochs`` is a list of
+        ``{epoch, ...}`` objects.
+    """
+    path = Path(run) / SELECTION_FILE
+    if not path.is_file():
+        return None
+    hint = "selection.json is written by slidesift select; run it again"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SelectionError(f"{path} is not readable JSON ({exc})", hint) from exc
+    epochs = data.get("epochs") if isinstance(data, dict) else None
+    if not isinstance(epochs, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("epoch"), int) for e in epochs
+    ):
+        raise SelectionError(
+            f"{path} is not a JSON object whose 'epochs' is a list of {{epoch, ...}} objects", hint
+        )
+    return dict(data)

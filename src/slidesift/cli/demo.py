@@ -146,8 +146,13 @@ def select_and_segment(out_dir: Path, run_dir: Path, console: Console) -> Path:
 
     Returns the cohort output folder.
     """
-    from slidesift.cli.evaluate_cmd import cohort_with_progress, print_cohort
-    from slidesift.cli.segment_cmd import run_selection, selection_table, write_selection
+    from slidesift.cli.views import (
+        cohort_with_progress,
+        print_cohort,
+        run_selection,
+        selection_table,
+    )
+    from slidesift.select import write_selection
 
     entries = [e for e in read_manifest(out_dir / "phantom" / "manifest.csv") if e.split == "test"]
     spec = SegmentSpec(round_stride=True)  # stride 16: the dense shared-feature path
@@ -160,7 +165,7 @@ def select_and_segment(out_dir: Path, run_dir: Path, console: Console) -> Path:
         "the test slides (the paper's protocol) and their scores below are optimistic; on your "
         "cohort, choose on val (`slidesift train --val-fraction 0.2`, then `slidesift select`)."
     )
-    write_selection(run_dir / "selection.json", selection, "jaccard")
+    write_selection(run_dir, selection, "jaccard")
     if selection.best is None:  # every epoch at or below 60% slide classification accuracy
         raise click.ClickException("no epoch qualified")
     best = selection.best.path

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
-from slidesift.cli.segment_cmd import cohort_lines, make_spec, scores_table, segment_options
-from slidesift.cohort import CohortError, CohortResult, SlideRun, run_cohort
+from slidesift.cli.options import make_spec, segment_options
+from slidesift.cli.views import cohort_with_progress, print_cohort
+from slidesift.cohort import CohortError
 from slidesift.errors import ConfigError
 from slidesift.manifest import ManifestEntry, read_manifest
-
-
-def _fmt(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.3f}"
-
-
-def failures_table(rows: list[SlideRun]) -> Table:
-    """Per failed slide: its name, the error's type and its message."""
-    table = Table(title=f"{len(rows)} failed slide(s)", title_style="bold red")
-    table.add_column("slide")
-    table.add_column("error")
-    table.add_column("message", overflow="fold")
-    for r in rows:
-        table.add_row(r.name, r.error_type, r.error)
-    return table
 
 
 def _entries(manifest: Path, split: str | None) -> list[ManifestEntry]:
@@ -37,42 +20,6 @@ def _entries(manifest: Path, split: str | None) -> list[ManifestEntry]:
     if not entries:
         raise ConfigError("split", split, "a split that some manifest rows have")
     return entries
-
-
-def cohort_with_progress(
-    console: Console, checkpoint: Path, entries: list[ManifestEntry], **kw: Any
-) -> CohortResult:
-    """:func:`run_cohort` under a progress bar."""
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("evaluating", total=len(entries))
-
-        def advance(row: SlideRun) -> None:
-            bar.update(task, advance=1, description=f"{row.name}: {row.status}")
-
-        return run_cohort(checkpoint, entries, on_slide=advance, **kw)
-
-
-def print_cohort(console: Console, result: CohortResult, title: str) -> None:
-    """The scores table, the cohort means, the failures and where the files are."""
-    f = result.figures
-    console.print(scores_table(result.outcomes, title))
-    if any(o.scores is not None for o in result.outcomes):
-        for line in cohort_lines(f):
-            console.print(line)
-    if not math.isnan(f["classification_accuracy"]):
-        console.print(f"slide classification accuracy {f['classification_accuracy']:.3f}")
-    inference = sorted({o.inference for o in result.outcomes})
-    if inference:
-        console.print(f"inference: {', '.join(inference)}")
-    console.print(
-        f"{f['slides']} slide(s): {f['ok']} computed, {f['resumed']} resumed from an earlier "
-        f"run, {f['failed']} failed"
-    )
-    if result.failures:
-        console.print(failures_table(result.failures))
-    console.print(
-        f"outputs in [bold]{result.out}[/] (scores.csv, summary.json, one folder a slide)"
-    )
 
 
 @click.command("evaluate")

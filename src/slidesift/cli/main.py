@@ -23,7 +23,8 @@ from slidesift.cli.info import info
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.report_cmd import report
-from slidesift.cli.segment_cmd import segment_command, select_command
+from slidesift.cli.segment_cmd import segment_command
+from slidesift.cli.select_cmd import select_command
 from slidesift.cli.sift_cmd import sift_command
 from slidesift.cli.subsets_cmd import subsets
 from slidesift.cli.train_cmd import train_command

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from slidesift.io.downsample import Downsample
+from slidesift.segment import SegmentSpec
 from slidesift.sift import SiftSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,3 +90,80 @@ def resolve_downsample(longest: int | None, mpp: float | None) -> Downsample:
     if longest is not None and mpp is not None:
         raise click.UsageError("give -N/--longest or --mpp, not both")
     return Downsample.of(longest, mpp)
+
+
+def segment_options(f: F) -> F:
+    """Options of a :class:`SegmentSpec`, shared by ``segment`` and ``select``."""
+    d = SegmentSpec()
+    for option in reversed(
+        [
+            click.option(
+                "--overlap",
+                type=float,
+                default=d.overlap,
+                show_default=True,
+                help="Tile overlap (paper: 0.8).",
+            ),
+            click.option(
+                "--stride", type=int, default=None, help="Explicit stride (overrides --overlap)."
+            ),
+            click.option(
+                "--round-stride",
+                is_flag=True,
+                help="Round the stride to a multiple of 16 so the fast dense path applies.",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(["union", "dominant", "mean"]),
+                default=None,
+                help="Assembly [default: mean for binary models, dominant for subtypes].",
+            ),
+            click.option(
+                "--smooth",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Opening kernel diameter in thumbnail px (paper: 50-150 at N=6000).",
+            ),
+            click.option(
+                "--shrink",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="Shrink each region about its centroid by this fraction.",
+            ),
+            click.option("--no-rails", is_flag=True, help="Sift by background only (ablation)."),
+            click.option(
+                "--inference",
+                type=click.Choice(["auto", "dense", "tiles", "torch"]),
+                default="auto",
+                show_default=True,
+                help="auto: CUDA torch, else dense ONNX where exact, else ONNX per tile.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def make_spec(
+    overlap: float,
+    stride: int | None,
+    round_stride: bool,
+    mode: str | None,
+    smooth: int,
+    shrink: float,
+    no_rails: bool,
+    inference: str,
+) -> SegmentSpec:
+    """A :class:`SegmentSpec` from the shared options."""
+    return SegmentSpec(
+        overlap=overlap,
+        stride=stride,
+        round_stride=round_stride,
+        mode=mode,  # type: ignore[arg-type]
+        smooth=smooth,
+        shrink=shrink,
+        rails=not no_rails,
+        inference=inference,  # type: ignore[arg-type]
+    )

@@ -23,8 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesift.errors import ConfigError, ReportError, SlidesiftError
+from slidesift.ablate import ABLATION_FILE
+from slidesift.errors import (
+    ConfigError,
+    ReportError,
+    SelectionError,
+    SlidesiftError,
+    TrainingError,
+)
 from slidesift.rails import RailsAtSize, read_spread
+from slidesift.results import SCORES_FILE, read_summary
+from slidesift.select import SELECTION_FILE, read_selection
+from slidesift.train_run import LOG_FILE, RUN_FILE
+from slidesift.train_run import read_run as read_train_run
 
 __all__ = [
     "IMAGE_KINDS",
@@ -47,7 +58,6 @@ IMAGE_KINDS = {
 
 #: ``status`` values of a slide that did not fail (compared lower-cased; blank counts as ok).
 OK_STATUSES = frozenset({"", "ok", "done", "success", "succeeded", "scored", "cached", "skipped"})
-
 
 
 @dataclass(frozen=True)
@@ -232,7 +242,7 @@ def read_cohort(folder: str | os.PathLike[str]) -> Cohort:
     root = Path(folder)
     if not root.is_dir():
         raise ReportError(root, "is not a folder", "give the --out folder of slidesift segment")
-    path = root / "scores.csv"
+    path = root / SCORES_FILE
     make = "run `slidesift segment CHECKPOINT MANIFEST --out FOLDER` (or slidesift evaluate) first"
     if not path.is_file():
         raise ReportError(root, "has no scores.csv, so it is not a cohort output folder", make)
@@ -254,16 +264,10 @@ def read_cohort(folder: str | os.PathLike[str]) -> Cohort:
             message = f"{kind}: {message}"
         slides.append(SlideRecord(name, values, failed, message, _find_images(root, name)))
 
-    summary: dict[str, Any] = {}
-    if (root / "summary.json").is_file():
-        data = _read_json(root / "summary.json", hint.replace("scores.csv", "summary.json"))
-        if not isinstance(data, dict):
-            raise ReportError(root / "summary.json", "is not a JSON object of cohort figures")
-        summary = data
-
+    summary = read_summary(root)
     ablation = None
-    if (root / "ablation.json").is_file():
-        abl = root / "ablation.json"
+    if (root / ABLATION_FILE).is_file():
+        abl = root / ABLATION_FILE
         data = _read_json(abl, "ablation.json is written by slidesift segment --ablate")
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ReportError(abl, "is not a JSON array of objects (one per condition)")
@@ -292,7 +296,7 @@ def read_run(folder: str | os.PathLike[str]) -> TrainingRun:
     root = Path(folder)
     if not root.is_dir():
         raise ReportError(root, "is not a folder", "give the --out folder of slidesift train")
-    names = ("log.csv", "run.json", "selection.json")
+    names = (LOG_FILE, RUN_FILE, SELECTION_FILE)
     if not any((root / n).is_file() for n in names):
         raise ReportError(
             root, f"has none of {', '.join(names)}, so it is not a training run folder",
@@ -322,24 +326,15 @@ def read_run(folder: str | os.PathLike[str]) -> TrainingRun:
                 raise ReportError(path, f"row {line - 1} has no epoch", hint)
             log.append(record)
     info: dict[str, Any] = {}
-    if (root / "run.json").is_file():
-        data = _read_json(root / "run.json", "run.json is written by slidesift train")
-        if not isinstance(data, dict):
-            raise ReportError(root / "run.json", "is not a JSON object")
-        info = data
-    selection = None
-    if (root / "selection.json").is_file():
-        path = root / "selection.json"
-        data = _read_json(path, "selection.json is written by slidesift select")
-        epochs = data.get("epochs", []) if isinstance(data, dict) else None
-        if not isinstance(epochs, list) or not all(
-            isinstance(e, dict) and as_float(e.get("epoch")) is not None for e in epochs
-        ):
-            raise ReportError(
-                path, "is not a JSON object whose 'epochs' is a list of {epoch, ...} objects",
-                "selection.json is written by slidesift select",
-            )  # fmt: skip
-        selection = data
+    if (root / RUN_FILE).is_file():
+        try:
+            info = read_train_run(root)
+        except TrainingError as exc:
+            raise ReportError(root / RUN_FILE, exc.reason, exc.hint) from exc
+    try:
+        selection = read_selection(root)
+    except SelectionError as exc:
+        raise ReportError(root / SELECTION_FILE, exc.reason, exc.hint) from exc
     return TrainingRun(root, tuple(log), info, selection)
 
 
