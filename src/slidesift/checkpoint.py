@@ -20,12 +20,14 @@ from typing import Any
 
 from slidesift.errors import CheckpointError
 from slidesift.io.atomic import atomic_write_bytes
+from slidesift.io.sniff import SLIDE_KINDS, a_kind, file_kind
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
 from slidesift.stain import StainNormalizer, normalizer_from_dict
 
 __all__ = [
     "FORMAT",
+    "NOT_CHECKPOINT_KINDS",
     "Checkpoint",
     "CheckpointError",
     "load_checkpoint",
@@ -39,7 +41,8 @@ FORMAT = "slidesift-checkpoint/1"
 _META_KEY = "slidesift"
 #: Metadata every checkpoint must carry.
 REQUIRED = ("format", "tile", "classes", "rails", "sift", "epoch")
-
+#: File kinds (:func:`~slidesift.io.sniff.file_kind`) that are no checkpoint, damaged or not.
+NOT_CHECKPOINT_KINDS = SLIDE_KINDS | {"folder", "zip archive", "JSON", "XML", "text"}
 
 
 def write_safetensors(
@@ -54,10 +57,14 @@ def write_safetensors(
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     p = Path(path)
+    kind = file_kind(p)
+    if kind in NOT_CHECKPOINT_KINDS:  # a slide's bytes would read as "header claims 5e15 bytes"
+        raise CheckpointError(
+            p,
+            f"this is {a_kind(kind)}, not a slidesift checkpoint",
+            "give an epoch_NNN.safetensors file that `slidesift train --out RUN` writes in RUN",
+        )
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -85,6 +92,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
         raise CheckpointError(
             p, f"its tensors need {max(ends)} bytes but only {have} follow the header: truncated"
         )
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     try:
         tensors = load(raw)
     except (SafetensorError, ValueError) as exc:

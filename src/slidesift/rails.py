@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError, DatasetError, RailsError
 from slidesift.io.atomic import atomic_write_text
-from slidesift.io.sniff import file_kind
+from slidesift.io.sniff import a_kind, file_kind
 from slidesift.sift import EntropyMode, SiftSpec, measure_tiles
 from slidesift.tiles import TileGrid
 
@@ -43,7 +43,7 @@ def _unreadable(path: Path, exc: Exception) -> str:
     if kind == "missing":
         return "no such file"
     if kind not in ("JSON", "text"):
-        return f"this is a {kind}, not rails JSON"
+        return f"this is {a_kind(kind)}, not rails JSON"
     return f"not valid JSON ({exc})"
 
 

@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from slidesift.checkpoint import load_checkpoint
-from slidesift.errors import ConfigError
+from slidesift.checkpoint import NOT_CHECKPOINT_KINDS, load_checkpoint
+from slidesift.errors import CheckpointError, ConfigError
 from slidesift.evaluate import SlideOutcome, evaluate_slides, summary, write_outcomes
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.sniff import file_kind
 from slidesift.manifest import ManifestEntry, read_manifest
 from slidesift.segment import SegmentSpec
 from slidesift.select import Selection, SelectionOnTestWarning
@@ -207,7 +208,16 @@ def segment_command(
         --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors --out ensemble
     """
     console = Console(highlight=False)
-    ck = load_checkpoint(checkpoint)
+    try:
+        ck = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        if file_kind(checkpoint) not in NOT_CHECKPOINT_KINDS:
+            raise
+        raise CheckpointError(
+            checkpoint,
+            exc.reason,
+            "the checkpoint comes first: slidesift segment CHECKPOINT SLIDE|MANIFEST",
+        ) from exc
     spec = make_spec(**options)
     entries = _entries(target, truth, split)
     if not entries:

@@ -1,0 +1,83 @@
+"""Mistakes a new user makes, each ending in one message, the documented exit code, no traceback.
+
+The exit codes are the table of :mod:`slidesift.errors`. Files are tiny and built here: a
+phantom slide, a checkpoint-shaped safetensors file written byte by byte (no torch needed).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidesift.cli.main import main
+from slidesift.io.tiff import write_pyramidal_tiff
+from slidesift.phantom import he_like_image
+from slidesift.rails import Rails
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr (whitespace collapsed: messages may wrap) of one command."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, " ".join(err.split())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A slide, its tumor mask, a checkpoint-shaped file, a truncated copy, rails fitted at 96."""
+    root = tmp_path_factory.mktemp("errors")
+    pixels, tumor = he_like_image((600, 800), seed=2, nucleus_px=5.0)
+    slide = write_pyramidal_tiff(root / "case.svs", pixels, mpp=0.5, flavor="aperio")
+    mask = write_pyramidal_tiff(
+        root / "case_mask.tif", tumor.astype(np.uint8), compression="deflate", nearest=True,
+        max_levels=1,
+    )  # fmt: skip
+    # the layout save_checkpoint writes: 8-byte header length, JSON header, tensor bytes
+    header = {
+        "w": {"dtype": "F32", "shape": [64], "data_offsets": [0, 256]},
+        "__metadata__": {"slidesift": json.dumps({"format": "slidesift-checkpoint/1"})},
+    }
+    head = json.dumps(header).encode().ljust(0x230)  # space-padded as safetensors pads it
+    data = struct.pack("<Q", len(head)) + head + bytes(256)
+    checkpoint = root / "run" / "epoch_004.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(data)
+    cut = root / "run" / "epoch_005.safetensors"  # interrupted while written by hand
+    cut.write_bytes(data[: len(data) // 2])
+    rails = Rails(5.0, 7.5, "rgb", 96, 100).save(root / "rails96.json")
+    return {"slide": slide, "mask": mask, "checkpoint": checkpoint, "cut": cut, "rails": rails}
+
+
+def test_checkpoint_given_as_rails(capsys, files, tmp_path: Path) -> None:
+    code, _, err = run(
+        capsys, "sift", files["slide"], "-N", "400", "-T", "96", "--rails", files["checkpoint"],
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert code == 6
+    assert "this is a checkpoint (safetensors), not rails JSON" in err
+    assert "slidesift rails --out" in err
+
+
+def test_segment_with_swapped_arguments_names_the_slide_and_the_order(capsys, files) -> None:
+    code, _, err = run(capsys, "segment", files["slide"], files["checkpoint"])
+    assert code == 6
+    assert "this is a slide (TIFF), not a slidesift checkpoint" in err
+    assert "slidesift segment CHECKPOINT SLIDE|MANIFEST" in err
+    assert "truncated" not in err and "--resume" not in err
+
+
+def test_truncated_checkpoint_still_says_truncated_and_resume(capsys, files, tmp_path) -> None:
+    # cut inside the tensors, and after the header length, whose bytes (30 02 00 ...) are also
+    # valid UTF-8: still a checkpoint, not "text"
+    stub = tmp_path / "epoch_006.safetensors"
+    stub.write_bytes(files["checkpoint"].read_bytes()[:9])
+    for cut in (files["cut"], stub):
+        code, _, err = run(capsys, "segment", cut, files["slide"])
+        assert code == 6
+        assert "truncated" in err and "--resume" in err
+        assert "not a slidesift checkpoint" not in err
