@@ -81,3 +81,23 @@ def test_truncated_checkpoint_still_says_truncated_and_resume(capsys, files, tmp
         assert code == 6
         assert "truncated" in err and "--resume" in err
         assert "not a slidesift checkpoint" not in err
+
+
+def test_evaluate_given_a_slide_points_to_segment(capsys, files) -> None:
+    code, _, err = run(capsys, "evaluate", files["checkpoint"], files["slide"])
+    assert code == 4
+    assert "this is a slide (TIFF), not a manifest CSV" in err
+    assert f"slidesift segment {files['checkpoint']} {files['slide']}" in err
+    assert "UTF-8" not in err
+
+
+def test_a_slide_or_checkpoint_given_as_manifest_is_named(capsys, files, tmp_path) -> None:
+    # the test checkpoint's first bytes are valid UTF-8: a CSV reader would look for columns
+    code, _, err = run(capsys, "train", files["checkpoint"], "--out", tmp_path / "run")
+    assert code == 4
+    assert "this is a checkpoint (safetensors), not a manifest CSV" in err
+    assert "order of the arguments" in err
+    code, _, err = run(capsys, "train", files["slide"], "--out", tmp_path / "run")
+    assert code == 4
+    assert "this is a slide (TIFF), not a manifest CSV" in err
+    assert "to segment one slide: slidesift segment CHECKPOINT SLIDE" in err

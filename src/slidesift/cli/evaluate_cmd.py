@@ -13,7 +13,8 @@ from rich.table import Table
 
 from slidesift.cli.segment_cmd import cohort_lines, make_spec, scores_table, segment_options
 from slidesift.cohort import CohortError, CohortResult, SlideRun, run_cohort
-from slidesift.errors import ConfigError
+from slidesift.errors import ConfigError, ManifestError
+from slidesift.io.sniff import SLIDE_KINDS, file_kind
 from slidesift.manifest import ManifestEntry, read_manifest
 
 
@@ -131,7 +132,14 @@ def evaluate_command(
         --scheduler tcp://127.0.0.1:8786 --out seg_cluster
     """
     console = Console(highlight=False)
-    entries = _entries(manifest, split)
+    try:
+        entries = _entries(manifest, split)
+    except ManifestError as exc:
+        if file_kind(manifest) not in SLIDE_KINDS:
+            raise
+        command = f"slidesift segment {checkpoint} {manifest}"  # with the user's own paths
+        hint = f"evaluate runs the slides of a manifest CSV; for this one slide: {command}"
+        raise ManifestError(manifest, exc.problems, hint) from exc
     result = cohort_with_progress(
         console, checkpoint, entries, spec=make_spec(**options), out=out,
         scheduler=scheduler, workers=workers, force=force,
