@@ -101,3 +101,34 @@ def test_a_slide_or_checkpoint_given_as_manifest_is_named(capsys, files, tmp_pat
     assert code == 4
     assert "this is a slide (TIFF), not a manifest CSV" in err
     assert "to segment one slide: slidesift segment CHECKPOINT SLIDE" in err
+
+
+def test_rails_fitted_at_another_tile_size_are_refused(
+    capsys, files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import slidesift.cli.sift_cmd as sift_cmd
+
+    def read(*_: object) -> None:  # refused before the slide is read (minutes at N = 6000)
+        raise AssertionError("the slide was read")
+
+    monkeypatch.setattr(sift_cmd, "read_slide_thumb", read)
+    code, _, err = run(
+        capsys, "sift", files["slide"], "-N", "400", "-T", "128", "--rails", files["rails"],
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert code == 2
+    assert "invalid tile=128: the rails were fitted at T=96" in err
+    assert "sift at -T 96" in err and "slidesift rails" in err and "-T 128" in err
+
+
+def test_sift_refuses_rails_of_another_tile_size_but_not_of_an_unknown_one() -> None:
+    from slidesift.errors import ConfigError
+    from slidesift.sift import measure_tiles, sift
+    from slidesift.tiles import TileGrid
+
+    pixels, _ = he_like_image((256, 256), seed=1)
+    stats = measure_tiles(pixels, TileGrid.from_overlap((256, 256), tile=128, overlap=0.5))
+    with pytest.raises(ConfigError, match="fitted at T=96"):
+        sift(stats, Rails(0.0, 8.0, tile=96))
+    assert sift(stats, Rails(0.0, 8.0, tile=128)).keep.sum() == stats.keep_background.sum()
+    assert sift(stats, Rails(0.0, 8.0)).keep.sum() == stats.keep_background.sum()  # old files

@@ -83,6 +83,25 @@ class Rails:
         e = np.asarray(entropy)
         return np.asarray((e >= self.lo) & (e <= self.hi))
 
+    def require_tile(self, tile: int) -> None:
+        """Refuse tiles of another side than the rails were fitted at (unknown ``tile``: pass).
+
+        Entropy grows with the tile side (a larger tile holds more distinct values, Fig. 5), so
+        rails fitted at one T sift tiles of another T by the wrong limits, silently.
+
+        Raises
+        ------
+        ConfigError
+            ``tile`` is not :attr:`tile`.
+        """
+        if self.tile is not None and tile != self.tile:
+            raise ConfigError(
+                "tile",
+                tile,
+                f"the rails were fitted at T={self.tile}; sift at -T {self.tile}, or fit rails "
+                f"at this T (slidesift rails -s SLIDE -t TRUTH ... -T {tile} --out rails.json)",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for JSON."""
         return asdict(self)

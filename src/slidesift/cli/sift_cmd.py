@@ -186,6 +186,7 @@ def sift_command(
         raise click.UsageError("give --rails or --truth, not both")
     if rails_path is not None:
         rails = Rails.load(rails_path)
+        rails.require_tile(tile)  # before the slide is read, which may take minutes
     elif truth is not None:
         thumb = read_slide_thumb(slide, downsample, console)
         grid = make_grid(thumb, tile, overlap, stride)
