@@ -132,3 +132,31 @@ def test_sift_refuses_rails_of_another_tile_size_but_not_of_an_unknown_one() -> 
         sift(stats, Rails(0.0, 8.0, tile=96))
     assert sift(stats, Rails(0.0, 8.0, tile=128)).keep.sum() == stats.keep_background.sum()
     assert sift(stats, Rails(0.0, 8.0)).keep.sum() == stats.keep_background.sum()  # old files
+
+
+@pytest.mark.parametrize(
+    ("args", "missing"),
+    [
+        (["info", "{missing}"], "case_1.svs"),
+        (["sift", "{missing}"], "case_1.svs"),
+        (["sift", "{slide}", "--rails", "{missing}"], "rails_400.json"),
+        (["sift", "{slide}", "--truth", "{missing}"], "case.xml"),
+        (["rails", "-s", "{missing}", "-t", "{mask}"], "case_1.svs"),
+        (["rails", "-s", "{slide}", "-t", "{missing}"], "case_1_mask.tif"),
+        (["segment", "{checkpoint}", "{missing}"], "case_1.svs"),
+        (["segment", "{missing}", "{slide}"], "run/epoch_009.safetensors"),
+        (["evaluate", "{checkpoint}", "{missing}"], "cohort/manifest.csv"),
+        (["train", "{missing}", "--out", "run"], "cohort/manifest.csv"),
+        (["select", "{missing}", "cohort.csv"], "run2"),
+        (["subsets", "{missing}"], "manifest.csv"),
+        (["report", "{missing}"], "seg"),
+    ],
+)
+def test_a_missing_input_is_exit_2_for_every_command(
+    capsys, files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args, missing
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths, shown as typed
+    argv = [a.format(missing=missing, **files) for a in args]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert f"'{missing}' does not exist" in err

@@ -11,7 +11,7 @@ from slidesift.io.slide import describe, open_slide
 
 
 @click.command()
-@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 def info(slides: tuple[Path, ...]) -> None:
     """Print format, pyramid levels and MPP of each SLIDE.
 

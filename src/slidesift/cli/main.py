@@ -1,8 +1,9 @@
 """Entry point: the ``slidesift`` command group and its error handling.
 
-Exit codes: 0 success; 1 other slidesift error; 2 bad option or usage; 3 unreadable slide;
-4 bad annotation or manifest; 5 unusable training
-data; 6 unreadable checkpoint; 130 interrupted.
+Exit codes (the table in :mod:`slidesift.errors`): 0 success; 1 other slidesift error; 2 bad
+option, usage or missing input file; 3 unreadable slide; 4 bad annotation or manifest; 5
+unusable training data; 6 unreadable checkpoint or rails; 7 missing extra; 8 unwritable output;
+130 interrupted.
 """
 
 from __future__ import annotations

@@ -34,11 +34,13 @@ def spread_table(rows: list[RailsAtSize]) -> Table:
 
 @click.command()
 @click.option(
-    "--slide", "-s", "slides", multiple=True, required=True, type=click.Path(path_type=Path),
+    "--slide", "-s", "slides", multiple=True, required=True,
+    type=click.Path(path_type=Path, exists=True),
     help="A training slide; repeat for several (pair each with a --truth).",
 )  # fmt: skip
 @click.option(
-    "--truth", "-t", "truths", multiple=True, required=True, type=click.Path(path_type=Path),
+    "--truth", "-t", "truths", multiple=True, required=True,
+    type=click.Path(path_type=Path, exists=True),
     help="Its tumor ground truth: mask image, ASAP XML or GeoJSON (same order as --slide).",
 )  # fmt: skip
 @downsample_options

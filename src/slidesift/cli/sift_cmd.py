@@ -122,20 +122,20 @@ def summary_table(title: str, runs: dict[str, SiftRun]) -> Table:
 
 
 @click.command("sift")
-@click.argument("slide", type=click.Path(path_type=Path))
+@click.argument("slide", type=click.Path(path_type=Path, exists=True))
 @downsample_options
 @grid_options
 @sift_options
 @click.option(
     "--rails",
     "rails_path",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, exists=True),
     default=None,
     help="Rails JSON (from `slidesift rails`) to sift by entropy.",
 )
 @click.option(
     "--truth",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, exists=True),
     default=None,
     help="Fit rails on this slide's own tumor (mask, ASAP XML or GeoJSON) instead.",
 )

@@ -105,7 +105,9 @@ def _resume_options(out: Path) -> dict[str, Any]:
 
 
 @click.command("train")
-@click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument(
+    "manifest", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True)
+)
 @click.option(
     "--out",
     "-o",
