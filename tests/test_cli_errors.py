@@ -160,3 +160,15 @@ def test_a_missing_input_is_exit_2_for_every_command(
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert f"'{missing}' does not exist" in err
+
+
+def test_tables_in_a_file_keep_their_full_width(capsys, files, tmp_path: Path) -> None:
+    # capsys, like a file or a pipe, is no terminal: rich would guess 80 columns and cut
+    name = "TCGA-CR-7395-01A-01-TS1.3F2A9C1E-7B4D-4E8A-9C6F-1D2E3F4A5B6C_rescan_2024-03-18.svs"
+    slide = tmp_path / name
+    slide.write_bytes(files["slide"].read_bytes())
+    code, out, err = run(capsys, "sift", slide, "-N", "400", "-T", "96", "--out", tmp_path / "maps")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if name[:20] in line)
+    assert name in row and "…" not in out
+    assert len(row) > 80

@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from slidesift.cli.options import output_console
 from slidesift.cli.rails_cmd import spread_table
 from slidesift.cli.sift_cmd import run_sift, summary_table
 from slidesift.cli.train_cmd import summary_table as tiles_table
@@ -81,7 +82,7 @@ def demo(out_dir: Path) -> None:
     Example:
       slidesift demo --out demo-out
     """
-    console = Console(highlight=False)
+    console = output_console()
     start = time.perf_counter()
     spec = SiftSpec()
     slides = write_phantoms(out_dir / "phantom", console)

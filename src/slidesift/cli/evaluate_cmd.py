@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from slidesift.cli.options import output_console
 from slidesift.cli.segment_cmd import cohort_lines, make_spec, scores_table, segment_options
 from slidesift.cohort import CohortError, CohortResult, SlideRun, run_cohort
 from slidesift.errors import ConfigError, ManifestError
@@ -131,7 +132,7 @@ def evaluate_command(
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --scheduler tcp://127.0.0.1:8786 --out seg_cluster
     """
-    console = Console(highlight=False)
+    console = output_console()
     try:
         entries = _entries(manifest, split)
     except ManifestError as exc:

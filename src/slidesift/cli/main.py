@@ -13,13 +13,13 @@ import warnings
 from typing import TextIO
 
 import click
-from rich.console import Console
 
 from slidesift import __version__
 from slidesift.cli.demo import demo
 from slidesift.cli.doctor_cmd import doctor
 from slidesift.cli.evaluate_cmd import evaluate_command
 from slidesift.cli.info import info
+from slidesift.cli.options import output_console
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.report_cmd import report
@@ -103,7 +103,7 @@ def _show_warning(
 ) -> None:
     """slidesift's own warnings as ``warning: <advice>`` lines; others as Python shows them."""
     if category.__module__.startswith("slidesift"):
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {message}")
+        output_console(stderr=True).print(f"[yellow]warning:[/] {message}")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    err = Console(stderr=True)
+    err = output_console(stderr=True)
     try:
         cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
     except SlidesiftError as exc:

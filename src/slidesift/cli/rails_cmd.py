@@ -6,10 +6,15 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
-from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.cli.options import (
+    downsample_options,
+    output_console,
+    resolve_downsample,
+    sift_options,
+    sift_spec,
+)
 from slidesift.errors import ConfigError
 from slidesift.io.annotations import read_truth
 from slidesift.io.slide import open_slide, read_thumb
@@ -93,7 +98,7 @@ def rails(
     """
     if len(slides) != len(truths):
         raise click.UsageError(f"{len(slides)} --slide but {len(truths)} --truth; pair them")
-    console = Console(highlight=False)
+    console = output_console()
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)
     images: list[tuple[np.ndarray, np.ndarray]] = []

@@ -15,6 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from slidesift.checkpoint import NOT_CHECKPOINT_KINDS, load_checkpoint
+from slidesift.cli.options import output_console
 from slidesift.errors import CheckpointError, ConfigError
 from slidesift.evaluate import SlideOutcome, evaluate_slides, summary, write_outcomes
 from slidesift.io.atomic import atomic_write_text
@@ -207,7 +208,7 @@ def segment_command(
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors --out ensemble
     """
-    console = Console(highlight=False)
+    console = output_console()
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError as exc:
@@ -341,7 +342,7 @@ def select_command(
     run/selection.json):
       slidesift select run cohort/manifest.csv --metric jaccard --round-stride
     """
-    console = Console(highlight=False)
+    console = output_console()
     entries, source = selection_rows(run, manifest, split)
     if split is None and entries and entries[0].split == "test":
         console.print(

@@ -15,6 +15,7 @@ from rich.table import Table
 from slidesift.cli.options import (
     downsample_options,
     grid_options,
+    output_console,
     resolve_downsample,
     sift_options,
     sift_spec,
@@ -177,7 +178,7 @@ def sift_command(
     The paper's PAIP settings on your own slide:
       slidesift sift slide.svs -N 6000 -T 400 --overlap 0.8 --rails rails_400.json
     """
-    console = Console(highlight=False)
+    console = output_console()
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)
     rails: Rails | None = None

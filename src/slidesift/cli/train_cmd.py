@@ -13,7 +13,7 @@ from rich.table import Table
 
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
-from slidesift.cli.options import sift_options, sift_spec
+from slidesift.cli.options import output_console, sift_options, sift_spec
 from slidesift.dataset import TileSet, TileSetSpec
 from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
@@ -305,7 +305,7 @@ def train_command(
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
-    console = Console(highlight=False)
+    console = output_console()
     normalization = None
     if resume and (out / "run.json").exists():
         saved = _resume_options(out)
