@@ -172,3 +172,20 @@ def test_tables_in_a_file_keep_their_full_width(capsys, files, tmp_path: Path) -
     row = next(line for line in out.splitlines() if name[:20] in line)
     assert name in row and "…" not in out
     assert len(row) > 80
+
+
+def test_the_training_line_says_tiles_per_second(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from slidesift.cli.train_cmd import training_progress
+    from slidesift.train import EpochRecord
+
+    console = Console(record=True, width=200)
+    progress, callbacks = training_progress(console)
+    assert callbacks.on_epoch_start is not None and callbacks.on_epoch_end is not None
+    with progress:
+        callbacks.on_epoch_start(1, 10)
+        record = EpochRecord(1, 0.5, 0.75, seconds=4.0, tiles_per_second=25.0)
+        callbacks.on_epoch_end(record, tmp_path / "epoch_001.safetensors")
+    line = next(x for x in console.export_text().splitlines() if x.startswith("epoch"))
+    assert line.endswith("25 tiles/s")

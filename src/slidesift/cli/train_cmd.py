@@ -82,7 +82,7 @@ def training_progress(console: Console) -> tuple[Progress, TrainCallbacks]:
         )
         console.print(
             f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.3f}{held}  "
-            f"{r.tiles_per_second:.0f}/s"
+            f"{r.tiles_per_second:.0f} tiles/s"
         )
 
     return progress, TrainCallbacks(start, batch, evaluate, end)
