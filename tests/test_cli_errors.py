@@ -189,3 +189,22 @@ def test_the_training_line_says_tiles_per_second(tmp_path: Path) -> None:
         callbacks.on_epoch_end(record, tmp_path / "epoch_001.safetensors")
     line = next(x for x in console.export_text().splitlines() if x.startswith("epoch"))
     assert line.endswith("25 tiles/s")
+
+
+def test_a_truncated_svs_gives_only_slidesifts_error(
+    capsys, files, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Aperio writes the first IFD after the pixels: a cut file's header points past its end,
+    # and tifffile logs "<tifffile.TiffPages @...> invalid offset to first page" to stderr
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(b"II*\x00" + struct.pack("<I", 1_000_000) + files["slide"].read_bytes()[8:4096])
+    cut_late = tmp_path / "cut_late.svs"  # IFD first (as slidesift writes), cut in the pixels
+    data = files["slide"].read_bytes()
+    cut_late.write_bytes(data[: len(data) // 2])
+    for path, why in ((cut, "invalid offset to first page 1000000"), (cut_late, "")):
+        code, _, err = run(capsys, "info", path)
+        assert code == 3
+        assert f"cannot read slide '{path}': the TIFF cannot be decoded ({why}" in err
+        assert "truncated or corrupt" in err
+        assert "tifffile" not in err and "TiffPages" not in err
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]  # nor a log handler
