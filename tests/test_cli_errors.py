@@ -208,3 +208,9 @@ def test_a_truncated_svs_gives_only_slidesifts_error(
         assert "truncated or corrupt" in err
         assert "tifffile" not in err and "TiffPages" not in err
     assert not [r for r in caplog.records if r.name.startswith("tifffile")]  # nor a log handler
+
+
+def test_readme_says_how_to_run_slidesift_after_make() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    first_steps = readme[: readme.index("## ")]  # beside the make commands, before any section
+    assert "source .venv/bin/activate" in first_steps and ".venv/bin/slidesift" in first_steps
