@@ -66,7 +66,7 @@ def test_rails_command_fits_and_saves(capsys, camelyon_like, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["sift", "missing.svs"], 3, "no such file"),
+        (["sift", "missing.svs"], 2, "Path 'missing.svs' does not exist"),
         (["sift", "{slide}", "--overlap", "1.5", "-N", "512"], 2, "invalid overlap=1.5"),
         (["sift", "{slide}", "-T", "900", "-N", "512"], 2, "invalid tile=900"),
         (["sift", "{slide}", "--mpp", "1", "-N", "512"], 2, "not both"),

@@ -21,12 +21,14 @@ from typing import Any
 from slidesift.errors import CheckpointError, require
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.io.downsample import Downsample
+from slidesift.io.sniff import SLIDE_KINDS, a_kind, file_kind
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
 from slidesift.stain import StainNormalizer, normalizer_from_dict
 
 __all__ = [
     "FORMAT",
+    "NOT_CHECKPOINT_KINDS",
     "Checkpoint",
     "CheckpointError",
     "load_checkpoint",
@@ -40,7 +42,8 @@ FORMAT = "slidesift-checkpoint/1"
 _META_KEY = "slidesift"
 #: Metadata every checkpoint must carry.
 REQUIRED = ("format", "tile", "classes", "rails", "sift", "epoch")
-
+#: File kinds (:func:`~slidesift.io.sniff.file_kind`) that are no checkpoint, damaged or not.
+NOT_CHECKPOINT_KINDS = SLIDE_KINDS | {"folder", "zip archive", "JSON", "XML", "text"}
 
 
 def write_safetensors(
@@ -56,12 +59,14 @@ def write_safetensors(
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`."""
-    require("torch", "learn", "reading checkpoints")
-    require("safetensors", "learn", "reading checkpoints")
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     p = Path(path)
+    kind = file_kind(p)
+    if kind in NOT_CHECKPOINT_KINDS:  # a slide's bytes would read as "header claims 5e15 bytes"
+        raise CheckpointError(
+            p,
+            f"this is {a_kind(kind)}, not a slidesift checkpoint",
+            "give an epoch_NNN.safetensors file that `slidesift train --out RUN` writes in RUN",
+        )
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -89,6 +94,11 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
         raise CheckpointError(
             p, f"its tensors need {max(ends)} bytes but only {have} follow the header: truncated"
         )
+    require("torch", "learn", "reading checkpoints")
+    require("safetensors", "learn", "reading checkpoints")
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     try:
         tensors = load(raw)
     except (SafetensorError, ValueError) as exc:

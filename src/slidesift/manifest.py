@@ -34,6 +34,7 @@ from pathlib import Path
 
 from slidesift.errors import ManifestError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.sniff import SLIDE_KINDS, a_kind, file_kind
 
 __all__ = [
     "COLUMNS",
@@ -53,7 +54,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Labels that mean "no tumor on this slide": their empty annotation is an empty mask.
 NORMAL_LABELS: tuple[str, ...] = ("normal", "negative", "non-tumor")
 _ANNOTATION_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".xml", ".geojson", ".json")
-
+#: File kinds (:func:`~slidesift.io.sniff.file_kind`) that are no manifest CSV.
+_NOT_CSV = SLIDE_KINDS | {"checkpoint (safetensors)", "zip archive", "JSON", "XML", "folder"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,16 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
         missing file, an annotation of unknown type, an unknown split.
     """
     p = Path(path)
+    kind = file_kind(p)
+    if kind in _NOT_CSV:  # a slide or checkpoint may even decode as UTF-8: say what it is
+        one = "; to segment one slide: slidesift segment CHECKPOINT SLIDE"
+        raise ManifestError(
+            p,
+            [(0, f"this is {a_kind(kind)}, not a manifest CSV")],
+            "a manifest is a CSV listing slides (columns slide, annotation, label, split; see "
+            "the README section 'The cohort manifest')"
+            + (one if kind in SLIDE_KINDS else "; check the order of the arguments (--help)"),
+        )
     try:
         text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import ConfigError, DatasetError, RailsError
 from slidesift.io.atomic import atomic_write_text
-from slidesift.io.sniff import file_kind
+from slidesift.io.sniff import a_kind, file_kind
 
 #: How tile entropy is measured: over all RGB values (the paper's code) or grey values.
 EntropyMode = Literal["rgb", "gray"]
@@ -43,7 +43,7 @@ def _unreadable(path: Path, exc: Exception) -> str:
     if kind == "missing":
         return "no such file"
     if kind not in ("JSON", "text"):
-        return f"this is a {kind}, not rails JSON"
+        return f"this is {a_kind(kind)}, not rails JSON"
     return f"not valid JSON ({exc})"
 
 
@@ -82,6 +82,25 @@ class Rails:
         """Bool array, same shape as ``entropy``: on or within the rails."""
         e = np.asarray(entropy)
         return np.asarray((e >= self.lo) & (e <= self.hi))
+
+    def require_tile(self, tile: int) -> None:
+        """Refuse tiles of another side than the rails were fitted at (unknown ``tile``: pass).
+
+        Entropy grows with the tile side (a larger tile holds more distinct values, Fig. 5), so
+        rails fitted at one T sift tiles of another T by the wrong limits, silently.
+
+        Raises
+        ------
+        ConfigError
+            ``tile`` is not :attr:`tile`.
+        """
+        if self.tile is not None and tile != self.tile:
+            raise ConfigError(
+                "tile",
+                tile,
+                f"the rails were fitted at T={self.tile}; sift at -T {self.tile}, or fit rails "
+                f"at this T (slidesift rails -s SLIDE -t TRUTH ... -T {tile} --out rails.json)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for JSON."""

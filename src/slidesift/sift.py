@@ -405,6 +405,11 @@ def sift(stats: TileStats, rails: Rails | None = None) -> SiftResult:
     Returns
     -------
     SiftResult
+
+    Raises
+    ------
+    ConfigError
+        The rails were fitted in another entropy mode or at another tile size.
     """
     keep_bg = stats.keep_background
     if rails is None:
@@ -416,5 +421,6 @@ def sift(stats: TileStats, rails: Rails | None = None) -> SiftResult:
                 stats.spec.entropy,
                 f"the rails were fitted on {rails.entropy!r} entropy; measure tiles the same way",
             )
+        rails.require_tile(stats.grid.tile)
         keep_rails = rails.admits(stats.entropy)
     return SiftResult(stats, rails, keep_bg, keep_rails)

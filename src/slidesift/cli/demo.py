@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from slidesift.cli.options import output_console
 from slidesift.cli.views import sift_table, spread_table, tiles_table, training_progress
 from slidesift.io.annotations import read_mask
 from slidesift.io.downsample import Downsample
@@ -82,7 +83,7 @@ def demo(out_dir: Path) -> None:
     Example:
       slidesift demo --out demo-out
     """
-    console = Console(highlight=False)
+    console = output_console()
     start = time.perf_counter()
     spec = SiftSpec()
     slides = write_phantoms(out_dir / "phantom", console)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from slidesift import __version__
 from slidesift.cache import default_cache_dir
+from slidesift.cli.options import output_console
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def doctor() -> None:
     Example:
       slidesift doctor
     """
-    console = Console(highlight=False)
+    console = output_console()
     table = Table(title="slidesift doctor")
     for col in ("component", "found", "used for"):
         table.add_column(col)

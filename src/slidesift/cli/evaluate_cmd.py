@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from slidesift.cli.options import make_spec, segment_options
+from slidesift.cli.options import make_spec, output_console, segment_options
 from slidesift.cli.views import cohort_with_progress, print_cohort
 from slidesift.cohort import CohortError
-from slidesift.errors import ConfigError
+from slidesift.errors import ConfigError, ManifestError
+from slidesift.io.sniff import SLIDE_KINDS, file_kind
 from slidesift.manifest import ManifestEntry, read_manifest
 
 
@@ -77,8 +77,15 @@ def evaluate_command(
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --scheduler tcp://127.0.0.1:8786 --out seg_cluster
     """
-    console = Console(highlight=False)
-    entries = _entries(manifest, split)
+    console = output_console()
+    try:
+        entries = _entries(manifest, split)
+    except ManifestError as exc:
+        if file_kind(manifest) not in SLIDE_KINDS:
+            raise
+        command = f"slidesift segment {checkpoint} {manifest}"  # with the user's own paths
+        hint = f"evaluate runs the slides of a manifest CSV; for this one slide: {command}"
+        raise ManifestError(manifest, exc.problems, hint) from exc
     result = cohort_with_progress(
         console, checkpoint, entries, spec=make_spec(**options), out=out,
         scheduler=scheduler, workers=workers, force=force,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from slidesift.cli.options import output_console
 from slidesift.io.slide import describe, open_slide
 
 
 @click.command()
-@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 def info(slides: tuple[Path, ...]) -> None:
     """Print format, pyramid levels and MPP of each SLIDE.
 
@@ -20,7 +20,7 @@ def info(slides: tuple[Path, ...]) -> None:
       slidesift info cohort/slides/paip_000.svs
       slidesift info cohort/slides/*.svs
     """
-    out = Console(highlight=False)
+    out = output_console()
     for path in slides:
         with open_slide(path) as slide:
             out.print(describe(slide))

@@ -1,8 +1,9 @@
 """Entry point: the ``slidesift`` command group and its error handling.
 
-Exit codes: 0 success; 1 other slidesift error; 2 bad option or usage; 3 unreadable slide;
-4 bad annotation or manifest; 5 unusable training
-data; 6 unreadable checkpoint; 130 interrupted.
+Exit codes (the table in :mod:`slidesift.errors`): 0 success; 1 other slidesift error; 2 bad
+option, usage or missing input file; 3 unreadable slide; 4 bad annotation or manifest; 5
+unusable training data; 6 unreadable checkpoint or rails; 7 missing extra; 8 unwritable output;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import warnings
 from typing import TextIO
 
 import click
-from rich.console import Console
 
 from slidesift import __version__
 from slidesift.cli.config import default_map, read_config
@@ -20,6 +20,7 @@ from slidesift.cli.demo import demo
 from slidesift.cli.doctor_cmd import doctor
 from slidesift.cli.evaluate_cmd import evaluate_command
 from slidesift.cli.info import info
+from slidesift.cli.options import output_console
 from slidesift.cli.phantom_cmd import phantom
 from slidesift.cli.rails_cmd import rails
 from slidesift.cli.report_cmd import report
@@ -103,7 +104,7 @@ def _show_warning(
 ) -> None:
     """slidesift's own warnings as ``warning: <advice>`` lines; others as Python shows them."""
     if category.__module__.startswith("slidesift"):
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {message}")
+        output_console(stderr=True).print(f"[yellow]warning:[/] {message}")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    err = Console(stderr=True)
+    err = output_console(stderr=True)
     try:
         cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
     except SlidesiftError as exc:

@@ -6,12 +6,29 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from slidesift.io.downsample import Downsample
 from slidesift.segment import SegmentSpec
 from slidesift.sift import SiftSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Line width in a file or a pipe: wide enough that no table or message is ever cut.
+UNLIMITED_WIDTH = 100_000
+
+
+def output_console(*, stderr: bool = False) -> Console:
+    """The console a command prints on: its terminal's width, or unlimited in a file or pipe.
+
+    rich guesses 80 columns when the stream is not a terminal, so ``slidesift ... > log.txt``
+    got tables cut to 80 columns (long slide names ellipsised) and messages wrapped; there,
+    lines are as long as they need (tables keep their natural width, text is not padded).
+    """
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = UNLIMITED_WIDTH
+    return console
 
 
 def downsample_options(f: F) -> F:

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
 
-from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.cli.options import (
+    downsample_options,
+    output_console,
+    resolve_downsample,
+    sift_options,
+    sift_spec,
+)
 from slidesift.cli.views import spread_table
 from slidesift.errors import ConfigError
 from slidesift.io.annotations import read_truth
@@ -19,11 +24,13 @@ from slidesift.tumor_rails import rails_spread
 
 @click.command()
 @click.option(
-    "--slide", "-s", "slides", multiple=True, required=True, type=click.Path(path_type=Path),
+    "--slide", "-s", "slides", multiple=True, required=True,
+    type=click.Path(path_type=Path, exists=True),
     help="A training slide; repeat for several (pair each with a --truth).",
 )  # fmt: skip
 @click.option(
-    "--truth", "-t", "truths", multiple=True, required=True, type=click.Path(path_type=Path),
+    "--truth", "-t", "truths", multiple=True, required=True,
+    type=click.Path(path_type=Path, exists=True),
     help="Its tumor ground truth: mask image, ASAP XML or GeoJSON (same order as --slide).",
 )  # fmt: skip
 @downsample_options
@@ -76,7 +83,7 @@ def rails(
     """
     if len(slides) != len(truths):
         raise click.UsageError(f"{len(slides)} --slide but {len(truths)} --truth; pair them")
-    console = Console(highlight=False)
+    console = output_console()
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)
     images: list[tuple[np.ndarray, np.ndarray]] = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from slidesift.cli.options import output_console
 from slidesift.report import MAX_IMAGE_PX, write_report
 
 
@@ -55,7 +55,7 @@ def report(
     With the rails spread of `slidesift rails ... --spread-out rails_spread.json`:
       slidesift report seg --run run --rails-spread rails_spread.json
     """
-    console = Console(highlight=False)
+    console = output_console()
     with console.status("writing the report"):
         path = write_report(
             cohort,

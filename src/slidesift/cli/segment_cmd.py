@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from slidesift.checkpoint import load_checkpoint
-from slidesift.cli.options import make_spec, segment_options
+from slidesift.checkpoint import NOT_CHECKPOINT_KINDS, load_checkpoint
+from slidesift.cli.options import make_spec, output_console, segment_options
 from slidesift.cli.views import cohort_lines, fmt_score, scores_table
-from slidesift.errors import ConfigError
+from slidesift.errors import CheckpointError, ConfigError
 from slidesift.evaluate import SlideOutcome, evaluate_slides, summary
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.sniff import file_kind
 from slidesift.manifest import ManifestEntry, read_manifest
 from slidesift.results import ENSEMBLE_FILE, write_results
 from slidesift.segment import SegmentSpec
@@ -88,8 +89,17 @@ def segment_command(
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors --out ensemble
     """
-    console = Console(highlight=False)
-    ck = load_checkpoint(checkpoint)
+    console = output_console()
+    try:
+        ck = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        if file_kind(checkpoint) not in NOT_CHECKPOINT_KINDS:
+            raise
+        raise CheckpointError(
+            checkpoint,
+            exc.reason,
+            "the checkpoint comes first: slidesift segment CHECKPOINT SLIDE|MANIFEST",
+        ) from exc
     spec = make_spec(**options)
     entries = _entries(target, truth, split)
     if not entries:

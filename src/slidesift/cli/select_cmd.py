@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from slidesift.cli.options import make_spec, segment_options
+from slidesift.cli.options import make_spec, output_console, segment_options
 from slidesift.cli.views import fmt_score, run_selection, selection_table
 from slidesift.errors import ConfigError, SelectionOnTestWarning
 from slidesift.manifest import ManifestEntry, read_manifest
@@ -54,7 +53,7 @@ def select_command(
     run/selection.json):
       slidesift select run cohort/manifest.csv --metric jaccard --round-stride
     """
-    console = Console(highlight=False)
+    console = output_console()
     entries, source = selection_rows(run, manifest, split)
     if split is None and entries and entries[0].split == "test":
         console.print(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from slidesift.cli.options import (
     downsample_options,
     grid_options,
+    output_console,
     resolve_downsample,
     sift_options,
     sift_spec,
@@ -24,20 +24,20 @@ from slidesift.tumor_rails import tumor_tile_entropies
 
 
 @click.command("sift")
-@click.argument("slide", type=click.Path(path_type=Path))
+@click.argument("slide", type=click.Path(path_type=Path, exists=True))
 @downsample_options
 @grid_options
 @sift_options
 @click.option(
     "--rails",
     "rails_path",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, exists=True),
     default=None,
     help="Rails JSON (from `slidesift rails`) to sift by entropy.",
 )
 @click.option(
     "--truth",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, exists=True),
     default=None,
     help="Fit rails on this slide's own tumor (mask, ASAP XML or GeoJSON) instead.",
 )
@@ -79,7 +79,7 @@ def sift_command(
     The paper's PAIP settings on your own slide:
       slidesift sift slide.svs -N 6000 -T 400 --overlap 0.8 --rails rails_400.json
     """
-    console = Console(highlight=False)
+    console = output_console()
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)
     grid = GridSpec(tile, overlap, stride)
@@ -89,6 +89,7 @@ def sift_command(
         raise click.UsageError("give --rails or --truth, not both")
     if rails_path is not None:
         rails = Rails.load(rails_path)
+        rails.require_tile(tile)  # before the slide is read, which may take minutes
     elif truth is not None:
         with console.status(f"reading {slide.name}"):
             thumb = read_slide_thumb(slide, downsample)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from slidesift.cli.options import output_console
 from slidesift.manifest import read_manifest
 from slidesift.subsets import make_subsets, write_subsets
 
@@ -53,7 +53,7 @@ def subsets(
     With a validation split in each (train/val/test):
       slidesift subsets cohort/manifest.csv --out subsets -k 2 --val-fraction 0.25
     """
-    console = Console(highlight=False)
+    console = output_console()
     m = read_manifest(manifest)
     made = make_subsets(
         list(m), k, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed

@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import Progress
 
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
-from slidesift.cli.options import downsample_options, resolve_downsample, sift_options, sift_spec
+from slidesift.cli.options import (
+    downsample_options,
+    output_console,
+    resolve_downsample,
+    sift_options,
+    sift_spec,
+)
 from slidesift.cli.views import tiles_table, training_progress
 from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
@@ -24,7 +29,9 @@ from slidesift.train_spec import TrainSpec
 
 
 @click.command("train")
-@click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument(
+    "manifest", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True)
+)
 @click.option(
     "--out",
     "-o",
@@ -214,7 +221,7 @@ def train_command(
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
-    console = Console(highlight=False)
+    console = output_console()
     normalization = None
     if resume and (out / RUN_FILE).exists():
         saved = read_resume_options(out)

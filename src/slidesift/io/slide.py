@@ -10,7 +10,9 @@ pixels of the thumbnail. Sizes are ``(w, h)``; arrays are indexed ``[row, col]``
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -368,17 +370,42 @@ def _read_pil(p: Path) -> NDArray[np.uint8]:
     return _to_rgb(arr, p)
 
 
+class _TifffileLog(logging.Filter):
+    """What tifffile logs while a TIFF is read, kept in :attr:`heard` instead of printed.
+
+    For a truncated SVS tifffile printed ``<tifffile.TiffPages @1275950> invalid offset to
+    first page 1275950`` on stderr above slidesift's error; that is the cause, so the error
+    gives it (prefix dropped). A context manager around the read; on success it is dropped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.heard.append(re.sub(r"^<[^>]*>\s*", "", record.getMessage()))
+        return False
+
+    def __enter__(self) -> _TifffileLog:
+        logging.getLogger("tifffile").addFilter(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("tifffile").removeFilter(self)
+
+
 def _read_plain_tiff(p: Path) -> tuple[NDArray[np.uint8], tuple[float, float] | None]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(p) as tif:
+        with _TifffileLog() as log, tifffile.TiffFile(p) as tif:
             page = tif.pages.first
             arr = page.asarray()
             mpp = _tiff_mpp(page)
     except Exception as exc:  # tifffile raises many types for damaged files
+        why = "; ".join(log.heard) or str(exc)  # "0" (an IndexError) says less than the log
         raise SlideReadError(
-            p, f"the TIFF cannot be decoded ({exc})", "the file is probably truncated or corrupt"
+            p, f"the TIFF cannot be decoded ({why})", "the file is probably truncated or corrupt"
         ) from exc
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (separate) configuration

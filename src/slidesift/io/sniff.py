@@ -13,7 +13,7 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["SLIDE_KINDS", "file_kind"]
+__all__ = ["SLIDE_KINDS", "a_kind", "file_kind"]
 
 #: Kinds :func:`file_kind` returns for files a slide reader may open.
 SLIDE_KINDS = frozenset({"slide (TIFF)", "image (PNG)", "image (JPEG)", "slide (DICOM)"})
@@ -58,6 +58,8 @@ def file_kind(path: str | os.PathLike[str]) -> str:
         return "slide (DICOM)"
     if _looks_like_safetensors(head):
         return "checkpoint (safetensors)"
+    if b"\x00" in head:  # valid UTF-8 but no text: a checkpoint cut inside its length field
+        return "binary"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -72,6 +74,30 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     if stripped.startswith("<"):
         return "XML"
     return "text"
+
+
+_PHRASES = {
+    "folder": "a folder",
+    "empty": "an empty file",
+    "unreadable": "an unreadable file",
+    "image (PNG)": "an image (PNG)",
+    "image (JPEG)": "an image (JPEG)",
+    "JSON": "a JSON file",
+    "XML": "an XML file",
+    "text": "a text file",
+    "binary": "a binary file",
+}
+
+
+def a_kind(kind: str) -> str:
+    """A :func:`file_kind` as it reads in a sentence: ``this is {a_kind(kind)}``.
+
+    Examples
+    --------
+    >>> a_kind("slide (TIFF)"), a_kind("image (PNG)"), a_kind("text")
+    ('a slide (TIFF)', 'an image (PNG)', 'a text file')
+    """
+    return _PHRASES.get(kind, f"a {kind}")
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
