@@ -64,11 +64,13 @@ def test_outputs_and_geojson_round_trip(
         assert o.scores is not None and o.scores.jaccard >= 0.5  # the learned model finds it
         for kind in ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv",
                      "locations.png"):  # fmt: skip
-            assert (tmp_path / f"{o.name}_{kind}").stat().st_size > 0
+            # one layout for segment and evaluate: a folder per slide
+            assert (tmp_path / o.name / f"{o.name}_{kind}").stat().st_size > 0
+            assert not (tmp_path / f"{o.name}_{kind}").exists()
         r = o.result
         assert r is not None and r.thumb is not None
         if r.mask.any():
-            back = read_geojson(tmp_path / f"{o.name}_tumor.geojson", r.thumb) > 0
+            back = read_geojson(tmp_path / o.name / f"{o.name}_tumor.geojson", r.thumb) > 0
             assert scores(confusion(back, r.mask)).jaccard >= 0.99
         # a mask that is surely not empty: the truth, written as a segmentation
         truth = read_truth(entries[0].annotation, r.thumb) if o is outcomes[0] else None
@@ -76,7 +78,7 @@ def test_outputs_and_geojson_round_trip(
             write_segmentation(tmp_path / "truth", "t", replace(r, mask=truth))
             back = read_geojson(tmp_path / "truth" / "t_tumor.geojson", r.thumb) > 0
             assert truth.any() and scores(confusion(back, truth)).jaccard >= 0.99
-        rows = list(csv.DictReader((tmp_path / f"{o.name}_tiles.csv").open()))
+        rows = list(csv.DictReader((tmp_path / o.name / f"{o.name}_tiles.csv").open()))
         assert len(rows) == len(r.grid)
         assert sum(int(row["keep"]) for row in rows) == o.kept_tiles
     figures = summary(outcomes, checkpoint.classes)

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -138,7 +139,8 @@ def evaluate_slide(
     spec
         Segmentation options.
     out
-        Write the slide's outputs (:func:`write_segmentation`) into this folder.
+        The cohort output folder: the slide's outputs (:func:`write_segmentation`) go into
+        ``out/<entry.name>/``, the layout every command shares (``slidesift evaluate`` too).
     read
         The slide's already read ``(thumb, truth)`` (:func:`read_slide`).
     classifiers
@@ -159,7 +161,7 @@ def evaluate_slide(
             threshold=spec_used.threshold,
         )  # fmt: skip
     if out is not None:
-        write_segmentation(out, entry.name, r, truth)
+        write_segmentation(Path(out) / entry.name, entry.name, r, truth)
     return SlideOutcome(
         entry.name,
         entry.label,
