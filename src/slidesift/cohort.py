@@ -73,8 +73,6 @@ __all__ = [
 Status = Literal["ok", "resumed", "failed"]
 
 
-
-
 @dataclass(frozen=True)
 class SlideRun:
     """One slide's result in a cohort run.

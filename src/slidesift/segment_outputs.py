@@ -39,7 +39,6 @@ from slidesift.segment import SegmentResult
 __all__ = ["error_map", "overlay", "tile_table_csv", "write_segmentation"]
 
 
-
 def _outline(image: NDArray[np.uint8], mask: NDArray[np.bool_], color: tuple[int, int, int],
              width: int) -> None:  # fmt: skip
     contours, _ = cv2.findContours(
