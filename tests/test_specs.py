@@ -102,3 +102,42 @@ def test_train_refuses_both_n_and_mpp(tmp_path: Path, capsys: pytest.CaptureFixt
     _, err = capsys.readouterr()
     assert code == 2 and "not both" in err
     assert not (tmp_path / "run").exists()
+
+
+_BLOCK = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # import name -> ImportError, as when the extra is not installed
+from slidesift.errors import MissingExtraError
+try:
+{call}
+except MissingExtraError as exc:
+    print("MISSING", exc.module, exc.extra)
+    print(exc)
+"""
+
+
+MISSING_EXTRA_CASES = [
+    (["torch"], "    from slidesift.model import LightweightCNN", "torch", "learn"),
+    (["torch"], "    from slidesift.train import train; train(None, 'x')", "torch", "learn"),
+    (["torch"], "    import slidesift; slidesift.LightweightCNN", "torch", "learn"),
+    (["torch"], "    from slidesift.inference import TorchTiles; TorchTiles(None)",
+     "torch", "learn"),
+    (["onnxruntime"], "    from slidesift.inference import _ort; _ort()", "onnxruntime", "infer"),
+    (["distributed"], "    from slidesift.cohort import _distributed; _distributed()",
+     "distributed", "cohort"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("blocked", "call", "module", "extra"), MISSING_EXTRA_CASES)
+def test_a_missing_extra_names_the_pip_extra(
+    blocked: list[str], call: str, module: str, extra: str
+) -> None:
+    import subprocess
+    import sys
+
+    code = _BLOCK.format(blocked=blocked, call=call)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"MISSING {module} {extra}" in done.stdout
+    assert f"pip install 'slidesift[{extra}]'" in done.stdout

@@ -280,6 +280,7 @@ class TorchTiles:
     """Per-tile classification with torch (CUDA: bf16 autocast, channels_last)."""
 
     def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu") -> None:
+        require("torch", "learn", "torch inference")
         import torch
 
         self.device = device

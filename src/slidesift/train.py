@@ -41,7 +41,7 @@ from slidesift.checkpoint import (
     CheckpointError,
     save_checkpoint,
 )
-from slidesift.errors import ConfigError, TrainingError
+from slidesift.errors import ConfigError, TrainingError, require
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -73,7 +73,6 @@ __all__ = ["checkpoint_meta", "train", "training_scale"]
 
 
 def _device(spec: TrainSpec) -> str:
-
     import torch
 
     if spec.device == "cuda" and not torch.cuda.is_available():
@@ -143,6 +142,7 @@ def _predict(logits: Any) -> Any:
 
 def evaluate(model: Any, loader: Any, n_classes: int, device: str) -> tuple[float, float, float]:
     """Mean loss, accuracy and balanced accuracy of ``model`` over a loader's batches."""
+    require("torch", "learn", "scoring the CNN")
     import torch
 
     from slidesift.model import autocast, scale_input
@@ -236,6 +236,7 @@ def train(
     -------
     TrainResult
     """
+    require("torch", "learn", "training the CNN")
     import torch
 
     from slidesift.model import LightweightCNN, autocast, scale_input
