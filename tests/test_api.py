@@ -64,3 +64,21 @@ def test_error_classes_are_one_family_in_errors() -> None:
             assert issubclass(obj, family), name
             assert obj.__module__ == "slidesift.errors", name
             assert name in slidesift.errors.__all__
+
+
+def test_readme_lists_every_exit_code_errors_uses() -> None:
+    """The README's exit-code line names each code an error class can give."""
+    import re
+    from pathlib import Path
+
+    import slidesift.errors as errors
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = readme[readme.index("Exit codes:") :].split("\n\n")[0]
+    listed = {int(n) for n in re.findall(r"(\d+) [a-z]", line)}
+    used = {
+        obj.exit_code
+        for obj in vars(errors).values()
+        if isinstance(obj, type) and issubclass(obj, errors.SlidesiftError)
+    }
+    assert used <= listed, f"exit codes {sorted(used - listed)} are not in the README"
