@@ -15,9 +15,10 @@ import pytest
 
 from conftest import discriminative_checkpoint
 from slidesift.checkpoint import Checkpoint
-from slidesift.inference import DenseOnnx, OnnxTiles, TorchTiles
+from slidesift.inference import DenseOnnx, OnnxTiles
 from slidesift.phantom import he_like_image
 from slidesift.tiles import TileGrid
+from slidesift.torch_inference import TorchTiles
 
 pytestmark = pytest.mark.learn
 

@@ -79,10 +79,10 @@ def test_logged_raw_accuracy_is_measured_on_the_raw_pixels(
     """Recompute the best epoch's held-out raw-tile accuracy from the slides themselves: it is
     the log's figure; the same tiles with the other class blacked out score differently."""
     from slidesift.cache import ThumbCache
-    from slidesift.inference import TorchTiles
     from slidesift.loading import load_slides
     from slidesift.tile_truth import SEGMENT_OVERLAP, classify_raw_tiles, raw_tiles
     from slidesift.tiles import stride_for_overlap
+    from slidesift.torch_inference import TorchTiles
 
     ck = load_checkpoint(learned.best)
     cache = ThumbCache(tmp_path_factory.mktemp("thumbs"))

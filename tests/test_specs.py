@@ -121,7 +121,7 @@ MISSING_EXTRA_CASES = [
     (["torch"], "    from slidesift.model import LightweightCNN", "torch", "learn"),
     (["torch"], "    from slidesift.train import train; train(None, 'x')", "torch", "learn"),
     (["torch"], "    import slidesift; slidesift.LightweightCNN", "torch", "learn"),
-    (["torch"], "    from slidesift.inference import TorchTiles; TorchTiles(None)",
+    (["torch"], "    from slidesift.torch_inference import TorchTiles; TorchTiles(None)",
      "torch", "learn"),
     (["onnxruntime"], "    from slidesift.inference import _ort; _ort()", "onnxruntime", "infer"),
     (["distributed"], "    from slidesift.cohort import _distributed; _distributed()",

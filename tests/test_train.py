@@ -13,12 +13,12 @@ from slidesift.architecture import feature_side, parameter_count
 from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import build_tileset
 from slidesift.errors import SlidesiftError
-from slidesift.inference import TorchTiles
 from slidesift.io.downsample import Downsample
 from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom import he_like_image
 from slidesift.tile_truth import classify_raw_tiles
 from slidesift.tileset import SlideImage, TileSet, TileSetSpec
+from slidesift.torch_inference import TorchTiles
 from slidesift.train import holdout_raw_tiles, train
 from slidesift.train_data import TileBatches, epoch_plan
 from slidesift.train_spec import TrainCallbacks, TrainSpec

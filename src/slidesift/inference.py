@@ -37,7 +37,6 @@ __all__ = [
     "DenseOnnx",
     "OnnxTiles",
     "TileClassifier",
-    "TorchTiles",
     "dense_applies",
     "export_onnx",
 ]
@@ -274,28 +273,6 @@ class OnnxTiles:
     def __call__(self, tiles: NDArray[np.uint8]) -> NDArray[np.float32]:
         out: NDArray[np.float32] = self.session.run(None, {"x": np.ascontiguousarray(tiles)})[0]
         return out
-
-
-class TorchTiles:
-    """Per-tile classification with torch (CUDA: bf16 autocast, channels_last)."""
-
-    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu") -> None:
-        require("torch", "learn", "torch inference")
-        import torch
-
-        self.device = device
-        self.name = f"torch {device}"
-        self.model = checkpoint.model().to(device, memory_format=torch.channels_last)
-
-    def __call__(self, tiles: NDArray[np.uint8]) -> NDArray[np.float32]:
-        import torch
-
-        from slidesift.model import autocast, probabilities, scale_input
-
-        x = scale_input(torch.from_numpy(np.ascontiguousarray(tiles)), self.device)
-        with torch.no_grad(), autocast(self.device):
-            p = probabilities(self.model(x))
-        return np.asarray(p.float().cpu().numpy(), np.float32)
 
 
 def dense_applies(stride: int) -> bool:

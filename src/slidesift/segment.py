@@ -28,13 +28,13 @@ from slidesift.inference import (
     DENSE_STEP,
     DenseOnnx,
     OnnxTiles,
-    TorchTiles,
     classify_tiles,
     dense_applies,
 )
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.sift import SiftResult, measure_tiles, sift
 from slidesift.tiles import TileGrid, stride_for_overlap
+from slidesift.torch_inference import TorchTiles
 
 __all__ = [
     "Classifiers",
