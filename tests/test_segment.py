@@ -169,3 +169,33 @@ def test_segment_warns_when_a_slide_is_read_at_another_scale(
         segment(with_mpp, _with_scale(ck, 2.5, longest), SegmentSpec(stride=32))
     with pytest.warns(OutOfDomainWarning, match=r"b\.tif: the slide has no MPP"):
         segment(without, _with_scale(ck, 1.0, longest), SegmentSpec(stride=32))
+
+
+def test_segment_cli_imports_no_torch_once_the_model_is_exported(
+    checkpoint: Checkpoint, image: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Segmenting on the CPU is ONNX Runtime: a fresh process never imports torch (seconds)."""
+    import json
+    import subprocess
+    import sys
+
+    from slidesift.io.tiff import write_pyramidal_tiff
+
+    folder = tmp_path_factory.mktemp("notorch")
+    slide = write_pyramidal_tiff(folder / "s.tif", image)
+    assert checkpoint.path is not None
+    for part in ("maps", "head", "whole"):
+        export_onnx(checkpoint, part=part)  # what a first run does (that one needs torch)
+    code = (
+        "import json, sys\n"
+        "from slidesift.cli.main import main\n"
+        f"rc = main(['segment', {str(checkpoint.path)!r}, {str(slide)!r}, '--out', "
+        f"{str(folder / 'out')!r}, '--stride', '32'])\n"
+        "print(json.dumps([rc, 'torch' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rc, torch_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rc == 0, done.stderr
+    assert not torch_loaded
+    assert (folder / "out" / "s" / "s_mask.png").is_file()

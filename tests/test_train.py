@@ -157,7 +157,7 @@ def test_train_spec_reads_its_augmentation_back_from_json() -> None:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path).state
+    return {k: torch.as_tensor(v) for k, v in load_checkpoint(path).state.items()}
 
 
 def test_checkpoint_holds_everything_to_segment(

@@ -57,8 +57,15 @@ def write_safetensors(
     return atomic_write_bytes(path, data)
 
 
-def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`."""
+def read_safetensors(
+    path: str | os.PathLike[str], *, framework: str = "numpy"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; any damage becomes :class:`CheckpointError`.
+
+    ``framework="numpy"`` (default) returns numpy arrays and needs no torch, so segmenting with
+    ONNX Runtime does not pay torch's import; ``"torch"`` returns torch tensors (resuming a
+    training run).
+    """
     p = Path(path)
     kind = file_kind(p)
     if kind in NOT_CHECKPOINT_KINDS:  # a slide's bytes would read as "header claims 5e15 bytes"
@@ -94,13 +101,21 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
         raise CheckpointError(
             p, f"its tensors need {max(ends)} bytes but only {have} follow the header: truncated"
         )
-    require("torch", "learn", "reading checkpoints")
+    if framework == "torch":
+        require("torch", "learn", "reading training state")
     require("safetensors", "learn", "reading checkpoints")
     from safetensors import SafetensorError
-    from safetensors.torch import load
 
+    if framework == "torch":
+        from safetensors.torch import load as load_torch
+
+        loader: Any = load_torch
+    else:
+        from safetensors.numpy import load as load_numpy
+
+        loader = load_numpy
     try:
-        tensors = load(raw)
+        tensors = loader(raw)
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
     meta = header.get("__metadata__") or {}
@@ -118,7 +133,8 @@ class Checkpoint:
     meta
         The metadata document (see the module docstring).
     state
-        The network's ``state_dict`` (torch tensors).
+        The network's ``state_dict``: numpy arrays when read from a file (no torch needed),
+        torch tensors when built from a training run.
     """
 
     path: Path | None
@@ -167,11 +183,14 @@ class Checkpoint:
 
     def model(self) -> Any:
         """A :class:`LightweightCNN` with these weights, in eval mode (on the CPU)."""
+        import torch
+
         from slidesift.model import LightweightCNN
 
         net = LightweightCNN(self.tile, len(self.classes))
+        state = {k: torch.as_tensor(v) for k, v in self.state.items()}
         try:
-            net.load_state_dict(self.state, strict=True)
+            net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             where = self.path if self.path is not None else "<memory>"
             raise CheckpointError(where, f"weights do not fit the architecture: {exc}") from exc

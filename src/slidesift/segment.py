@@ -11,7 +11,9 @@ slide. Classification picks the dense shared-feature path whenever the stride is
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -289,7 +291,15 @@ def scale_warnings(thumb: Thumb, checkpoint: Checkpoint) -> list[str]:
 
 
 def _cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA device (no torch: the ONNX paths)."""
+    """Whether torch is installed and sees a CUDA device (no torch: the ONNX paths).
+
+    Without an NVIDIA device node (``/dev/nvidia*``, or WSL's ``/dev/dxg``) there is no CUDA
+    device to find, so torch (seconds to import) is not imported just to be told so.
+    """
+    if "torch" not in sys.modules and not (
+        glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")
+    ):
+        return False
     try:
         import torch
     except ImportError:

@@ -170,7 +170,7 @@ def load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, li
     """Restore ``model`` and ``optimizer`` from ``resume.safetensors``; returns the epoch reached
     and the log so far. Refuses state written for another tile set or other options."""
     path = out / RESUME
-    tensors, meta = read_safetensors(path)
+    tensors, meta = read_safetensors(path, framework="torch")
     try:
         doc = json.loads(meta["slidesift-resume"])
     except (KeyError, json.JSONDecodeError) as exc:

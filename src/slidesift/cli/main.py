@@ -8,30 +8,73 @@ unusable training data; 6 unreadable checkpoint or rails; 7 missing extra; 8 unw
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
-from typing import TextIO
+from collections.abc import Iterator, MutableMapping
+from typing import Any, TextIO
 
 import click
 
 from slidesift import __version__
 from slidesift.cli.config import default_map, read_config
-from slidesift.cli.demo import demo
-from slidesift.cli.doctor_cmd import doctor
-from slidesift.cli.evaluate_cmd import evaluate_command
-from slidesift.cli.info import info
-from slidesift.cli.options import output_console
-from slidesift.cli.phantom_cmd import phantom
-from slidesift.cli.rails_cmd import rails
-from slidesift.cli.report_cmd import report
-from slidesift.cli.segment_cmd import segment_command
-from slidesift.cli.select_cmd import select_command
-from slidesift.cli.sift_cmd import sift_command
-from slidesift.cli.subsets_cmd import subsets
-from slidesift.cli.train_cmd import train_command
 from slidesift.errors import SlidesiftError
 
 _default_showwarning = warnings.showwarning
+
+#: Command name -> ``module:attribute``. A command's module (and what it needs: torch for
+#: ``train``, numba for ``phantom``) is imported only when that command runs, so
+#: ``slidesift segment`` does not pay for the others.
+COMMANDS: dict[str, str] = {
+    "info": "slidesift.cli.info:info",
+    "sift": "slidesift.cli.sift_cmd:sift_command",
+    "rails": "slidesift.cli.rails_cmd:rails",
+    "demo": "slidesift.cli.demo:demo",
+    "phantom": "slidesift.cli.phantom_cmd:phantom",
+    "subsets": "slidesift.cli.subsets_cmd:subsets",
+    "train": "slidesift.cli.train_cmd:train_command",
+    "segment": "slidesift.cli.segment_cmd:segment_command",
+    "select": "slidesift.cli.select_cmd:select_command",
+    "report": "slidesift.cli.report_cmd:report",
+    "evaluate": "slidesift.cli.evaluate_cmd:evaluate_command",
+    "doctor": "slidesift.cli.doctor_cmd:doctor",
+}
+
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """``Group.commands`` that imports a command's module on first access."""
+
+    def __init__(self, targets: dict[str, str]) -> None:
+        self._targets = dict(targets)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attr = self._targets[name].partition(":")
+            self._loaded[name] = getattr(importlib.import_module(module), attr)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._targets.setdefault(name, "")
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._targets.pop(name)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported when they are used (see :data:`COMMANDS`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _LazyCommands(COMMANDS)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -40,7 +83,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         ctx.default_map = default_map(cli, read_config(value))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="slidesift")
 @click.option(
     "--config",
@@ -80,20 +126,6 @@ def cli() -> None:
     """
 
 
-cli.add_command(info)
-cli.add_command(sift_command)
-cli.add_command(rails)
-cli.add_command(demo)
-cli.add_command(phantom)
-cli.add_command(subsets)
-cli.add_command(train_command)
-cli.add_command(segment_command)
-cli.add_command(select_command)
-cli.add_command(report)
-cli.add_command(evaluate_command)
-cli.add_command(doctor)
-
-
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -104,6 +136,8 @@ def _show_warning(
 ) -> None:
     """slidesift's own warnings as ``warning: <advice>`` lines; others as Python shows them."""
     if category.__module__.startswith("slidesift"):
+        from slidesift.cli.options import output_console
+
         output_console(stderr=True).print(f"[yellow]warning:[/] {message}")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -117,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    from slidesift.cli.options import output_console
+
     err = output_console(stderr=True)
     try:
         cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
