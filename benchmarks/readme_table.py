@@ -1,7 +1,8 @@
 """Print the README's "## Speed" table from the benchmarks' JSON files (``bench-results/*.json``).
 
 Every figure in the table comes from a JSON file that a benchmark wrote (``make bench``):
-``bench_sift``, ``bench_read``, ``bench_train``, ``bench_segment`` and ``bench_phantom``.
+``bench_sift``, ``bench_read``, ``bench_train``, ``bench_segment``, ``bench_cohort`` and
+``bench_phantom``.
 A benchmark without a JSON file has no row. Each row names the CPU, core count and UTC date
 recorded in its JSON.
 
@@ -249,12 +250,42 @@ def phantom_rows(data: dict[str, Any]) -> Rows:
     ]
 
 
+def cohort_rows(data: dict[str, Any]) -> Rows:
+    """The row from ``bench_cohort.json``: the cohort in process vs on two Dask clusters."""
+    ways = data["ways"]
+    sync, *dask = ways  # the first way is the speed-up's reference
+
+    def rss(r: dict[str, Any]) -> str:
+        peak = r.get("max_worker_peak_rss_mib")
+        return "" if peak is None else f", peak RSS {_num(peak)} MiB"
+
+    ours = "; ".join(
+        f"{way}: {_num(ways[way]['slides_per_min'])} slides/min "
+        f"({_ratio(ways[way]['speedup'])}× in process){rss(ways[way])} per worker"
+        for way in dask
+    )
+    other = max(r["others_cores"] for r in ways.values())
+    ref = (
+        f"in process, one slide after another: {_num(ways[sync]['slides_per_min'])} slides/min"
+        f"{rss(ways[sync])}; other processes kept up to {other:.1f} of "
+        f"{data['machine']['cores']} cores busy"
+    )
+    lo, hi = data["size"]
+    workers = max(r["processes"] for r in ways.values())
+    task = (
+        f"evaluate {data['slides']} phantom slides ({lo}-{hi} px, N={data['longest']}, "
+        f"T={data['tile']}, stride {data['stride']}, random weights), {workers} worker processes"
+    )
+    return [[task, ours, ref]]
+
+
 #: The benchmarks in table order: JSON stem -> its rows.
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], Rows]] = {
     "bench_sift": sift_rows,
     "bench_read": read_rows,
     "bench_train": train_rows,
     "bench_segment": segment_rows,
+    "bench_cohort": cohort_rows,
     "bench_phantom": phantom_rows,
 }
 
