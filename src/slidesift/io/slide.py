@@ -23,7 +23,7 @@ from slidesift.errors import SlideReadError
 from slidesift.io.downsample import Downsample
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
-from slidesift.io.tiff_read import TiffTiles, TileCache, reader_choice
+from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
 
@@ -213,7 +213,11 @@ class Slide:
         w, h = size
         if self._pixels is None and self.reader_for(level, reader) == "tifffile":
             assert self._tiles is not None
-            return self._tiles.read_region(level, lv_xy, size, cache=cache)
+            try:
+                return self._tiles.read_region(level, lv_xy, size, cache=cache)
+            except IncompleteTile:
+                if reader_choice(reader) == "tifffile":
+                    raise  # else OpenSlide judges the tile: an error if damaged, as before
         if self._pixels is not None:
             x, y = lv_xy
             out = np.full((h, w, 3), 255, dtype=np.uint8)
@@ -452,11 +456,12 @@ def read_thumb(
             level = i
     lv_w, lv_h = slide.level_dimensions[level]
     n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    used = slide.reader_for(level, reader)
+    choice = reader_choice(reader)
+    used = slide.reader_for(level, choice)
     cache = slide.band_cache(level, n_workers) if used == "tifffile" else None
 
     def read_rows(y0: int, y1: int) -> NDArray[np.uint8]:
-        return slide.read_region(level, (0, y0), (lv_w, y1 - y0), reader=used, cache=cache)
+        return slide.read_region(level, (0, y0), (lv_w, y1 - y0), reader=choice, cache=cache)
 
     pixels = area_resample(read_rows, (lv_w, lv_h), (dst_w, dst_h), workers=n_workers)
     l0_w, l0_h = slide.dimensions

@@ -52,6 +52,7 @@ __all__ = [
     "READERS",
     "READER_ENV",
     "TIFF_VENDORS",
+    "IncompleteTile",
     "TiffTiles",
     "TileCache",
     "TiledLevel",
@@ -169,6 +170,14 @@ def _level_of(page: Any, vendor: str) -> TiledLevel | str:
         (w, h), (tw, th), offsets.reshape(grid), counts.reshape(grid), codec, colorspace, tables,
         spp, predictor,
     )  # fmt: skip
+
+
+class IncompleteTile(SlideReadError):
+    """A JPEG tile that does not end as a JPEG stream ends: cut short, zero-filled or padded.
+
+    ``reader="auto"`` reads such a region through OpenSlide instead, which fails on a damaged
+    tile and reads a padded one; a forced tifffile reader raises it.
+    """
 
 
 class TileCache:
@@ -411,6 +420,14 @@ class TiffTiles:
                 self.path,
                 f"{where}: {count} bytes listed, {len(data)} in the file",
                 "the file is probably truncated; re-export or re-download it",
+            )
+        if lv.codec == "jpeg" and not data.endswith(b"\xff\xd9"):
+            # libjpeg only warns on a stream cut short (and imagecodecs hides warnings); OpenSlide
+            # makes every warning an error, so such a tile is OpenSlide's to judge.
+            raise IncompleteTile(
+                self.path,
+                f"{where}: the JPEG stream does not end with an EOI marker",
+                "the file is probably truncated or corrupt; re-export or re-download it",
             )
         try:
             tile = _decode(lv, data)
