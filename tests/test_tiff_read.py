@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from slidesift import ConfigError, SlideReadError, open_slide, read_thumb
 from slidesift.io import resample, tiff_read
-from slidesift.io.slide import Slide
+from slidesift.io.slide import Slide, describe
 from slidesift.io.tiff import write_pyramidal_tiff
 from slidesift.io.tiff_read import IncompleteTile, TileCache
 from slidesift.phantom import he_like_image
@@ -292,6 +292,11 @@ def test_cmu1_rgb_jpeg_with_shared_tables(cmu1_svs: Path) -> None:
 
 def test_tcga_jpeg2000_level0_and_the_level_that_falls_back(tcga_svs: Path) -> None:
     with open_slide(tcga_svs) as slide:
+        lines = describe(slide).splitlines()
+        assert lines[1:3] == [
+            "  level 0: 4443 x 3567 px (downsample 1, tifffile)",
+            "  level 1: 2221 x 1783 px (downsample 2.00051, openslide)",
+        ]
         assert np.array_equal(_whole(slide, 0, "tifffile"), _whole(slide, 0, "openslide"))
         assert slide.reader_for(0) == "tifffile"
         assert slide.reader_for(1) == "openslide"  # downsample 2.0005

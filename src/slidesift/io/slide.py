@@ -471,12 +471,12 @@ def read_thumb(
 
 
 def describe(slide: Slide) -> str:
-    """A few human-readable lines about a slide: format, levels, MPP (or its absence)."""
+    """A few human-readable lines about a slide: format, levels and their readers, MPP."""
     lines = [f"{slide.path.name}: {slide.format}, {slide.level_count} level(s)"]
     for i, ((w, h), d) in enumerate(
         zip(slide.level_dimensions, slide.level_downsamples, strict=True)
     ):
-        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.4g})")
+        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.6g}, {slide.reader_for(i)})")
     if slide.mpp:
         lines.append(f"  MPP: {slide.mpp[0]:.4g} x {slide.mpp[1]:.4g} um/px at level 0")
     else:
