@@ -1,14 +1,20 @@
 """Thumbnail of a 24000 x 18000 JPEG TIFF to 6000 px: slidesift vs OpenSlide, threads matched.
 
-Two slides, written once into a cache folder:
+Three slides, written once into a cache folder:
   * "near": a full pyramid (24000, 12000, 6000, ...): the 6000-px level is read directly;
-  * "far": levels 24000 and 3000 only: the thumbnail must be resampled from level 0.
+  * "far": levels 24000 and 3000 only: the thumbnail must be resampled from level 0;
+  * "segment": the 6000 x 4839 phantom SVS that ``bench_segment.py`` segments (29 MP at
+    level 0, read as it is: the read stage of segmentation).
 
 Every case runs with 1 thread and with all cores (``os.cpu_count()``), each reader with the same
 number of threads:
   * slidesift: ``read_thumb(slide, longest=6000, workers=n)`` (bands decoded and resampled by
     ``n`` Python threads), with OpenCV's threads (``cv2.setNumThreads``) and the BLAS threads of
-    the band resampling (``OMP/OPENBLAS/MKL_NUM_THREADS``) set to ``n`` as well;
+    the band resampling (``OMP/OPENBLAS/MKL_NUM_THREADS``) set to ``n`` as well; its default
+    reader (``auto``) decodes the tiles with tifffile + imagecodecs where that equals OpenSlide,
+    and the JSON says which reader it used;
+  * slidesift, ``reader="openslide"``: the same bands decoded by OpenSlide ``read_region``
+    (slidesift's reader before the tifffile path, same threads);
   * OpenSlide, 1 thread: its own ``get_thumbnail`` (one ``read_region`` of the best level, then
     PIL), which decodes on one thread whatever the machine;
   * OpenSlide, ``n`` threads: the same level read as bands of rows by ``read_region`` calls in a
@@ -17,15 +23,17 @@ number of threads:
     ``thumbnail`` (one thread) as ``get_thumbnail`` does: what a user wanting all cores from
     OpenSlide would write. It also runs with 1 thread, to show what the
     band reading itself costs.
-Times are the best of 3 runs, each in a fresh subprocess with the thread settings in its
+Times are the best of 3 runs (interleaved: each round runs every case once, so all readers
+share the machine's load), each in a fresh subprocess with the thread settings in its
 environment; peak memory is RSS above the opened slide, sampled every 2 ms (largest of the runs).
 Every reader's pixels are hashed; the JSON says which readers gave identical pixels.
 
-Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_read.py``.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_read.py [--slides segment near]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -46,6 +54,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: Readers: name in the table and JSON -> child mode.
 READERS = {
     "slidesift read_thumb": "slidesift",
+    "slidesift read_thumb, reader=openslide": "slidesift-openslide",
     "OpenSlide get_thumbnail": "openslide",
     "OpenSlide read_region bands, thread pool": "openslide-pool",
 }
@@ -89,6 +98,7 @@ def openslide_pool(osr, longest, threads, band=512):
 path, mode, threads, longest = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 cv2.setNumThreads(threads)
 slide = open_slide(path)
+used = "openslide"
 base = rss()
 peak = [base]
 done = threading.Event()
@@ -106,7 +116,9 @@ if mode == "openslide":
 elif mode == "openslide-pool":
     img = openslide_pool(slide._osr, longest, threads)
 else:
-    img = read_thumb(slide, longest=longest, workers=threads).pixels
+    reader = "openslide" if mode == "slidesift-openslide" else None
+    thumb = read_thumb(slide, longest=longest, workers=threads, reader=reader)
+    img, used = thumb.pixels, thumb.reader
 dt = time.perf_counter() - t0
 done.set()
 sampler.join()
@@ -114,25 +126,43 @@ peak[0] = max(peak[0], rss())
 print(json.dumps({
     "seconds": dt, "peak_kib": (peak[0] - base) / 1024, "out_bytes": int(img.nbytes),
     "shape": list(img.shape), "sha1": hashlib.sha1(np.ascontiguousarray(img)).hexdigest(),
+    "decoder": used,
 }))
 """
 
 
-def make_slides() -> dict[str, Path]:
-    """Write the two benchmark slides once (minutes the first time), from tiled phantom texture.
+def make_segment_slide() -> Path:
+    """The phantom of ``bench_segment.py`` (same cohort spec), written once into the cache."""
+    import shutil
+    import tempfile
+
+    from slidesift.phantom.cohort import CohortSpec, make_cohort
+
+    path = CACHE / "segment_6000.svs"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+            cohort = make_cohort(CohortSpec(count=1, longest=(6000, 6000), seed=4), Path(tmp))
+            shutil.move(next(iter(cohort)).slide, path)
+    return path
+
+
+def make_slides(wanted: list[str]) -> dict[str, Path]:
+    """Write the benchmark slides in ``wanted`` once (minutes the first time), from phantoms.
 
     Returns
     -------
     dict
-        ``{"near": path, "far": path}``.
+        ``{"near": path, "far": path, "segment": path}``, the wanted ones.
     """
     from slidesift.io.tiff import pyramid_levels
     from slidesift.phantom import he_like_image
 
     CACHE.mkdir(parents=True, exist_ok=True)
+    out = {"segment": make_segment_slide()} if "segment" in wanted else {}
     near, far = CACHE / "near_24000.tif", CACHE / "far_24000.tif"
-    if near.exists() and far.exists():
-        return {"near": near, "far": far}
+    if not {"near", "far"} & set(wanted) or (near.exists() and far.exists()):
+        return out | {k: v for k, v in (("near", near), ("far", far)) if k in wanted}
     import tifffile
 
     patch, _ = he_like_image((4500, 6000), seed=7, nucleus_px=8.0)
@@ -147,7 +177,7 @@ def make_slides() -> dict[str, Path]:
                     photometric="rgb", subfiletype=0 if i == 0 else 1,
                     resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER",
                 )  # fmt: skip
-    return {"near": near, "far": far}
+    return out | {k: v for k, v in (("near", near), ("far", far)) if k in wanted}
 
 
 def measure(path: Path, mode: str, threads: int) -> dict[str, Any]:
@@ -168,11 +198,11 @@ def measure(path: Path, mode: str, threads: int) -> dict[str, Any]:
     return result
 
 
-def cases(cores: int) -> list[tuple[str, str, int]]:
-    """``(slide, reader, threads)`` in the order they run: each thread setting, both slides."""
+def cases(cores: int, slides: list[str]) -> list[tuple[str, str, int]]:
+    """``(slide, reader, threads)`` in the order they run: each slide, each thread setting."""
     settings = [1] if cores == 1 else [1, cores]
     out = []
-    for slide in ("near", "far"):
+    for slide in slides:
         for threads in settings:
             for reader in READERS:
                 if reader == "OpenSlide get_thumbnail" and threads > 1:
@@ -183,41 +213,67 @@ def cases(cores: int) -> list[tuple[str, str, int]]:
 
 def main() -> None:
     """Run every case, print the table and write ``bench-results/bench_read.json``."""
-    slides = make_slides()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--slides",
+        nargs="+",
+        choices=["near", "far", "segment"],
+        default=["near", "far", "segment"],
+        help="which slides (default all)",
+    )
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per case (best kept)")
+    args = parser.parse_args()
+    slides = make_slides(args.slides)
     cores = os.cpu_count() or 1
     rows: list[list[object]] = []
     results: list[dict[str, Any]] = []
-    for slide, reader, threads in cases(cores):
-        runs = [measure(slides[slide], READERS[reader], threads) for _ in range(REPEAT)]
-        best = min(runs, key=lambda r: r["seconds"])
-        peak = max(r["peak_kib"] for r in runs) * 1024
-        results.append({
-            "slide": slide, "reader": reader, "threads": threads, "seconds": best["seconds"],
-            "all_seconds": [r["seconds"] for r in runs], "peak_bytes": peak,
+    todo = cases(cores, args.slides)
+    for _ in range(args.repeat):  # interleaved, so every reader sees the same machine load
+        for slide, reader, threads in todo:
+            run = measure(slides[slide], READERS[reader], threads)
+            key = (slide, reader, threads)
+            done = next(
+                (r for r in results if (r["slide"], r["reader"], r["threads"]) == key), None
+            )
+            if done is None:
+                done = {"slide": slide, "reader": reader, "threads": threads, "runs": []}
+                results.append(done)
+            done["runs"].append(run)
+    for r in results:
+        runs = r.pop("runs")
+        best = min(runs, key=lambda q: q["seconds"])
+        r |= {
+            "seconds": best["seconds"], "all_seconds": [q["seconds"] for q in runs],
+            "peak_bytes": max(q["peak_kib"] for q in runs) * 1024,
             "out_bytes": best["out_bytes"], "shape": best["shape"], "sha1": best["sha1"],
-        })  # fmt: skip
-        print(f"{slide}, {reader}, {threads} thread(s): {best['seconds']:.3f} s", flush=True)
+            "decoder": best["decoder"],
+        }  # fmt: skip
+        print(f"{r['slide']}, {r['reader']}, {r['threads']} thread(s): {r['seconds']:.3f} s "
+              f"({r['decoder']})", flush=True)  # fmt: skip
     for r in results:
         same = [q for q in results if q["slide"] == r["slide"] and q["threads"] == r["threads"]]
         ours = next(q for q in same if q["reader"] == "slidesift read_thumb")
         rows.append([
-            r["slide"], r["reader"], r["threads"], r["seconds"], r["seconds"] / ours["seconds"],
-            r["peak_bytes"] / 2**20, r["peak_bytes"] / r["out_bytes"],
-            "yes" if r["sha1"] == ours["sha1"] else "no",
+            r["slide"], r["reader"], r["decoder"], r["threads"], r["seconds"],
+            r["seconds"] / ours["seconds"], r["peak_bytes"] / 2**20,
+            r["peak_bytes"] / r["out_bytes"], "yes" if r["sha1"] == ours["sha1"] else "no",
         ])  # fmt: skip
     report(
         "bench_read",
-        f"thumbnail 24000x18000 -> {LONGEST} px, threads matched (best of {REPEAT}; "
+        f"thumbnail -> {LONGEST} px (near/far: 24000x18000 JPEG TIFF; segment: 6000x4839 "
+        f"phantom SVS), threads matched (best of {args.repeat}, interleaved; "
         "peak = extra RSS over the opened slide; vs slidesift = time / slidesift's time "
         "at the same threads)",
-        ["slide", "reader", "threads", "seconds", "vs slidesift", "peak MiB", "peak / output",
-         "same pixels"],
+        ["slide", "reader", "decoder", "threads", "seconds", "vs slidesift", "peak MiB",
+         "peak / output", "same pixels"],
         rows,
-        {"results": results, "longest": LONGEST, "level0": [L0[1], L0[0]], "repeat": REPEAT,
+        {"results": results, "longest": LONGEST, "level0": [L0[1], L0[0]],
+         "repeat": args.repeat, "slides": args.slides,
          "thread_settings": sorted({r["threads"] for r in results}),
          "thread_knobs": {
-             "slidesift": "read_thumb(workers=n), cv2.setNumThreads(n), "
-                          "OMP/OPENBLAS/MKL_NUM_THREADS=n",
+             "slidesift": "read_thumb(workers=n[, reader='openslide']), cv2.setNumThreads(n), "
+                          "OMP/OPENBLAS/MKL_NUM_THREADS=n; tifffile tiles decoded on the n "
+                          "band threads",
              "openslide": "get_thumbnail: one read_region on the calling thread; pool reader: "
                           "read_region bands in ThreadPoolExecutor(n)",
          }},

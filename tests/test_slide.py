@@ -97,22 +97,35 @@ def test_pyramidal_tiff_level_choice_and_mpp(camelyon_like) -> None:
     assert by_mpp.mpp == pytest.approx((1.0, 1.0))
 
 
-def test_thumbnail_never_reads_a_whole_large_level(camelyon_like, monkeypatch) -> None:
-    """Reads happen in bands whose size is bounded, not as one level-0 read."""
+@pytest.mark.parametrize("reader", ["openslide", "tifffile"])
+def test_thumbnail_never_reads_a_whole_large_level(camelyon_like, monkeypatch, reader) -> None:
+    """Reads happen in bands whose size is bounded, not as one level-0 read; the tile reader
+    keeps a bounded cache and decodes each tile of the level once."""
     monkeypatch.setattr(resample, "BAND_BYTES", 1 << 20)
     sizes: list[int] = []
+    caches = set()
     original = Slide.read_region
 
-    def spy(self, level, xy, size):
-        sizes.append(size[0] * size[1])
-        return original(self, level, xy, size)
+    def spy(self, level, xy, size, **kw):
+        if kw:  # not open_slide's look at the smallest level
+            sizes.append(size[0] * size[1])
+            caches.add(kw["cache"])
+        return original(self, level, xy, size, **kw)
 
     monkeypatch.setattr(Slide, "read_region", spy)
     with open_slide(camelyon_like.slide) as slide:
-        thumb = read_thumb(slide, longest=3000, workers=1)  # must resample from level 0
-    assert thumb.level == 0
+        thumb = read_thumb(slide, longest=3000, workers=1, reader=reader)  # from level 0
+    assert thumb.level == 0 and thumb.reader == reader
     assert max(sizes) * 4 <= 4 * (1 << 20)  # each band <= BAND_BYTES of RGBA
     assert sum(sizes) >= 4096 * 3072  # yet every row was read once
+    (cache,) = caches
+    if reader == "tifffile":
+        tile_row = 16 * 256 * 256 * 3  # 4096 px across in 256-px tiles
+        assert cache.max_bytes == 3 * tile_row  # workers + 2 tile rows
+        assert cache.peak_bytes <= cache.max_bytes + 256 * 256 * 3
+        assert cache.decoded == 16 * 12  # every tile of level 0 once, though bands cut them
+    else:
+        assert cache is None
 
 
 def test_slide_smaller_than_target_is_not_upsampled(tmp_path: Path) -> None:

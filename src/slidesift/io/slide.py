@@ -23,6 +23,7 @@ from slidesift.errors import SlideReadError
 from slidesift.io.downsample import Downsample
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
+from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
 
@@ -49,6 +50,9 @@ class Thumb:
         ``(x, y)`` microns per thumbnail pixel, or ``None`` when the slide carries no MPP.
     source
         The slide's path, for messages and reports.
+    reader
+        What decoded the level: ``tifffile`` (its tiles, :mod:`slidesift.io.tiff_read`),
+        ``openslide`` or ``memory`` (plain images); ``None`` where not recorded (cached).
     """
 
     pixels: NDArray[np.uint8]
@@ -57,6 +61,7 @@ class Thumb:
     level: int
     mpp: tuple[float, float] | None
     source: str
+    reader: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -71,8 +76,13 @@ class Thumb:
 class Slide:
     """An open slide: pyramid geometry, MPP and region reads as RGB arrays.
 
-    Use :func:`open_slide` to make one. Thread-safe for reads (OpenSlide is; plain images are
-    read from memory). Close it, or use it as a context manager.
+    Use :func:`open_slide` to make one. Thread-safe for reads (OpenSlide is, the tile reader
+    reads with ``pread``; plain images are read from memory). Close it, or use it as a context
+    manager.
+
+    Levels of Aperio and generic TIFF slides are read from their tiles with tifffile and
+    imagecodecs where that gives OpenSlide's pixels exactly, through OpenSlide elsewhere
+    (:mod:`slidesift.io.tiff_read`; ``reader=`` forces either, :meth:`reader_for` says which).
 
     Attributes
     ----------
@@ -99,6 +109,7 @@ class Slide:
         *,
         osr: Any = None,
         pixels: NDArray[np.uint8] | None = None,
+        tiles: TiffTiles | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
@@ -107,6 +118,7 @@ class Slide:
         self.mpp = mpp
         self._osr = osr
         self._pixels = pixels
+        self._tiles = tiles
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -118,8 +130,57 @@ class Slide:
         """Number of pyramid levels."""
         return len(self.level_dimensions)
 
+    def reader_for(self, level: int, reader: str | None = None) -> str:
+        """Which reader :meth:`read_region` uses for ``level``.
+
+        Parameters
+        ----------
+        level
+            Pyramid level.
+        reader
+            ``auto`` (tifffile where it equals OpenSlide, checked once per level), ``tifffile``
+            or ``openslide``; ``None``: the ``SLIDESIFT_READER`` environment variable, else
+            ``auto``.
+
+        Returns
+        -------
+        str
+            ``tifffile``, ``openslide`` or ``memory`` (plain images, whatever ``reader``).
+
+        Raises
+        ------
+        SlideReadError
+            ``tifffile`` forced on a level it cannot decode (the reason is given).
+        """
+        choice = reader_choice(reader)
+        if self._pixels is not None:
+            return "memory"
+        if choice == "tifffile":
+            why = (
+                self._tiles.why_not(level)
+                if self._tiles is not None
+                else f"a {self.format} slide, not one tifffile reads tile by tile"
+            )
+            if why is not None:
+                raise SlideReadError(
+                    self.path,
+                    f"the tifffile reader cannot read level {level}: {why}",
+                    "read it with reader='auto' or 'openslide'",
+                )
+            return "tifffile"
+        tiles = self._tiles
+        if choice == "auto" and tiles is not None and tiles.exact(level, self._openslide_region):
+            return "tifffile"
+        return "openslide"
+
     def read_region(
-        self, level: int, lv_xy: tuple[int, int], size: tuple[int, int]
+        self,
+        level: int,
+        lv_xy: tuple[int, int],
+        size: tuple[int, int],
+        *,
+        reader: str | None = None,
+        cache: TileCache | None = None,
     ) -> NDArray[np.uint8]:
         """Read a rectangle of one level as RGB.
 
@@ -131,6 +192,10 @@ class Slide:
             ``(x, y)`` top-left corner in that level's px.
         size
             ``(w, h)`` in that level's px. Parts outside the level read as white.
+        reader
+            As for :meth:`reader_for`.
+        cache
+            Decoded tiles shared between reads (tifffile reader only; see :func:`read_thumb`).
 
         Returns
         -------
@@ -142,8 +207,17 @@ class Slide:
         OpenSlide addresses regions in level-0 px. When a level's downsample is not an integer
         (Aperio pyramids: 4.0001...), ``lv_xy * downsample`` is rounded, and OpenSlide renders
         the remaining sub-pixel offset (at most ``0.5 / downsample`` px) by interpolation.
+        The tifffile reader gives the tiles' own pixels there, so ``auto`` uses it only on
+        levels with an integer downsample.
         """
         w, h = size
+        if self._pixels is None and self.reader_for(level, reader) == "tifffile":
+            assert self._tiles is not None
+            try:
+                return self._tiles.read_region(level, lv_xy, size, cache=cache)
+            except IncompleteTile:
+                if reader_choice(reader) == "tifffile":
+                    raise  # else OpenSlide judges the tile: an error if damaged, as before
         if self._pixels is not None:
             x, y = lv_xy
             out = np.full((h, w, 3), 255, dtype=np.uint8)
@@ -152,6 +226,13 @@ class Slide:
                 src
             )
             return out
+        return self._openslide_region(level, lv_xy, size)
+
+    def _openslide_region(
+        self, level: int, lv_xy: tuple[int, int], size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        """``(h, w, 3)`` uint8 RGB of a region as OpenSlide renders it (transparent: white)."""
+        w, h = size
         ds = self.level_downsamples[level]
         l0 = (round(lv_xy[0] * ds), round(lv_xy[1] * ds))
         try:
@@ -164,11 +245,27 @@ class Slide:
             ) from exc
         return rgba_to_rgb(rgba)
 
+    def band_cache(self, level: int, workers: int) -> TileCache | None:
+        """A tile cache for ``workers`` threads reading ``level`` in bands of full rows.
+
+        It holds ``workers + 2`` tile rows across the level (a 6000-px level of 256-px tiles:
+        4.5 MiB a row), enough that band reads in parallel decode each tile once; ``None``
+        where the level is not read from its tiles.
+        """
+        lv = None if self._tiles is None else self._tiles.levels[level]
+        if lv is None or isinstance(lv, str):
+            return None
+        tiles_across = -(-lv.size[0] // lv.tile[0])
+        return TileCache((workers + 2) * tiles_across * lv.tile_bytes)
+
     def close(self) -> None:
         """Release the file handle."""
         if self._osr is not None:
             self._osr.close()
             self._osr = None
+        if self._tiles is not None:
+            self._tiles.close()
+            self._tiles = None
 
     def __enter__(self) -> Slide:
         return self
@@ -287,14 +384,10 @@ def _open_openslide(p: Path, vendor: str) -> Slide:
             mpp = (mx, my)
     except (KeyError, ValueError):
         mpp = None
-    slide = Slide(
-        p,
-        vendor,
-        tuple((int(w), int(h)) for w, h in osr.level_dimensions),
-        tuple(float(d) for d in osr.level_downsamples),
-        mpp,
-        osr=osr,
-    )
+    dims = tuple((int(w), int(h)) for w, h in osr.level_dimensions)
+    downsamples = tuple(float(d) for d in osr.level_downsamples)
+    tiles = TiffTiles.open(p, vendor, dims, downsamples)
+    slide = Slide(p, vendor, dims, downsamples, mpp, osr=osr, tiles=tiles)
     # Touch the smallest level once so a truncated file fails here, with a clear message.
     lw, lh = slide.level_dimensions[-1]
     slide.read_region(slide.level_count - 1, (0, 0), (min(lw, 64), min(lh, 64)))
@@ -320,6 +413,7 @@ def read_thumb(
     longest: int | None = None,
     mpp: float | None = None,
     workers: int | None = None,
+    reader: str | None = None,
 ) -> Thumb:
     """Downsample a slide so its longer side is at most ``longest`` px, or to ``mpp`` um/px.
 
@@ -339,11 +433,21 @@ def read_thumb(
         Target resolution in microns per px (needs MPP metadata).
     workers
         Threads decoding bands at once; default: up to 4, one per CPU.
+    reader
+        ``auto``, ``tifffile`` or ``openslide`` (see :meth:`Slide.reader_for`); ``None``: the
+        ``SLIDESIFT_READER`` environment variable, else ``auto``. Where ``auto`` picks
+        tifffile the pixels are OpenSlide's, bit for bit.
 
     Returns
     -------
     Thumb
         Pixels ``(H, W, 3)`` uint8 plus the exact level-0 scale factors.
+
+    Notes
+    -----
+    The bands are the same whichever reader decodes them, so equal level pixels give equal
+    thumbnails. The tifffile reader keeps decoded tiles in a cache of ``workers + 2`` tile
+    rows of the level, so tiles cut by band edges are decoded once.
     """
     dst_w, dst_h = _target_size(slide, longest, mpp)
     level = 0
@@ -351,25 +455,28 @@ def read_thumb(
         if w >= dst_w and h >= dst_h:
             level = i
     lv_w, lv_h = slide.level_dimensions[level]
+    n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    choice = reader_choice(reader)
+    used = slide.reader_for(level, choice)
+    cache = slide.band_cache(level, n_workers) if used == "tifffile" else None
 
     def read_rows(y0: int, y1: int) -> NDArray[np.uint8]:
-        return slide.read_region(level, (0, y0), (lv_w, y1 - y0))
+        return slide.read_region(level, (0, y0), (lv_w, y1 - y0), reader=choice, cache=cache)
 
-    n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     pixels = area_resample(read_rows, (lv_w, lv_h), (dst_w, dst_h), workers=n_workers)
     l0_w, l0_h = slide.dimensions
     scale = (l0_w / dst_w, l0_h / dst_h)
     th_mpp = (slide.mpp[0] * scale[0], slide.mpp[1] * scale[1]) if slide.mpp else None
-    return Thumb(pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path))
+    return Thumb(pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path), used)
 
 
 def describe(slide: Slide) -> str:
-    """A few human-readable lines about a slide: format, levels, MPP (or its absence)."""
+    """A few human-readable lines about a slide: format, levels and their readers, MPP."""
     lines = [f"{slide.path.name}: {slide.format}, {slide.level_count} level(s)"]
     for i, ((w, h), d) in enumerate(
         zip(slide.level_dimensions, slide.level_downsamples, strict=True)
     ):
-        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.4g})")
+        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.6g}, {slide.reader_for(i)})")
     if slide.mpp:
         lines.append(f"  MPP: {slide.mpp[0]:.4g} x {slide.mpp[1]:.4g} um/px at level 0")
     else:
