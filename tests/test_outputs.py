@@ -11,9 +11,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slidesift.errors import OutputError
-from slidesift.io.outputs import encode_png, write_png
+from slidesift.assemble import assemble
+from slidesift.errors import ConfigError, OutputError
+from slidesift.io.outputs import encode_png, location_map_image, write_png
 from slidesift.phantom import he_like_image
+from slidesift.segment import SegmentResult
+from slidesift.segment_outputs import (
+    OUTPUT_KINDS,
+    PREVIEW_KINDS,
+    PREVIEW_PX,
+    SUFFIXES,
+    OutputSpec,
+    _preview_factor,
+    output_path,
+    write_segmentation,
+)
+from slidesift.sift import SiftSpec, measure_tiles, sift
+from slidesift.tiles import TileGrid
 
 
 def _decoded(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -63,3 +77,155 @@ def test_png_refuses_what_it_cannot_encode(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"bad\.png"):
         write_png(tmp_path / "bad.png", np.zeros((0, 4), np.uint8))
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- write_segmentation
+
+CLASSES = ("non-tumor", "tumor")
+ALL_FILES = {"mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv",
+             "locations.png"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def segmented() -> tuple[SegmentResult, np.ndarray]:
+    """A 700 x 900 px segmentation (a shifted truth as its mask, random probabilities) and the
+    truth: the files of a slide without a model."""
+    pixels, truth = he_like_image((700, 900), seed=5, nucleus_px=4.0)
+    grid = TileGrid.from_stride(pixels.shape[:2], tile=64, stride=32)
+    sifted = sift(measure_tiles(pixels, grid, SiftSpec()))
+    p = np.random.default_rng(0).random((*grid.grid_shape, 1)).astype(np.float32)
+    probs = np.concatenate([1 - p, p], axis=2)
+    mask = np.roll(truth, 25, axis=1)
+    result = SegmentResult(
+        pixels, grid, sifted, probs, sifted.keep, CLASSES,
+        assemble(grid, sifted.keep, probs, CLASSES), mask, "test", {},
+    )  # fmt: skip
+    return result, truth
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        (None, ALL_FILES),
+        ("all", ALL_FILES),
+        ("mask", {"mask.png"}),
+        ("geojson,tiles", {"tumor.geojson", "tiles.csv"}),
+        (("Overlay", " errors ", "locations"), {"overlay.png", "errors.png", "locations.png"}),
+        (OutputSpec(("mask", "geojson"), preview_px=None), {"mask.png", "tumor.geojson"}),
+    ],
+)
+def test_outputs_pick_exactly_the_files_asked(
+    segmented: tuple[SegmentResult, np.ndarray],
+    tmp_path: Path,
+    outputs: object,
+    expected: set[str],
+) -> None:
+    result, truth = segmented
+    written = write_segmentation(tmp_path, "s", result, truth, outputs=outputs)  # type: ignore[arg-type]
+    assert set(_files(tmp_path)) == {f"s_{f}" for f in expected}
+    assert [p.name for p in written.values()] == [
+        f"s_{SUFFIXES[k]}" for k in OUTPUT_KINDS if SUFFIXES[k] in expected
+    ]
+    assert all(output_path(tmp_path, "s", k) == p for k, p in written.items())
+
+
+def test_no_error_map_without_truth_and_stale_files_are_removed(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    result, truth = segmented
+    write_segmentation(tmp_path, "s", result, truth)
+    assert len(_files(tmp_path)) == 6
+    # a rerun without truth and with fewer kinds leaves no file of the earlier run behind
+    written = write_segmentation(tmp_path, "s", result, None, outputs="errors,overlay,mask")
+    assert list(written) == ["mask", "overlay"]
+    assert set(_files(tmp_path)) == {"s_mask.png", "s_overlay.png"}
+
+
+def test_unknown_output_names_are_config_errors_listing_the_valid_ones(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    result, _ = segmented
+    every = "mask, overlay, errors, geojson, tiles, locations, or all"
+    with pytest.raises(ConfigError, match=rf"outputs='overlays,pdf': names from {every}"):
+        write_segmentation(tmp_path, "s", result, outputs="mask,overlays,pdf")
+    with pytest.raises(ConfigError, match="at least one kind"):
+        OutputSpec.of(" , ")
+    with pytest.raises(ConfigError, match="outputs"):
+        OutputSpec.of([1, 2])  # type: ignore[list-item]
+    for bad in (8, 0, True, 100.0):
+        with pytest.raises(ConfigError, match="preview_px"):
+            OutputSpec(preview_px=bad)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    assert OutputSpec.of("tiles,mask,tiles") == OutputSpec(("mask", "tiles"))
+    assert OutputSpec(preview_px=np.int64(300)).to_dict() == {  # type: ignore[arg-type]
+        "kinds": list(OUTPUT_KINDS),
+        "preview_px": 300,
+    }
+
+
+def test_parallel_writing_gives_the_same_bytes_as_serial(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    result, truth = segmented
+    for threads in (1, 2, 6):
+        write_segmentation(tmp_path / str(threads), "s", result, truth, threads=threads)
+    serial = _files(tmp_path / "1")
+    assert len(serial) == 6 and all(serial.values())
+    assert _files(tmp_path / "2") == serial == _files(tmp_path / "6")
+    # no temporary file is left behind (every file went through io.atomic)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_previews_have_the_documented_size(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    result, truth = segmented
+    # the smallest whole factor: 6000 px by 3 to 2000, 15000 by 8 to 1875, 2001 by 2
+    assert _preview_factor((4839, 6000, 3), PREVIEW_PX) == 3
+    assert _preview_factor((15000, 9000), PREVIEW_PX) == 8
+    assert _preview_factor((2001, 10), PREVIEW_PX) == 2
+    assert _preview_factor((2000, 2000), PREVIEW_PX) == 1
+    assert _preview_factor((4839, 6000), None) == 1
+    sizes = {}
+    for px in (PREVIEW_PX, 300, None):
+        folder = tmp_path / str(px)
+        write_segmentation(folder, "s", result, truth, outputs=OutputSpec(preview_px=px))
+        for kind in PREVIEW_KINDS:
+            data = (folder / f"s_{kind}.png").read_bytes()
+            sizes[px, kind] = cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[:2]
+        mask = cv2.imread(str(folder / "s_mask.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(mask > 0, result.mask)  # the mask is always full size
+    for kind in PREVIEW_KINDS:  # 700 x 900: under 2000 px it stays whole; 900 / 3 = 300
+        assert sizes[PREVIEW_PX, kind] == sizes[None, kind] == (700, 900)
+        assert sizes[300, kind] == (233, 300)
+    # the 300-px locations picture: the 3 x 3 block means, the kept area at block centres
+    shown = cv2.imread(str(tmp_path / "300" / "s_locations.png"))[..., ::-1]
+    kept = result.grid.location_map(result.keep)[1:699:3, 1:900:3]
+    small = cv2.resize(result.pixels[:699], (300, 233), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(shown, location_map_image(small, kept))
+
+
+def test_the_report_finds_the_default_pictures_and_names_what_is_missing(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    from slidesift.report import build_report
+
+    result, truth = segmented
+    write_segmentation(tmp_path / "a", "a", result, truth)
+    write_segmentation(tmp_path / "b", "b", result, None, outputs="mask,geojson,tiles")
+    (tmp_path / "scores.csv").write_text("slide,status\na,ok\nb,ok\n", encoding="utf-8")
+    page = " ".join(build_report(tmp_path).split())
+    for caption in ("overlay", "error map", "tile locations"):
+        assert f'alt="{caption} of a"' in page
+        assert f'alt="{caption} of b"' not in page
+    assert "No pictures found for this slide: segment and evaluate write them unless " in page
+    assert "--outputs leaves overlay, errors and locations out" in page
+    write_segmentation(tmp_path / "b", "b", result, None, outputs="overlay")
+    page = " ".join(build_report(tmp_path).split())
+    assert 'alt="overlay of b"' in page
+    assert "No error map: this slide has no truth (or --outputs left errors out)" in page
+    assert "unless --outputs leaves locations out" in page

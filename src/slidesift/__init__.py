@@ -65,7 +65,7 @@ from slidesift.segment import (
     SegmentSpec,
     segment,
 )
-from slidesift.segment_outputs import write_segmentation
+from slidesift.segment_outputs import OutputSpec, write_segmentation
 from slidesift.select import Selection, SelectionOnTestWarning, select_epoch
 from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
 from slidesift.sift_maps import SiftRun, sift_slide
@@ -105,6 +105,7 @@ __all__ = [
     "NoTilesWarning",
     "OutOfDomainWarning",
     "OutputError",
+    "OutputSpec",
     "PatchFolderError",
     "Prepared",
     "Rails",
