@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -13,7 +15,9 @@ from PIL import Image
 
 from slidesift.assemble import assemble
 from slidesift.errors import ConfigError, OutputError
+from slidesift.io.geojson import mask_to_geojson, parse_geojson
 from slidesift.io.outputs import encode_png, location_map_image, write_png
+from slidesift.io.polygons import rasterize
 from slidesift.phantom import he_like_image
 from slidesift.segment import SegmentResult
 from slidesift.segment_outputs import (
@@ -24,6 +28,7 @@ from slidesift.segment_outputs import (
     OutputSpec,
     _preview_factor,
     output_path,
+    tile_table_csv,
     write_segmentation,
 )
 from slidesift.sift import SiftSpec, measure_tiles, sift
@@ -229,3 +234,41 @@ def test_the_report_finds_the_default_pictures_and_names_what_is_missing(
     assert 'alt="overlay of b"' in page
     assert "No error map: this slide has no truth (or --outputs left errors out)" in page
     assert "unless --outputs leaves locations out" in page
+
+
+def _reference_table(result: SegmentResult, scale: tuple[float, float]) -> str:
+    """The tile table as csv.writer writes it cell by cell (the format tile_table_csv keeps)."""
+    xy = result.grid.th_xy()
+    st = result.sifted
+    probs = result.probs.reshape(-1, len(result.classes))
+    labels = np.where(result.keep.ravel(), np.argmax(probs, axis=1), 0)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["t_row", "t_col", "th_x", "th_y", "l0_x", "l0_y", "background", "entropy",
+                "keep_background", "keep_rails", "keep", *[f"p_{c}" for c in result.classes],
+                "label"])  # fmt: skip
+    kb, kr = st.keep_background.ravel(), st.keep_rails.ravel()
+    for i in range(len(result.grid)):
+        w.writerow(
+            [*divmod(i, result.grid.n_cols), int(xy[i, 0]), int(xy[i, 1]),
+             f"{xy[i, 0] * scale[0]:.1f}", f"{xy[i, 1] * scale[1]:.1f}",
+             f"{st.stats.background.ravel()[i]:.6f}", f"{st.stats.entropy.ravel()[i]:.6f}",
+             int(kb[i]), int(kr[i]), int(kb[i] and kr[i]), *[f"{v:.6f}" for v in probs[i]],
+             result.classes[int(labels[i])]]
+        )  # fmt: skip
+    return buf.getvalue()
+
+
+def test_the_tile_table_and_the_geojson_hold_the_result(
+    segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
+) -> None:
+    result, truth = segmented
+    odd = replace(result, classes=("non, tumor", 'tu"mor'))  # names csv must quote
+    for r in (result, odd):
+        assert tile_table_csv(r, (16.25, 15.5)) == _reference_table(r, (16.25, 15.5))
+    written = write_segmentation(tmp_path, "s", result, truth, outputs="geojson,tiles")
+    rows = list(csv.DictReader(written["tiles"].open(encoding="utf-8")))
+    assert len(rows) == len(result.grid) and rows[-1]["keep"] in ("0", "1")
+    polygons = parse_geojson(written["geojson"])
+    assert np.array_equal(rasterize(polygons, (900, 700), (1.0, 1.0)) > 0, result.mask)
+    assert mask_to_geojson(np.zeros((5, 5), bool), (1.0, 1.0))["features"] == []
