@@ -214,6 +214,15 @@ def test_previews_have_the_documented_size(
     assert np.array_equal(shown, location_map_image(small, kept))
 
 
+def test_the_location_map_dims_what_no_kept_tile_covers() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    kept = np.zeros((40, 50), bool)
+    kept[5:20, 10:45] = True
+    shown = location_map_image(pixels, kept, dim=0.25)
+    assert np.array_equal(shown[kept], pixels[kept])
+    assert np.array_equal(shown[~kept], (pixels[~kept] * 0.25).astype(np.uint8))
+
+
 def test_the_report_finds_the_default_pictures_and_names_what_is_missing(
     segmented: tuple[SegmentResult, np.ndarray], tmp_path: Path
 ) -> None:
