@@ -18,8 +18,8 @@ pictures (:data:`PREVIEW_KINDS`) are previews: the thumbnail shrunk by the small
 factor ``k`` that brings its longer side to at most ``preview_px`` (:data:`PREVIEW_PX`, 2000:
 a 6000-px thumbnail by 3, a 15000-px one by 8), each ``k x k`` block averaged, the masks drawn
 on it sampled at each block's centre; the last ``< k`` rows and columns are left out.
-``preview_px=None`` draws them at the thumbnail's full size (for a 6000-px slide 4-6x the
-encoding time and 9x the bytes, and no sharper than the GeoJSON on the slide in QuPath).
+``preview_px=None`` draws them at the thumbnail's full size (for a 6000-px slide about 10x
+the encoding time and 8x the bytes, and no sharper than the GeoJSON on the slide in QuPath).
 
 :func:`write_segmentation` encodes the files in a thread pool (PNG deflating, contour tracing
 and resizing release the GIL); the bytes do not depend on the number of threads.

@@ -204,7 +204,7 @@ def output_options(f: F) -> F:
         default=PREVIEW_PX,
         show_default=True,
         help="Longest side of the overlay, error and location pictures in px (the report shows "
-        "them at <= 1200 px); 0: the thumbnail's full size (4-6x slower to write). The mask, "
+        "them at <= 1200 px); 0: the thumbnail's full size (7x slower to write). The mask, "
         "GeoJSON and tile table are always at full size.",
     )(f)
     return click.option(
