@@ -12,8 +12,12 @@ References in the same run, on the slide's kept tiles:
   (c) the bare ONNX Runtime ceiling of (a): ``session.run`` on batches of pre-cut random tiles;
   (d) dense shared feature maps on all kept tiles (what ``segment`` picks at stride 80), and on
       the full grid (every tile, tissue or not).
+  (e) the write stage: each output alone, then the default outputs (six files, pictures at
+      most 2000 px) and every picture at full size, each serial (one thread) and parallel (a
+      thread per core), interleaved; the mask is the slide's truth shifted 40 px, so the
+      GeoJSON traces a real outline and the error map has all three colours.
 (a), (b) and (c) are each the median of 5 runs of 256 tiles, run interleaved, in
-batches of 32; the segment stages and (d) are the median of 5 runs. The network's weights are
+batches of 32; the segment stages, (d) and (e) are the median of 5 runs. The network's weights are
 random (speed does not depend on them); the rails are wide open so every tissue tile is
 classified, the worst case.
 
@@ -24,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,11 +53,12 @@ from slidesift.inference import (
     classify_tiles,
     export_onnx,
 )
+from slidesift.io.annotations import read_truth
 from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.rails import Rails
-from slidesift.segment import Classifiers, SegmentSpec, segment
-from slidesift.segment_outputs import write_segmentation
+from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
+from slidesift.segment_outputs import OUTPUT_KINDS, OutputSpec, write_segmentation
 from slidesift.sift import SiftSpec
 
 T, N = 400, 6000
@@ -147,6 +155,51 @@ def per_tile_seconds(
     return time.perf_counter() - t0
 
 
+def write_stage(
+    r: SegmentResult, truth: NDArray[np.bool_], root: Path
+) -> tuple[list[list[Any]], dict[str, Any]]:
+    """(e): table rows and JSON figures of the write stage (see the module docstring)."""
+    shifted = dataclasses.replace(r, mask=np.roll(truth, 40, axis=1))
+    cases: dict[str, tuple[OutputSpec, int | None]] = {
+        **{f"{k} alone": (OutputSpec((k,)), 1) for k in OUTPUT_KINDS},
+        "default, serial": (OutputSpec(), 1),
+        "default, parallel": (OutputSpec(), None),
+        "full-size previews, serial": (OutputSpec(preview_px=None), 1),
+        "full-size previews, parallel": (OutputSpec(preview_px=None), None),
+    }
+    runs: dict[str, list[float]] = collections.defaultdict(list)
+    cpu: list[float] = []
+    for i in range(RUNS):  # interleaved: every case sees the same machine load
+        for case, (outputs, threads) in cases.items():
+            folder = root / f"write{i}" / case.replace(" ", "_").replace(",", "")
+            c0, t0 = time.process_time(), time.perf_counter()
+            write_segmentation(folder, "slide", shifted, truth, outputs=outputs, threads=threads)
+            runs[case].append(time.perf_counter() - t0)
+            if case == "default, parallel":
+                cpu.append(time.process_time() - c0)
+    s = {case: statistics.median(v) for case, v in runs.items()}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pictures = sorted((root / "write0" / "default_parallel").glob("*_overlay.png"))
+    rows: list[list[Any]] = []
+    for name, label in (
+        ("default", "default outputs"),
+        ("full-size previews", "full-size pictures"),
+    ):
+        serial, parallel = s[f"{name}, serial"], s[f"{name}, parallel"]
+        note = f"{cores} threads; serial {serial:.3f} s, {serial / parallel:.2f}x"
+        rows.append([f"(e) write, {label}", round(parallel, 3), note])
+    rows[0][2] += f"; CPU {statistics.median(cpu):.3f} s"
+    rows += [[f"(e)   {k} alone (serial)", round(s[f"{k} alone"], 3), ""] for k in OUTPUT_KINDS]
+    figures = {
+        "write_cases_s": s,
+        "write_runs_s": dict(runs),
+        "write_default_cpu_s": statistics.median(cpu),
+        "write_threads": cores,
+        "write_default_overlay_bytes": pictures[0].stat().st_size if pictures else None,
+    }
+    return rows, figures
+
+
 def main() -> None:
     """Run the benchmark, print the table and write ``bench-results/bench_segment.json``."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -174,6 +227,9 @@ def main() -> None:
                 stage_runs[k].append(v)
         stages = {k: statistics.median(v) for k, v in stage_runs.items()}
         n_kept = int(r.keep.sum())
+        entry = next(iter(cohort))
+        assert entry.annotation is not None and r.thumb is not None
+        write_rows, write_figures = write_stage(r, read_truth(entry.annotation, r.thumb) > 0, root)
         dense = n_kept / stages["classify"]
 
         # per tile: plain graph vs BatchNorm folded, on the same sample of kept tiles
@@ -218,7 +274,7 @@ def main() -> None:
         ["sift", round(s["sift"], 3), f"{len(r.grid)} tiles, {n_kept} kept"],
         ["classify (dense)", round(s["classify"], 3), f"{dense:.0f} tiles/s"],
         ["assemble", round(s["assemble"], 3), ""],
-        ["write outputs", round(s["write"], 3), ""],
+        ["write outputs", round(s["write"], 3), "default outputs, random model's mask"],
         ["total", round(s["total"] + s["write"], 3), f"{r.pixels.shape[1]}x{r.pixels.shape[0]}"],
         ["(a) per-tile ONNX, plain graph", round(n_kept / per_tile, 3),
          f"{per_tile:.1f} tiles/s ({rate}), {per_tile / ceiling:.0%} of the ceiling; "
@@ -231,6 +287,7 @@ def main() -> None:
         ["(d) dense, full grid", round(full_s, 3),
          f"{n_all} tiles, {n_all / full_s:.0f} tiles/s, {n_all / full_s / per_tile:.1f}x plain "
          f"per tile, {n_all / full_s / per_tile_folded:.1f}x folded per tile"],
+        *write_rows,
     ]  # fmt: skip
     report(
         "bench_segment",
@@ -264,6 +321,7 @@ def main() -> None:
             "full_grid_dense_s": full_s,
             "full_grid_runs_s": full_runs,
             "everything_but_classify_s": s["read"] + s["sift"] + s["assemble"] + s["write"],
+            **write_figures,
         },
     )
 

@@ -214,3 +214,18 @@ def test_readme_says_how_to_run_slidesift_after_make() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     first_steps = readme[: readme.index("## ")]  # beside the make commands, before any section
     assert "source .venv/bin/activate" in first_steps and ".venv/bin/slidesift" in first_steps
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_unknown_outputs_are_a_usage_error_that_lists_the_kinds(
+    capsys, files, tmp_path: Path, command: str
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run(capsys, command, files["checkpoint"], files["slide"], "--outputs",
+                       "mask,pdf,overlays", "--out", out)  # fmt: skip
+    assert code == 2 and "Invalid value for '--outputs': 'overlays,pdf': names from" in err
+    assert "names from mask, overlay, errors, geojson, tiles, locations, or all" in err
+    code, _, err = run(capsys, command, files["checkpoint"], files["slide"], "--preview-px", "8",
+                       "--out", out)  # fmt: skip
+    assert code == 2 and "'--preview-px': 8: at least 16 px, or 0 for the thumbnail's full" in err
+    assert not out.exists()

@@ -29,6 +29,7 @@ from slidesift.errors import ConfigError
 from slidesift.evaluate import evaluate_slides
 from slidesift.manifest import ManifestEntry, read_manifest, write_manifest
 from slidesift.segment import SegmentSpec
+from slidesift.segment_outputs import OutputSpec
 
 SPEC = SegmentSpec(stride=32)
 OUTPUTS = ("mask.png", "overlay.png", "errors.png", "tumor.geojson", "tiles.csv", "locations.png")
@@ -183,6 +184,45 @@ def test_evaluate_command_in_process(
     assert "0 computed, 2 resumed" in capsys.readouterr().out
     assert main([*args, "--force"]) == 0
     assert "2 computed, 0 resumed" in capsys.readouterr().out
+    # other outputs: recomputed, and only those files
+    assert main([*args, "--outputs", "tiles,mask"]) == 0
+    assert "2 computed, 0 resumed" in capsys.readouterr().out
+    name = rows[0]["slide"]
+    assert sorted(p.name for p in (out / name).iterdir()) == [
+        OUTCOME_FILE,
+        f"{name}_mask.png",
+        f"{name}_tiles.csv",
+    ]
+    assert main([*args, "--outputs", "mask,tiles"]) == 0
+    assert "0 computed, 2 resumed" in capsys.readouterr().out
+
+
+def test_rerun_respects_the_outputs_choice(cohort: Path, checkpoint: Path, tmp_path: Path) -> None:
+    entry = read_manifest(cohort).split("test")[0]
+    folder, name = tmp_path / entry.name, entry.name
+
+    def status(outputs: object) -> str:
+        result = run_cohort(checkpoint, [entry], SPEC, out=tmp_path, scheduler="sync",
+                            outputs=outputs)  # type: ignore[arg-type]  # fmt: skip
+        return result.rows[0].status
+
+    assert status("mask,geojson") == "ok"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [OUTCOME_FILE, f"{name}_mask.png", f"{name}_tumor.geojson"]
+    doc = json.loads((folder / OUTCOME_FILE).read_text())
+    assert doc["files"] == files[1:]
+    assert doc["fingerprint"]["outputs"] == {"kinds": ["mask", "geojson"], "preview_px": 2000}
+    assert status(["geojson", "mask"]) == "resumed"  # the same choice, spelt otherwise
+    assert status(None) == "ok"  # the default writes more: recomputed
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [OUTCOME_FILE, *(f"{name}_{k}" for k in OUTPUTS)]
+    )
+    assert status(OutputSpec(preview_px=200)) == "ok"  # other previews: recomputed
+    overlay = cv2.imread(str(folder / f"{name}_overlay.png"))
+    assert max(overlay.shape[:2]) == 200
+    assert status(OutputSpec(preview_px=200)) == "resumed"
+    with pytest.raises(ConfigError, match="overlays"):
+        run_cohort(checkpoint, [entry], SPEC, out=tmp_path, outputs="overlays")
 
 
 def test_evaluate_command_fails_only_when_every_slide_fails(

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -241,3 +242,24 @@ def test_segment_ensemble_of_one_model_twice_agrees_with_it(
     assert list(rows[0])[2] == f"vote_{run.name}/epoch_002"
     for r, s in zip(rows, scores_rows, strict=True):
         assert r[f"vote_{run.name}/epoch_002"] == r["ensemble_vote"] == s["vote"]
+
+
+def test_segment_outputs_option_picks_the_files_and_the_preview_size(
+    capsys: pytest.CaptureFixture[str], cohort: Path, run: Path, learned: Learned, tmp_path: Path
+) -> None:
+    entry = read_manifest(cohort).split("test")[0]
+    assert entry.annotation is not None
+    code = main(["segment", str(run / learned.best.name), str(entry.slide), "--truth",
+                 str(entry.annotation), "--stride", "32", "--out", str(tmp_path),
+                 "--outputs", "errors,geojson", "--preview-px", "250"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    written = {p.name for p in (tmp_path / entry.name).iterdir()}
+    assert written == {f"{entry.name}_errors.png", f"{entry.name}_tumor.geojson"}
+    errors = cv2.imread(str(tmp_path / entry.name / f"{entry.name}_errors.png"))
+    assert max(errors.shape[:2]) == 250  # N = 1000: a quarter
+    # an unknown kind is a usage error that lists the valid ones, before anything runs
+    code = main(["segment", str(run / learned.best.name), str(entry.slide), "--out",
+                 str(tmp_path / "no"), "--outputs", "mask,overlays"])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "'overlays': names from mask, overlay, errors, geojson" in err
+    assert not (tmp_path / "no").exists()

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
         SegmentSpec,
         segment,
     )
-    from slidesift.segment_outputs import write_segmentation
+    from slidesift.segment_outputs import OutputSpec, write_segmentation
     from slidesift.select import Selection, SelectionOnTestWarning, select_epoch
     from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
     from slidesift.sift_maps import SiftRun, sift_slide
@@ -104,6 +104,7 @@ __all__ = [
     "NoTilesWarning",
     "OutOfDomainWarning",
     "OutputError",
+    "OutputSpec",
     "PatchFolderError",
     "Prepared",
     "Rails",
@@ -196,6 +197,7 @@ _LAZY: dict[str, str] = {
     "NoTilesWarning": "slidesift.segment",
     "OutOfDomainWarning": "slidesift.segment",
     "OutputError": "slidesift.errors",
+    "OutputSpec": "slidesift.segment_outputs",
     "PatchFolderError": "slidesift.errors",
     "Prepared": "slidesift.prepare",
     "Rails": "slidesift.rails",

@@ -7,7 +7,7 @@
 
 Layout of the output folder::
 
-    <name>/<name>_mask.png, _overlay.png, _tumor.geojson, _tiles.csv, ...  (write_segmentation)
+    <name>/<name>_mask.png, _overlay.png, _tumor.geojson, ...  (write_segmentation, ``outputs``)
     <name>/outcome.json   written last and atomically: the slide's row and its fingerprint
     scores.csv            one row per slide in manifest order, with status, error type, error
     summary.json          cohort means (:func:`slidesift.evaluate.summary`), counts, failures
@@ -26,15 +26,16 @@ A task loads the checkpoint itself (once per process, keyed by path and mtime) a
 a slide that fails (unreadable file, bad annotation, any exception) comes back as a ``failed``
 row with its error, and the other slides go on. A rerun skips each slide whose outcome.json
 matches the run's fingerprint (checkpoint digest, :class:`SegmentSpec`, the slide's paths and
-label) and whose files are all there (status ``resumed``); ``force=True`` recomputes. A task
-deletes its slide's outcome.json before it writes anything, so an interrupted slide is never
-taken for a finished one. The slides' contents are not hashed: a slide rewritten in place
-under the same path needs ``force``.
+label, the files chosen and their preview size) and whose files are all there (status
+``resumed``); ``force=True`` recomputes. A task deletes its slide's outcome.json before it
+writes anything, so an interrupted slide is never taken for a finished one. The slides'
+contents are not hashed: a slide rewritten in place under the same path needs ``force``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import uuid
@@ -55,6 +56,7 @@ from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
 from slidesift.results import SCORES_FILE, SUMMARY_FILE, write_results
 from slidesift.segment import SegmentSpec
+from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "OUTCOME_FILE",
@@ -220,12 +222,13 @@ class _Job:
     out: str
     stamps: dict[str, dict[str, Any]]
     threads: int | None
+    outputs: OutputSpec
 
 
 def _in_process(todo: Sequence[ManifestEntry], job: _Job) -> Iterator[SlideRun]:
     for e in todo:
         doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
-                                 job.threads)  # fmt: skip
+                                 job.threads, job.outputs)  # fmt: skip
         yield _run_from_doc(doc)
 
 
@@ -238,7 +241,7 @@ def _on_dask(
         futures = {
             client.submit(
                 segment_slide_task, job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
-                job.threads, key=f"slidesift-segment-{e.name}-{run_id}", retries=0,
+                job.threads, job.outputs, key=f"slidesift-segment-{e.name}-{run_id}", retries=0,
             ): e
             for e in todo
         }  # fmt: skip
@@ -303,7 +306,7 @@ def _execute(
         return
     n = min(len(todo), workers or _cores())
     if scheduler is None and job.threads is None:
-        job = _Job(job.checkpoint, job.spec, job.out, job.stamps, max(1, _cores() // n))
+        job = dataclasses.replace(job, threads=max(1, _cores() // n))
     yield from _on_dask(todo, job, scheduler, n)
 
 
@@ -351,6 +354,7 @@ def run_cohort(
     threads: int | None = None,
     force: bool = False,
     on_slide: Callable[[SlideRun], None] | None = None,
+    outputs: OutputSpec | str | Iterable[str] | None = None,
 ) -> CohortResult:
     """Segment and score every slide, one Dask task per slide; write scores.csv, summary.json.
 
@@ -376,6 +380,9 @@ def run_cohort(
         Recompute slides whose complete outputs an earlier run left.
     on_slide
         Called with each slide's row as it is known (resumed ones first, then as they finish).
+    outputs
+        Each slide's files (:class:`~slidesift.segment_outputs.OutputSpec` or kind names;
+        default: all, previews at 2000 px). Part of the fingerprint: another choice recomputes.
 
     Returns
     -------
@@ -385,7 +392,7 @@ def run_cohort(
     Raises
     ------
     ConfigError
-        A bad scheduler, workers or threads value.
+        A bad scheduler, workers, threads or outputs value.
     CohortError
         Two slides with one name, or an unreachable scheduler.
     MissingExtraError
@@ -397,6 +404,7 @@ def run_cohort(
     from slidesift.checkpoint import load_checkpoint
 
     _check_options(scheduler, workers, threads)
+    chosen = OutputSpec.of(outputs)
     entries = list(entries)
     _check_names(entries)
     spec = spec or SegmentSpec()
@@ -405,7 +413,7 @@ def run_cohort(
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     digest = file_digest(ck_path)
-    stamps = {e.name: fingerprint(digest, spec, e) for e in entries}
+    stamps = {e.name: fingerprint(digest, spec, e, chosen) for e in entries}
     found: dict[str, SlideRun] = {}
     todo = []
     for e in entries:
@@ -416,7 +424,7 @@ def run_cohort(
         found[e.name] = earlier
         if on_slide is not None:
             on_slide(earlier)
-    job = _Job(str(ck_path), spec, str(root), stamps, threads)
+    job = _Job(str(ck_path), spec, str(root), stamps, threads, chosen)
     for row in _execute(todo, job, scheduler, workers):
         found[row.name] = row
         if on_slide is not None:

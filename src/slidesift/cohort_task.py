@@ -26,6 +26,7 @@ from slidesift.evaluate import SlideOutcome
 from slidesift.manifest import ManifestEntry
 from slidesift.metrics import Scores
 from slidesift.segment import Classifiers, SegmentSpec
+from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "OUTCOME_FILE",
@@ -41,8 +42,14 @@ OUTCOME_FILE = "outcome.json"
 _FORMAT = "slidesift-outcome/1"
 
 
-def fingerprint(checkpoint_digest: str, spec: SegmentSpec, entry: ManifestEntry) -> dict[str, Any]:
-    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row.
+def fingerprint(
+    checkpoint_digest: str,
+    spec: SegmentSpec,
+    entry: ManifestEntry,
+    outputs: OutputSpec | None = None,
+) -> dict[str, Any]:
+    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row,
+    the files chosen.
 
     Parameters
     ----------
@@ -52,6 +59,8 @@ def fingerprint(checkpoint_digest: str, spec: SegmentSpec, entry: ManifestEntry)
         The segmentation options.
     entry
         The slide (its path, annotation path and label).
+    outputs
+        The files written and the preview size (default: :class:`OutputSpec`'s).
 
     Returns
     -------
@@ -64,6 +73,7 @@ def fingerprint(checkpoint_digest: str, spec: SegmentSpec, entry: ManifestEntry)
         "slide": str(entry.slide),
         "annotation": None if entry.annotation is None else str(entry.annotation),
         "label": entry.label,
+        "outputs": (outputs or OutputSpec()).to_dict(),
     }
 
 
@@ -131,7 +141,7 @@ def _ceilings_from_doc(doc: dict[str, Any] | None) -> Ceilings | None:
 
 def _segment_one(
     checkpoint: Path, entry: ManifestEntry, spec: SegmentSpec, folder: Path,
-    stamp: dict[str, Any], threads: int | None, start: float,
+    stamp: dict[str, Any], threads: int | None, start: float, outputs: OutputSpec,
 ) -> dict[str, Any]:  # fmt: skip
     """Segment, score and write one slide; outcome.json last."""
     from slidesift.evaluate import evaluate_slide, read_slide
@@ -148,7 +158,9 @@ def _segment_one(
     outcome = evaluate_slide(entry, ck, spec, read=read, classifiers=classifiers, keep_result=True)
     assert outcome.result is not None
     written = time.perf_counter()
-    files = write_segmentation(folder, entry.name, outcome.result, read[1])
+    files = write_segmentation(
+        folder, entry.name, outcome.result, read[1], outputs=outputs, threads=threads
+    )
     doc = outcome_doc(outcome)
     now = time.perf_counter()
     doc["seconds"] = {**outcome.seconds, "read": outcome.seconds.get("read", 0.0) + read_s,
@@ -185,6 +197,7 @@ def segment_slide_task(
     out: str,
     stamp: dict[str, Any],
     threads: int | None = None,
+    outputs: OutputSpec | None = None,
 ) -> dict[str, Any]:
     """One cohort task: read, segment, score and write a slide into ``out/<name>/``.
 
@@ -204,8 +217,11 @@ def segment_slide_task(
     stamp
         The slide's :func:`fingerprint`, stored in its outcome.json.
     threads
-        Threads for ONNX Runtime, OpenCV, torch and the tile measurement (``None``: all cores,
-        leaving the process's settings alone).
+        Threads for ONNX Runtime, OpenCV, torch, the tile measurement and the file encoding
+        (``None``: all cores, leaving the process's settings alone).
+    outputs
+        The files to write and the preview size (default: :class:`OutputSpec`'s); the
+        ``files`` of the returned document name those written.
 
     Returns
     -------
@@ -217,6 +233,8 @@ def segment_slide_task(
     start = time.perf_counter()
     folder = Path(out) / entry.name
     try:
-        return _segment_one(Path(checkpoint), entry, spec, folder, stamp, threads, start)
+        return _segment_one(
+            Path(checkpoint), entry, spec, folder, stamp, threads, start, outputs or OutputSpec()
+        )
     except Exception as exc:
         return failure_doc(entry, exc, time.perf_counter() - start)

@@ -12,9 +12,10 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,9 @@ from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import NORMAL_LABELS, ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, ensemble_vote, scores
 from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
+
+if TYPE_CHECKING:
+    from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "EnsembleVote",
@@ -82,6 +86,7 @@ def evaluate_slides(
     classifiers: Classifiers | None = None,
     keep_results: bool = False,
     on_slide: Callable[[SlideOutcome], None] | None = None,
+    outputs: OutputSpec | str | Iterable[str] | None = None,
 ) -> list[SlideOutcome]:
     """Segment and score every entry.
 
@@ -94,7 +99,7 @@ def evaluate_slides(
     spec
         Segmentation options.
     out
-        Write each slide's outputs (:func:`write_segmentation`) into this folder.
+        Write each slide's outputs (:func:`write_segmentation`) into ``out/<name>/``.
     thumbs
         Already read ``name -> (thumb, truth)`` (model selection reads each slide once).
     classifiers
@@ -103,14 +108,25 @@ def evaluate_slides(
         Keep each :class:`SegmentResult` in its outcome (memory: one thumbnail per slide).
     on_slide
         Called after each slide.
+    outputs
+        Which files to write with ``out`` (:class:`~slidesift.segment_outputs.OutputSpec` or
+        kind names; default: all, previews at 2000 px).
+
+    Raises
+    ------
+    ConfigError
+        ``outputs`` names an unknown kind (before any slide is read).
     """
+    from slidesift.segment_outputs import OutputSpec
+
+    chosen = OutputSpec.of(outputs)
     classifiers = classifiers or Classifiers(checkpoint)
     outcomes = []
     for entry in entries:
         read = thumbs.get(entry.name) if thumbs is not None else None
         outcome = evaluate_slide(
             entry, checkpoint, spec, out=out, read=read, classifiers=classifiers,
-            keep_result=keep_results,
+            keep_result=keep_results, outputs=chosen,
         )  # fmt: skip
         outcomes.append(outcome)
         if on_slide is not None:
@@ -127,6 +143,7 @@ def evaluate_slide(
     read: tuple[Thumb, NDArray[np.bool_] | None] | None = None,
     classifiers: Classifiers | None = None,
     keep_result: bool = False,
+    outputs: OutputSpec | str | Iterable[str] | None = None,
 ) -> SlideOutcome:
     """Segment and score one slide (one step of :func:`evaluate_slides`).
 
@@ -147,9 +164,13 @@ def evaluate_slide(
         Shared classifiers.
     keep_result
         Keep the :class:`SegmentResult` in the outcome.
+    outputs
+        Which files to write with ``out`` (:class:`~slidesift.segment_outputs.OutputSpec` or
+        kind names; default: all, previews at 2000 px).
     """
-    from slidesift.segment_outputs import write_segmentation
+    from slidesift.segment_outputs import OutputSpec, write_segmentation
 
+    chosen = OutputSpec.of(outputs)  # a bad name fails before the slide is read
     thumb, truth = read if read is not None else read_slide(entry, checkpoint.downsample)
     r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
     s = scores(confusion(r.mask, truth)) if truth is not None else None
@@ -161,7 +182,7 @@ def evaluate_slide(
             threshold=spec_used.threshold,
         )  # fmt: skip
     if out is not None:
-        write_segmentation(Path(out) / entry.name, entry.name, r, truth)
+        write_segmentation(Path(out) / entry.name, entry.name, r, truth, outputs=chosen)
     return SlideOutcome(
         entry.name,
         entry.label,

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from slidesift.cli.options import make_spec, output_console, segment_options
+from slidesift.cli.options import (
+    make_outputs,
+    make_spec,
+    output_console,
+    output_options,
+    segment_options,
+)
 from slidesift.cli.views import cohort_with_progress, print_cohort
 from slidesift.cohort import CohortError
 from slidesift.errors import ConfigError, ManifestError
@@ -48,6 +54,7 @@ def _entries(manifest: Path, split: str | None) -> list[ManifestEntry]:
     "0 runs in this process without Dask.",
 )
 @click.option("--force", is_flag=True, help="Recompute slides an earlier run finished.")
+@output_options
 @segment_options
 def evaluate_command(
     checkpoint: Path,
@@ -57,15 +64,18 @@ def evaluate_command(
     scheduler: str | None,
     workers: int | None,
     force: bool,
+    outputs: str,
+    preview_px: int,
     **options: Any,
 ) -> None:
     """Segment and score every slide of a manifest, one Dask task per slide.
 
-    Each slide's outputs (mask, overlay, error map, QuPath GeoJSON, tile table, location map)
-    go to OUT/<slide>/ with outcome.json written last; the cohort's to OUT/scores.csv (with
-    each slide's status and error) and OUT/summary.json. A slide that fails is reported and
-    the others go on; the exit code is 1 only when every slide failed. Rerun the same
-    command after an interruption: finished slides are kept (--force recomputes them).
+    Each slide's outputs (mask, overlay, error map, QuPath GeoJSON, tile table, location map;
+    --outputs picks some, --preview-px sizes the pictures) go to OUT/<slide>/ with outcome.json
+    written last; the cohort's to OUT/scores.csv (with each slide's status and error) and
+    OUT/summary.json. A slide that fails is reported and the others go on; the exit code is 1
+    only when every slide failed. Rerun the same command after an interruption: finished
+    slides are kept (--force recomputes them, and so do other --outputs or --preview-px).
 
     \b
     Examples:
@@ -76,8 +86,12 @@ def evaluate_command(
     On a running cluster (dask scheduler; dask worker tcp://127.0.0.1:8786):
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --scheduler tcp://127.0.0.1:8786 --out seg_cluster
+    Scores and QuPath GeoJSON only, no pictures (fastest):
+      slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
+        --outputs mask,geojson,tiles --out seg_fast
     """
     console = output_console()
+    chosen = make_outputs(outputs, preview_px)
     try:
         entries = _entries(manifest, split)
     except ManifestError as exc:
@@ -89,6 +103,7 @@ def evaluate_command(
     result = cohort_with_progress(
         console, checkpoint, entries, spec=make_spec(**options), out=out,
         scheduler=scheduler, workers=workers, force=force,
+        outputs=chosen,
     )  # fmt: skip
     print_cohort(console, result, f"{checkpoint.name} on {len(entries)} slide(s)")
     failed = result.failures

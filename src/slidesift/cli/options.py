@@ -8,8 +8,10 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from slidesift.errors import ConfigError
 from slidesift.io.downsample import Downsample
 from slidesift.segment import SegmentSpec
+from slidesift.segment_outputs import MIN_PREVIEW_PX, OUTPUT_KINDS, PREVIEW_PX, OutputSpec
 from slidesift.sift import SiftSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,3 +186,44 @@ def make_spec(
         rails=not no_rails,
         inference=inference,  # type: ignore[arg-type]
     )
+
+
+def _check_outputs(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--outputs``: a usage error that lists the valid names, before any slide is read."""
+    try:
+        return ",".join(OutputSpec.of(value).kinds)
+    except ConfigError as exc:
+        raise click.BadParameter(f"{exc.value!r}: {exc.valid}", ctx, param) from exc
+
+
+def output_options(f: F) -> F:
+    """``--outputs`` / ``--preview-px``: which files a slide gets, how large its pictures are."""
+    f = click.option(
+        "--preview-px",
+        type=click.IntRange(min=0),
+        default=PREVIEW_PX,
+        show_default=True,
+        help="Longest side of the overlay, error and location pictures in px (the report shows "
+        "them at <= 1200 px); 0: the thumbnail's full size (7x slower to write). The mask, "
+        "GeoJSON and tile table are always at full size.",
+    )(f)
+    return click.option(
+        "--outputs",
+        metavar="KINDS",
+        default="all",
+        show_default=True,
+        callback=_check_outputs,
+        help=f"Files to write per slide, comma-separated: {', '.join(OUTPUT_KINDS)} (errors only "
+        "with truth), or all. E.g. --outputs mask,geojson for the fastest run; the report needs "
+        "overlay, errors and locations.",
+    )(f)
+
+
+def make_outputs(outputs: str, preview_px: int) -> OutputSpec:
+    """An :class:`OutputSpec` from ``--outputs`` and ``--preview-px`` (0: full size)."""
+    if 0 < preview_px < MIN_PREVIEW_PX:
+        raise click.BadParameter(
+            f"{preview_px}: at least {MIN_PREVIEW_PX} px, or 0 for the thumbnail's full size",
+            param_hint="'--preview-px'",
+        )
+    return OutputSpec(tuple(outputs.split(",")), preview_px or None)

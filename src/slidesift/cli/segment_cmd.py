@@ -12,7 +12,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from slidesift.checkpoint import NOT_CHECKPOINT_KINDS, load_checkpoint
-from slidesift.cli.options import make_spec, output_console, segment_options
+from slidesift.cli.options import (
+    make_outputs,
+    make_spec,
+    output_console,
+    output_options,
+    segment_options,
+)
 from slidesift.cli.views import cohort_lines, fmt_score, scores_table
 from slidesift.errors import CheckpointError, ConfigError
 from slidesift.evaluate import SlideOutcome, evaluate_slides, summary
@@ -60,6 +66,7 @@ def _entries(target: Path, truth: Path | None, split: str | None) -> list[Manife
     help="Another checkpoint of the same classes; repeat. Slide votes add the tile label "
     "counts of all models (ensemble.csv); masks come from CHECKPOINT.",
 )
+@output_options
 @segment_options
 def segment_command(
     checkpoint: Path,
@@ -69,12 +76,16 @@ def segment_command(
     out: Path,
     ablate: bool,
     ensemble: tuple[Path, ...],
+    outputs: str,
+    preview_px: int,
     **options: Any,
 ) -> None:
     """Segment one slide, or every slide of a manifest, with a trained checkpoint.
 
-    Writes per slide: mask PNG, overlay PNG, error map (with truth), QuPath GeoJSON (level-0
-    px), the tile table and the tile location map; for the cohort scores.csv and summary.json.
+    Writes per slide, into OUT/<slide>/: mask PNG, overlay PNG, error map (with truth), QuPath
+    GeoJSON (level-0 px), the tile table and the tile location map (--outputs picks some); the
+    three pictures at most 2000 px long (--preview-px); for the cohort scores.csv and
+    summary.json.
 
     \b
     Examples (run of `slidesift train cohort/manifest.csv --out run -N 1500 -T 96 --epochs 5`
@@ -88,8 +99,14 @@ def segment_command(
         --ablate --out ablation
       slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --ensemble run/epoch_004.safetensors --ensemble run/epoch_003.safetensors --out ensemble
+    Only the mask and the QuPath GeoJSON (fastest); or every picture at full size:
+      slidesift segment run/epoch_005.safetensors cohort/manifest.csv --split test \\
+        --outputs mask,geojson --out seg_geojson
+      slidesift segment run/epoch_005.safetensors cohort/slides/paip_006.svs --preview-px 0 \\
+        --out paip_006_full
     """
     console = output_console()
+    chosen = make_outputs(outputs, preview_px)
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError as exc:
@@ -106,7 +123,9 @@ def segment_command(
         raise ConfigError("split", split, "a split that some manifest rows have")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("segmenting", total=len(entries))
-        outcomes = evaluate_slides(entries, ck, spec, out=out, on_slide=lambda o: bar.advance(task))
+        outcomes = evaluate_slides(
+            entries, ck, spec, out=out, on_slide=lambda o: bar.advance(task), outputs=chosen
+        )
     console.print(scores_table(outcomes, f"{checkpoint.name} on {len(outcomes)} slide(s)"))
     figures = summary(outcomes, ck.classes)
     if any(o.scores is not None for o in outcomes):

@@ -182,19 +182,16 @@ def mask_to_geojson(
         with :func:`read_geojson` reproduces the mask exactly.
     """
     lab = np.asarray(mask)
-    lab = lab.astype(np.uint8) if lab.dtype == np.bool_ else lab
     names = dict(names or {1: "Tumor"})
     colors = dict(colors or {1: (200, 0, 0)})
     sx, sy = scale
     features: list[dict[str, Any]] = []
-    # bincount finds the labels of a uint8 mask ~10x faster than np.unique (no sort)
-    present = np.flatnonzero(np.bincount(lab.ravel())) if lab.dtype == np.uint8 else np.unique(lab)
-    for value in (int(v) for v in present if v != 0):
+    for value in _labels(lab):
         # Trace at twice the resolution: rings then run a quarter pixel inside the region's
         # outer pixel edges, so every region pixel's centre is strictly inside and every other
         # centre strictly outside; reading back paints exactly the mask.
         # Only the regions' bounding box (plus a 1-px zero border) is traced: 3-10x less work.
-        region = (lab == value).astype(np.uint8)
+        region = _region(lab, value)
         x, y, w, h = cv2.boundingRect(region)
         crop = np.pad(region[y : y + h, x : x + w], 1)
         size = (2 * crop.shape[1], 2 * crop.shape[0])  # each pixel becomes 2 x 2
@@ -218,6 +215,29 @@ def mask_to_geojson(
         geometry = {"type": "MultiPolygon", "coordinates": polygons}
         features.append(_annotation(geometry, value, names, colors, {"label": value}))
     return {"type": "FeatureCollection", "features": features}
+
+
+def _labels(lab: NDArray[Any]) -> list[int]:
+    """The nonzero values of a mask, ascending.
+
+    A bool mask needs one ``any`` (a 6000-px one in 1 ms); a uint8 one a 256-bin histogram
+    (``np.bincount`` would first widen every pixel to int64: 0.2-0.4 s at 6000 px).
+    """
+    if lab.dtype == np.bool_:
+        return [1] if lab.any() else []
+    if lab.dtype == np.uint8 and lab.ndim == 2:
+        hist = cv2.calcHist([np.ascontiguousarray(lab)], [0], None, [256], [0, 256])
+        return [int(v) for v in np.flatnonzero(hist.ravel()) if v != 0]
+    return [int(v) for v in np.unique(lab) if v != 0]
+
+
+def _region(lab: NDArray[Any], value: int) -> NDArray[np.uint8]:
+    """``(H, W)`` uint8 1 where ``lab == value`` (a bool mask's own bytes: no copy)."""
+    if lab.dtype == np.bool_:
+        region: NDArray[np.uint8] = np.ascontiguousarray(lab).view(np.uint8)
+    else:
+        region = np.asarray(lab == value, np.uint8)
+    return region
 
 
 def polygons_to_geojson(
@@ -283,8 +303,9 @@ def _annotation(
 def _ring_to_l0(contour: NDArray[Any], sx: float, sy: float) -> list[list[float]]:
     pts = contour.reshape(-1, 2).astype(np.float64)
     pts = (pts + 0.5) / 2 * np.array([sx, sy])  # half-resolution trace -> grid -> level 0
-    # GeoJSON rings are closed and need >= 4 positions.
-    ring = [[round(float(x), 4), round(float(y), 4)] for x, y in pts]
+    # GeoJSON rings are closed and need >= 4 positions. tolist() first: Python's round of a
+    # Python float is 3x faster than of a numpy scalar (np.round would differ in ties).
+    ring = [[round(x, 4), round(y, 4)] for x, y in pts.tolist()]
     while len(ring) < 3:
         ring.append(ring[-1])
     ring.append(ring[0])

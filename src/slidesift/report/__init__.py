@@ -201,7 +201,8 @@ def build_report(
         if n_images == 0:
             absent.append(
                 "slide pictures: no <code>&lt;slide&gt;_overlay.png</code> (or errors, "
-                "locations) found in the cohort folder or its per-slide subfolders"
+                "locations) found in the cohort folder or its per-slide subfolders; segment "
+                "and evaluate write them unless <code>--outputs</code> leaves them out"
             )
     else:
         absent.append("slides: scores.csv has no rows")

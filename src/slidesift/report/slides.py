@@ -15,7 +15,7 @@ from slidesift.report.pictures import embed_picture
 __all__ = ["legends", "slide_article"]
 
 #: Why a slide has no picture of a kind, shown in the cell the picture would take.
-_ABSENT = {"errors": "No error map: this slide has no truth."}
+_ABSENT = {"errors": "No error map: this slide has no truth (or --outputs left errors out)."}
 
 
 def _key(rgb: tuple[int, int, int], label: str, outline: bool = False) -> str:
@@ -69,7 +69,11 @@ def slide_article(record: SlideRecord, anchor: str, max_px: int | None) -> tuple
     for kind, caption in IMAGE_KINDS.items():
         path = record.images.get(kind)
         if path is None:
-            why = _ABSENT.get(kind, f"No {caption} picture found for this slide.")
+            why = _ABSENT.get(
+                kind,
+                f"No {caption} picture found for this slide: segment and evaluate write it "
+                f"unless --outputs leaves {kind} out.",
+            )
             figures.append(_note_cell(why, caption, "absent"))
             continue
         embedded = embed_picture(path, max_px)
@@ -87,6 +91,9 @@ def slide_article(record: SlideRecord, anchor: str, max_px: int | None) -> tuple
     if record.images:
         parts.append(f'<div class="figs">{"".join(figures)}</div>')
     elif not record.failed:
-        parts.append('<p class="note">No pictures found for this slide.</p>')
+        parts.append(
+            '<p class="note">No pictures found for this slide: segment and evaluate write them '
+            "unless --outputs leaves overlay, errors and locations out.</p>"
+        )
     parts.append("</article>")
     return "".join(parts), n
