@@ -83,3 +83,15 @@ def test_readme_lists_every_exit_code_errors_uses() -> None:
         if isinstance(obj, type) and issubclass(obj, errors.SlidesiftError)
     }
     assert used <= listed, f"exit codes {sorted(used - listed)} are not in the README"
+
+
+def test_public_functions_are_not_shadowed_by_their_modules() -> None:
+    """``slidesift.sift`` is the function even after ``import slidesift.sift`` (same for
+    segment, train, ablate, ceilings): a lazy namespace would hand back the module."""
+    import importlib
+    import types
+
+    for name in ("sift", "segment", "train", "ablate", "ceilings"):
+        importlib.import_module(f"slidesift.{name}")
+        assert not isinstance(getattr(slidesift, name), types.ModuleType), name
+        assert callable(getattr(slidesift, name)), name

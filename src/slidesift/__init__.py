@@ -9,76 +9,77 @@ The pipeline as data (see the README)::
     cohort folder -> build_report / write_report (one HTML page)
     CohortSpec -> make_cohort: phantom slides with exact truth
 
-Importing slidesift has no side effects: no logging set-up, no file reads, no JIT compilation;
-every public name is loaded from its module the first time it is asked for.
+Importing slidesift has no side effects: no logging set-up, no file reads, no JIT compilation,
+no torch and no numba (``LightweightCNN``, ``CohortSpec`` and ``make_cohort`` are loaded
+the first time they are asked for).
 """
 
 from typing import TYPE_CHECKING, Any
 
 from slidesift._version import __version__
+from slidesift.ablate import AblationRow, ablate
+from slidesift.augment import AugmentSpec
+from slidesift.cache import ThumbCache
+from slidesift.ceilings import Ceilings, ceilings
+from slidesift.checkpoint import Checkpoint, load_checkpoint
+from slidesift.cohort import CohortResult, run_cohort
+from slidesift.dataset import build_tileset
+from slidesift.errors import (
+    AnnotationError,
+    CheckpointError,
+    CohortError,
+    ConfigError,
+    DatasetError,
+    ManifestError,
+    MissingExtraError,
+    OutputError,
+    PatchFolderError,
+    RailsError,
+    ReportError,
+    SelectionError,
+    SlideReadError,
+    SlidesiftError,
+    StainError,
+    TrainingError,
+)
+from slidesift.evaluate import SlideOutcome, evaluate_slide, evaluate_slides
+from slidesift.io.annotations import (
+    mask_to_geojson,
+    read_asap_xml,
+    read_geojson,
+    read_mask,
+    read_truth,
+    write_geojson,
+)
+from slidesift.io.downsample import Downsample
+from slidesift.io.slide import Slide, Thumb, open_slide, read_thumb
+from slidesift.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
+from slidesift.metrics import Confusion, Scores, confusion, scores
+from slidesift.prepare import Prepared, prepare_tilesets
+from slidesift.rails import Rails, fit_rails
+from slidesift.report import build_report, read_cohort, write_report
+from slidesift.segment import (
+    NoTilesWarning,
+    OutOfDomainWarning,
+    SegmentResult,
+    SegmentSpec,
+    segment,
+)
+from slidesift.segment_outputs import OutputSpec, write_segmentation
+from slidesift.select import Selection, SelectionOnTestWarning, select_epoch
+from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
+from slidesift.sift_maps import SiftRun, sift_slide
+from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer, VahadaneNormalizer
+from slidesift.subsets import make_subsets
+from slidesift.tiles import GridSpec, TileGrid
+from slidesift.tileset import TileSet, TileSetSpec
+from slidesift.train import train
+from slidesift.train_spec import TrainSpec
+from slidesift.tumor_rails import rails_spread
 
 if TYPE_CHECKING:
-    from slidesift.ablate import AblationRow, ablate
-    from slidesift.augment import AugmentSpec
-    from slidesift.cache import ThumbCache
-    from slidesift.ceilings import Ceilings, ceilings
-    from slidesift.checkpoint import Checkpoint, load_checkpoint
-    from slidesift.cohort import CohortResult, run_cohort
-    from slidesift.dataset import build_tileset
-    from slidesift.errors import (
-        AnnotationError,
-        CheckpointError,
-        CohortError,
-        ConfigError,
-        DatasetError,
-        ManifestError,
-        MissingExtraError,
-        OutputError,
-        PatchFolderError,
-        RailsError,
-        ReportError,
-        SelectionError,
-        SlideReadError,
-        SlidesiftError,
-        StainError,
-        TrainingError,
-    )
-    from slidesift.evaluate import SlideOutcome, evaluate_slide, evaluate_slides
-    from slidesift.io.annotations import (
-        mask_to_geojson,
-        read_asap_xml,
-        read_geojson,
-        read_mask,
-        read_truth,
-        write_geojson,
-    )
-    from slidesift.io.downsample import Downsample
-    from slidesift.io.slide import Slide, Thumb, open_slide, read_thumb
-    from slidesift.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
-    from slidesift.metrics import Confusion, Scores, confusion, scores
     from slidesift.model import LightweightCNN
     from slidesift.phantom.cohort import CohortSpec, make_cohort
-    from slidesift.prepare import Prepared, prepare_tilesets
-    from slidesift.rails import Rails, fit_rails
-    from slidesift.report import build_report, read_cohort, write_report
-    from slidesift.segment import (
-        NoTilesWarning,
-        OutOfDomainWarning,
-        SegmentResult,
-        SegmentSpec,
-        segment,
-    )
-    from slidesift.segment_outputs import OutputSpec, write_segmentation
-    from slidesift.select import Selection, SelectionOnTestWarning, select_epoch
-    from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
-    from slidesift.sift_maps import SiftRun, sift_slide
-    from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer, VahadaneNormalizer
-    from slidesift.subsets import make_subsets
-    from slidesift.tiles import GridSpec, TileGrid
-    from slidesift.tileset import TileSet, TileSetSpec
-    from slidesift.train import train
-    from slidesift.train_spec import TrainSpec
-    from slidesift.tumor_rails import rails_spread
 
 __all__ = [
     "AblationRow",
@@ -171,96 +172,11 @@ __all__ = [
     "write_segmentation",
 ]
 
-#: Public name -> the module that defines it; imported on first use (PEP 562), so
-#: ``import slidesift`` (and the CLI) loads no pipeline module, torch, numba or OpenCV.
-_LAZY: dict[str, str] = {
-    "AblationRow": "slidesift.ablate",
-    "AnnotationError": "slidesift.errors",
-    "AugmentSpec": "slidesift.augment",
-    "Ceilings": "slidesift.ceilings",
-    "Checkpoint": "slidesift.checkpoint",
-    "CheckpointError": "slidesift.errors",
-    "CohortError": "slidesift.errors",
-    "CohortResult": "slidesift.cohort",
-    "CohortSpec": "slidesift.phantom.cohort",
-    "ConfigError": "slidesift.errors",
-    "Confusion": "slidesift.metrics",
-    "DatasetError": "slidesift.errors",
-    "Downsample": "slidesift.io.downsample",
-    "GridSpec": "slidesift.tiles",
+#: Names whose module needs an optional extra (torch) or compiles (numba): imported on first use.
+_LAZY = {
     "LightweightCNN": "slidesift.model",
-    "MacenkoNormalizer": "slidesift.stain",
-    "Manifest": "slidesift.manifest",
-    "ManifestEntry": "slidesift.manifest",
-    "ManifestError": "slidesift.errors",
-    "MissingExtraError": "slidesift.errors",
-    "NoTilesWarning": "slidesift.segment",
-    "OutOfDomainWarning": "slidesift.segment",
-    "OutputError": "slidesift.errors",
-    "OutputSpec": "slidesift.segment_outputs",
-    "PatchFolderError": "slidesift.errors",
-    "Prepared": "slidesift.prepare",
-    "Rails": "slidesift.rails",
-    "RailsError": "slidesift.errors",
-    "ReinhardNormalizer": "slidesift.stain",
-    "ReportError": "slidesift.errors",
-    "Scores": "slidesift.metrics",
-    "SegmentResult": "slidesift.segment",
-    "SegmentSpec": "slidesift.segment",
-    "Selection": "slidesift.select",
-    "SelectionError": "slidesift.errors",
-    "SelectionOnTestWarning": "slidesift.select",
-    "SiftResult": "slidesift.sift",
-    "SiftRun": "slidesift.sift_maps",
-    "SiftSpec": "slidesift.sift",
-    "Slide": "slidesift.io.slide",
-    "SlideOutcome": "slidesift.evaluate",
-    "SlideReadError": "slidesift.errors",
-    "SlidesiftError": "slidesift.errors",
-    "StainError": "slidesift.errors",
-    "Thumb": "slidesift.io.slide",
-    "ThumbCache": "slidesift.cache",
-    "TileGrid": "slidesift.tiles",
-    "TileSet": "slidesift.tileset",
-    "TileSetSpec": "slidesift.tileset",
-    "TileStats": "slidesift.sift",
-    "TrainSpec": "slidesift.train_spec",
-    "TrainingError": "slidesift.errors",
-    "VahadaneNormalizer": "slidesift.stain",
-    "ablate": "slidesift.ablate",
-    "build_report": "slidesift.report",
-    "build_tileset": "slidesift.dataset",
-    "ceilings": "slidesift.ceilings",
-    "confusion": "slidesift.metrics",
-    "evaluate_slide": "slidesift.evaluate",
-    "evaluate_slides": "slidesift.evaluate",
-    "fit_rails": "slidesift.rails",
-    "load_checkpoint": "slidesift.checkpoint",
+    "CohortSpec": "slidesift.phantom.cohort",
     "make_cohort": "slidesift.phantom.cohort",
-    "make_subsets": "slidesift.subsets",
-    "mask_to_geojson": "slidesift.io.annotations",
-    "measure_tiles": "slidesift.sift",
-    "open_slide": "slidesift.io.slide",
-    "prepare_tilesets": "slidesift.prepare",
-    "rails_spread": "slidesift.tumor_rails",
-    "read_asap_xml": "slidesift.io.annotations",
-    "read_cohort": "slidesift.report",
-    "read_geojson": "slidesift.io.annotations",
-    "read_manifest": "slidesift.manifest",
-    "read_mask": "slidesift.io.annotations",
-    "read_thumb": "slidesift.io.slide",
-    "read_truth": "slidesift.io.annotations",
-    "run_cohort": "slidesift.cohort",
-    "scores": "slidesift.metrics",
-    "segment": "slidesift.segment",
-    "select_epoch": "slidesift.select",
-    "sift": "slidesift.sift",
-    "sift_slide": "slidesift.sift_maps",
-    "train": "slidesift.train",
-    "write_geojson": "slidesift.io.annotations",
-    "write_manifest": "slidesift.manifest",
-    "write_report": "slidesift.report",
-    "write_segmentation": "slidesift.segment_outputs",
 }
 
 
