@@ -1,8 +1,8 @@
 """Print the README's "## Speed" table from the benchmarks' JSON files (``bench-results/*.json``).
 
 Every figure in the table comes from a JSON file that a benchmark wrote (``make bench``):
-``bench_sift``, ``bench_read``, ``bench_train``, ``bench_segment``, ``bench_cohort`` and
-``bench_phantom``.
+``bench_sift``, ``bench_read``, ``bench_train``, ``bench_segment``, ``bench_e2e``,
+``bench_cohort`` and ``bench_phantom``.
 A benchmark without a JSON file has no row. Each row names the CPU, core count and UTC date
 recorded in its JSON.
 
@@ -279,12 +279,27 @@ def cohort_rows(data: dict[str, Any]) -> Rows:
     return [[task, ours, ref]]
 
 
+def e2e_rows(data: dict[str, Any]) -> Rows:
+    """The row from ``bench_e2e.json``: ``slidesift segment`` timed from process start."""
+    torch = "imports torch" if data["torch_imported"] else "never imports torch"
+    return [
+        [
+            f"`slidesift segment CKPT SLIDE` from process start to exit, {data['longest']}-px "
+            f"thumbnail, T={data['tile']} (median of {data['runs']} fresh processes)",
+            f"{_num(data['segment_s'])} s (target {_num(data['target_s'])} s); {torch}",
+            f"the CLI alone (`slidesift --version`) {_num(data['cli_start_s'])} s; Python alone "
+            f"{_num(data['python_start_s'])} s",
+        ]
+    ]
+
+
 #: The benchmarks in table order: JSON stem -> its rows.
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], Rows]] = {
     "bench_sift": sift_rows,
     "bench_read": read_rows,
     "bench_train": train_rows,
     "bench_segment": segment_rows,
+    "bench_e2e": e2e_rows,
     "bench_cohort": cohort_rows,
     "bench_phantom": phantom_rows,
 }
