@@ -426,11 +426,16 @@ class DenseOnnx:
 
 
 def _pool2(maps: NDArray[np.float32]) -> NDArray[np.float32]:
-    """2x2 max-pooling (floor) of ``(C, H, W)`` maps."""
-    c, h, w = maps.shape
-    h2, w2 = h // 2, w // 2
-    view = maps[:, : 2 * h2, : 2 * w2].reshape(c, h2, 2, w2, 2)
-    return np.asarray(view.max(axis=(2, 4)), np.float32)
+    """2x2 max-pooling (floor) of ``(C, H, W)`` maps (elementwise maxima of the four strided
+    views: several times faster than a reduction over two strided axes)."""
+    h2, w2 = maps.shape[1] // 2, maps.shape[2] // 2
+    top = np.maximum(
+        maps[:, 0 : 2 * h2 : 2, 0 : 2 * w2 : 2], maps[:, 0 : 2 * h2 : 2, 1 : 2 * w2 : 2]
+    )
+    low = np.maximum(
+        maps[:, 1 : 2 * h2 : 2, 0 : 2 * w2 : 2], maps[:, 1 : 2 * h2 : 2, 1 : 2 * w2 : 2]
+    )
+    return np.maximum(top, low, out=top)
 
 
 def classify_tiles(
