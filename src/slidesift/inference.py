@@ -300,6 +300,8 @@ class DenseOnnx:
     maps
         Another runner of the conv trunk (an int8 or bf16 one, see
         :mod:`slidesift.backends`); default the fp32 ``maps`` graph in ONNX Runtime.
+    head
+        Another ONNX graph of BatchNorm 5 and the head (e.g. int8); default the fp32 ``head``.
     name
         What :attr:`name` reports; default ``onnx dense``.
     """
@@ -313,6 +315,7 @@ class DenseOnnx:
         block_px: int = 1600,
         threads: int | None = None,
         maps: MapsRunner | None = None,
+        head: str | os.PathLike[str] | None = None,
         name: str | None = None,
     ) -> None:
         self.tile = checkpoint.tile
@@ -329,7 +332,7 @@ class DenseOnnx:
 
             maps = fp32_maps
         self.run_maps: MapsRunner = maps
-        self.head = _session(export_onnx(checkpoint, part="head"), threads)
+        self.head = _session(Path(head or export_onnx(checkpoint, part="head")), threads)
         if name is not None:
             self.name = name
 
