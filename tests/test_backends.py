@@ -162,7 +162,8 @@ def test_probe_rejects_a_fast_backend_that_fails_a_gate_and_takes_a_fast_one_tha
     got = probe(checkpoint, cache_dir=tmp_path,
                 candidates={"bad": _memo("bad", True), "good": _memo("good", False)})  # fmt: skip
     bad, good, dense = got.verdicts["bad"], got.verdicts["good"], got.verdicts["dense"]
-    assert bad.tiles_per_s > dense.tiles_per_s and not bad.passed and bad.agreement < 0.5
+    assert bad.tiles_per_s > dense.tiles_per_s and not bad.passed
+    assert bad.agreement < 0.5 and bad.jaccard < JACCARD_GATE
     assert good.passed and good.agreement == 1.0 and good.jaccard == 1.0
     assert got.choice == "good" and got.tiles >= 50
 
