@@ -16,8 +16,13 @@ References in the same run, on the slide's kept tiles:
       most 2000 px) and every picture at full size, each serial (one thread) and parallel (a
       thread per core), interleaved; the mask is the slide's truth shifted 40 px, so the
       GeoJSON traces a real outline and the error map has all three colours.
+  (f) the dense backends of ``slidesift.backends`` in one run, interleaved round by round:
+      fp32 (``dense``), ``int8`` (``slidesift.quantize``) and ``bf16`` (torch), on the kept
+      tiles and on the full grid, with their speed-ups over fp32 (medians of the per-round
+      ratios, which cancel most of the load of a shared machine).
 (a), (b) and (c) are each the median of 5 runs of 256 tiles, run interleaved, in
-batches of 32; the segment stages, (d) and (e) are the median of 5 runs. The network's weights are
+batches of 32; the segment stages, (d), (e) and (f) are the median of 5 runs. ``segment`` runs
+with the probe off (fp32 dense), as before. The network's weights are
 random (speed does not depend on them); the rails are wide open so every tissue tile is
 classified, the worst case.
 
@@ -40,7 +45,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from _common import report
+from _common import machine_line, report
+from slidesift.backends import build_backend
 from slidesift.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from slidesift.inference import (
     _MAPS_END,
@@ -212,7 +218,7 @@ def main() -> None:
         cohort = make_cohort(CohortSpec(count=1, longest=(longest, longest), seed=4), root / "c")
         slide = next(iter(cohort)).slide
         ck = load_checkpoint(make_checkpoint(root))
-        classifiers = Classifiers(ck)
+        classifiers = Classifiers(ck, probe=False)  # fp32 dense: the stages as before
         spec = SegmentSpec()  # 80% overlap: stride 80, a multiple of 16 -> dense
         segment(slide, ck, spec, classifiers=classifiers)  # warm-up: export, JIT, sessions
         stage_runs: dict[str, list[float]] = collections.defaultdict(list)
@@ -267,6 +273,30 @@ def main() -> None:
             full_runs.append(time.perf_counter() - t0)
         full_s = statistics.median(full_runs)
 
+        # (f) fp32 vs int8 vs bf16, same run, interleaved
+        nets = {"fp32": dense_net, "int8": build_backend("int8", ck, cache_dir=root / "cache"),
+                "bf16": build_backend("bf16", ck)}  # fmt: skip
+        grids = {"kept": kept_xy, "full": all_xy}
+        backend_runs: dict[str, list[float]] = collections.defaultdict(list)
+        for net in nets.values():  # warm-up
+            for _ in net.classify(r.pixels, kept_xy[:64], r.grid.stride):
+                pass
+        for _ in range(RUNS):
+            for name, net in nets.items():
+                for where, xy in grids.items():
+                    t0 = time.perf_counter()
+                    for _ in net.classify(r.pixels, xy, r.grid.stride):
+                        pass
+                    backend_runs[f"{name} {where}"].append(time.perf_counter() - t0)
+        backend_s = {k: statistics.median(v) for k, v in backend_runs.items()}
+        speedup = {
+            f"{name} {where}": statistics.median(
+                a / b for a, b in zip(backend_runs[f"fp32 {where}"],
+                                      backend_runs[f"{name} {where}"], strict=True)
+            )
+            for name in nets for where in grids
+        }  # fmt: skip
+
     s = stages
     rate = f"median of {RUNS} x {SAMPLE} tiles"
     rows = [
@@ -289,6 +319,14 @@ def main() -> None:
          f"per tile, {n_all / full_s / per_tile_folded:.1f}x folded per tile"],
         *write_rows,
     ]  # fmt: skip
+    n_grid = {"kept": n_kept, "full": n_all}
+    for name in ("fp32", "int8", "bf16"):
+        for where in ("full", "kept"):
+            k = f"{name} {where}"
+            rows.append([f"(f) dense {name}, {'full grid' if where == 'full' else 'kept tiles'}",
+                         round(backend_s[k], 3),
+                         f"{n_grid[where] / backend_s[k]:.0f} tiles/s, {speedup[k]:.2f}x fp32 "
+                         f"(median of per-round ratios)"])  # fmt: skip
     report(
         "bench_segment",
         f"segment a {longest}-px phantom slide, T={T}, stride 80 (seconds, median of {RUNS} "
@@ -322,6 +360,10 @@ def main() -> None:
             "full_grid_runs_s": full_runs,
             "everything_but_classify_s": s["read"] + s["sift"] + s["assemble"] + s["write"],
             **write_figures,
+            "backend_s": backend_s,
+            "backend_runs_s": dict(backend_runs),
+            "backend_speedup_over_fp32": speedup,
+            "backend_cpu": machine_line(),
         },
     )
 

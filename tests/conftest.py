@@ -19,6 +19,12 @@ from slidesift.io.tiff import write_pyramidal_tiff
 from slidesift.phantom import he_like_image
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `inference="auto"` asks the backend probe (slidesift.backends) which dense backend to run on
+# this machine. The suite compares against the fp32 reference and must not write the probe's
+# answers to the user's cache, so probing is off here; tests of the probe pass probe=True and a
+# cache folder of their own.
+os.environ.setdefault("SLIDESIFT_PROBE", "0")
 SHARED_DATA = Path(os.environ.get("SLIDESIFT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -84,6 +84,18 @@ def test_segment_spec_defaults_are_valid() -> None:
     assert spec.inference == "auto" and spec.stride_for(400) == 80
 
 
+@pytest.mark.parametrize("mode", ["auto", "dense", "int8", "bf16", "tiles", "torch"])
+def test_segment_spec_takes_every_inference_mode(mode: str) -> None:
+    assert SegmentSpec(inference=mode).inference == mode  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["INT8", "fp16", "int4", "bfloat16", "", None, 8])
+def test_segment_spec_refuses_other_precisions_and_says_which_exist(mode: Any) -> None:
+    with pytest.raises(ConfigError, match="inference") as info:
+        SegmentSpec(inference=mode)
+    assert "'int8'" in str(info.value) and "'bf16'" in str(info.value)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"device": "tpu"}, {"workers": -1},

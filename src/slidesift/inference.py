@@ -22,7 +22,7 @@ import hashlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from slidesift.errors import CheckpointError, ConfigError, require
 __all__ = [
     "DENSE_STEP",
     "DenseOnnx",
+    "MapsRunner",
     "OnnxTiles",
     "TileClassifier",
     "dense_applies",
@@ -50,6 +51,10 @@ _MAPS_END = 18
 #: 16 j .. 16 j + 77.
 _MAPS_MARGIN = 62
 _PARITY_ATOL = 1e-4
+
+#: Runs the conv trunk: ``(1, H, W, 3)`` uint8 image -> ``(1, C5, H5, W5)`` float32 conv-5 maps
+#: (after ReLU, before pooling), as the exported ``maps`` graph.
+MapsRunner = Callable[[NDArray[np.uint8]], NDArray[np.float32]]
 
 
 class TileClassifier(Protocol):
@@ -299,20 +304,44 @@ class DenseOnnx:
         bound: about 128 x block_px^2 bytes for the first block's float32 activations).
     threads
         ONNX Runtime intra-op threads.
+    maps
+        Another runner of the conv trunk (an int8 or bf16 one, see
+        :mod:`slidesift.backends`); default the fp32 ``maps`` graph in ONNX Runtime.
+    head
+        Another ONNX graph of BatchNorm 5 and the head (e.g. int8); default the fp32 ``head``.
+    name
+        What :attr:`name` reports; default ``onnx dense``.
     """
 
     name = "onnx dense"
 
     def __init__(
-        self, checkpoint: Checkpoint, *, block_px: int = 1600, threads: int | None = None
+        self,
+        checkpoint: Checkpoint,
+        *,
+        block_px: int = 1600,
+        threads: int | None = None,
+        maps: MapsRunner | None = None,
+        head: str | os.PathLike[str] | None = None,
+        name: str | None = None,
     ) -> None:
         self.tile = checkpoint.tile
         #: conv-5 cells per tile side that the tile's pooling reads (2 x the pooled side)
         self.span = 2 * _side_after(self.tile, 5)
         #: conv-5 cells per region side
         self.cells = max(1, (block_px - _MAPS_MARGIN) // DENSE_STEP)
-        self.maps = _session(export_onnx(checkpoint, part="maps"), threads)
-        self.head = _session(export_onnx(checkpoint, part="head"), threads)
+        if maps is None:
+            session = _session(export_onnx(checkpoint, part="maps"), threads)
+
+            def fp32_maps(x: NDArray[np.uint8]) -> NDArray[np.float32]:
+                out: NDArray[np.float32] = session.run(None, {"x": x})[0]
+                return out
+
+            maps = fp32_maps
+        self.run_maps: MapsRunner = maps
+        self.head = _session(Path(head or export_onnx(checkpoint, part="head")), threads)
+        if name is not None:
+            self.name = name
 
     def conv5_maps(
         self, pixels: NDArray[np.uint8], needed: NDArray[np.bool_]
@@ -347,7 +376,7 @@ class DenseOnnx:
                 y0, x0 = ja * DENSE_STEP, ia * DENSE_STEP
                 region = pixels[y0 : j1 * DENSE_STEP + _MAPS_MARGIN,
                                 x0 : i1 * DENSE_STEP + _MAPS_MARGIN]  # fmt: skip
-                maps = self.maps.run(None, {"x": np.ascontiguousarray(region)[None]})[0][0]
+                maps = self.run_maps(np.ascontiguousarray(region)[None])[0]
                 if out is None:
                     out = np.zeros((maps.shape[0], h5, w5), np.float32)
                 out[:, ja:j1, ia:i1] = maps[:, : j1 - ja, : i1 - ia]
@@ -407,11 +436,16 @@ class DenseOnnx:
 
 
 def _pool2(maps: NDArray[np.float32]) -> NDArray[np.float32]:
-    """2x2 max-pooling (floor) of ``(C, H, W)`` maps."""
-    c, h, w = maps.shape
-    h2, w2 = h // 2, w // 2
-    view = maps[:, : 2 * h2, : 2 * w2].reshape(c, h2, 2, w2, 2)
-    return np.asarray(view.max(axis=(2, 4)), np.float32)
+    """2x2 max-pooling (floor) of ``(C, H, W)`` maps (elementwise maxima of the four strided
+    views: several times faster than a reduction over two strided axes)."""
+    h2, w2 = maps.shape[1] // 2, maps.shape[2] // 2
+    top = np.maximum(
+        maps[:, 0 : 2 * h2 : 2, 0 : 2 * w2 : 2], maps[:, 0 : 2 * h2 : 2, 1 : 2 * w2 : 2]
+    )
+    low = np.maximum(
+        maps[:, 1 : 2 * h2 : 2, 0 : 2 * w2 : 2], maps[:, 1 : 2 * h2 : 2, 1 : 2 * w2 : 2]
+    )
+    return np.maximum(top, low, out=top)
 
 
 def classify_tiles(

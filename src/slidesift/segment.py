@@ -6,7 +6,9 @@
 
 :func:`segment_pixels` is the pure core on a thumbnail's pixels; :func:`segment` reads the
 slide. Classification picks the dense shared-feature path whenever the stride is a multiple of
-16 (exact), else classifies tile by tile, and says which it used.
+16 (exact), else classifies tile by tile, and says which it used. On the CPU, ``auto`` runs the
+dense backend (fp32, int8 or bf16) that :func:`slidesift.backends.probe` found fastest among
+those that agree with fp32 on this machine.
 """
 
 from __future__ import annotations
@@ -24,15 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.assemble import Assembly, AssemblyMode, assemble, shrink, smooth
+from slidesift.backends import build_backend, probe, probing_enabled
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import ConfigError, NoTilesWarning, OutOfDomainWarning
-from slidesift.inference import (
-    DENSE_STEP,
-    DenseOnnx,
-    OnnxTiles,
-    classify_tiles,
-    dense_applies,
-)
+from slidesift.inference import DENSE_STEP, OnnxTiles, classify_tiles, dense_applies
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.sift import SiftResult, measure_tiles, sift
 from slidesift.tiles import TileGrid, stride_for_overlap
@@ -48,7 +45,9 @@ __all__ = [
     "segment_pixels",
 ]
 
-InferenceMode = Literal["auto", "dense", "tiles", "torch"]
+InferenceMode = Literal["auto", "dense", "int8", "bf16", "tiles", "torch"]
+#: Modes that classify through shared feature maps (a stride that is a multiple of 16).
+DENSE_MODES = ("dense", "int8", "bf16")
 
 
 #: Below this share of tissue tiles (tiles passing the background sift) admitted by the
@@ -80,8 +79,11 @@ class SegmentSpec:
     rails
         Sift by the checkpoint's rails (``False``: background only, the paper's ablation).
     inference
-        ``auto`` (CUDA torch when present, else dense ONNX Runtime where it applies, else per
-        tile), ``dense``, ``tiles`` (ONNX Runtime per tile) or ``torch``.
+        ``auto`` (CUDA torch when present, else where the dense path applies the dense backend
+        the probe chose for this machine and checkpoint, see :mod:`slidesift.backends`, else
+        ONNX Runtime per tile), ``dense`` (fp32 ONNX Runtime), ``int8`` (the int8 trunk and
+        head, :mod:`slidesift.quantize`), ``bf16`` (the trunk in bfloat16 through torch),
+        ``tiles`` (ONNX Runtime per tile) or ``torch``.
     batch
         Tiles per classifier call.
     """
@@ -131,23 +133,41 @@ class Classifiers:
 
     ``threads`` caps the ONNX Runtime sessions' and the tile measurement's threads (default:
     every core), so that several segmenting processes share a machine without oversubscribing.
+    ``probe``: whether ``auto`` asks :func:`slidesift.backends.probe` for the dense backend
+    (default: unless ``SLIDESIFT_PROBE=0``); ``cache_dir`` is where the probe's answer and the
+    int8 graphs are kept (default :func:`slidesift.cache.default_cache_dir`).
     """
 
     checkpoint: Checkpoint
     threads: int | None = None
+    probe: bool | None = None
+    cache_dir: Path | None = None
     _made: dict[str, Any] = field(default_factory=dict)
 
     def get(self, kind: str) -> Any:
-        """``dense``, ``tiles`` or ``torch`` (CUDA when present)."""
+        """``dense``, ``int8``, ``bf16``, ``tiles`` or ``torch`` (CUDA when present)."""
         if kind not in self._made:
-            if kind == "dense":
-                self._made[kind] = DenseOnnx(self.checkpoint, threads=self.threads)
+            if kind in DENSE_MODES:
+                self._made[kind] = build_backend(
+                    kind, self.checkpoint, threads=self.threads, cache_dir=self.cache_dir
+                )
             elif kind == "tiles":
                 self._made[kind] = OnnxTiles(self.checkpoint, threads=self.threads)
             else:
                 device = "cuda" if _cuda_available() else "cpu"
                 self._made[kind] = TorchTiles(self.checkpoint, device=device)
         return self._made[kind]
+
+    def dense_choice(self) -> str:
+        """The dense backend ``auto`` uses on the CPU: the probe's choice, or ``dense``."""
+        if "auto" not in self._made:
+            enabled = probing_enabled() if self.probe is None else self.probe
+            self._made["auto"] = (
+                probe(self.checkpoint, threads=self.threads, cache_dir=self.cache_dir).choice
+                if enabled
+                else "dense"
+            )
+        return str(self._made["auto"])
 
 
 @dataclass(frozen=True)
@@ -307,15 +327,15 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _pick(spec: SegmentSpec, stride: int) -> str:
+def _pick(spec: SegmentSpec, stride: int, classifiers: Classifiers) -> str:
     if spec.inference == "auto":
         if _cuda_available():
             return "torch"
-        return "dense" if dense_applies(stride) else "tiles"
-    if spec.inference == "dense" and not dense_applies(stride):
+        return classifiers.dense_choice() if dense_applies(stride) else "tiles"
+    if spec.inference in DENSE_MODES and not dense_applies(stride):
         raise ConfigError(
             "inference",
-            "dense",
+            spec.inference,
             f"a stride that is a multiple of 16 (it is {stride}); use --round-stride or 'tiles'",
         )
     return spec.inference
@@ -368,7 +388,7 @@ def segment_pixels(
     probs = np.zeros((*grid.grid_shape, len(classes)), np.float32)
     probs[..., 0] = 1.0
     flat = np.flatnonzero(to_classify.ravel())
-    kind = _pick(spec, stride)
+    kind = _pick(spec, stride, classifiers)
     classifier = classifiers.get(kind)
     xy = grid.th_xy()[flat]
     if flat.size == 0:
@@ -379,7 +399,7 @@ def segment_pixels(
             stacklevel=2,
         )
         batches: Any = iter(())
-    elif kind == "dense":
+    elif kind in DENSE_MODES:
         batches = classifier.classify(pixels, xy, stride)
     else:
         batches = classify_tiles(classifier, pixels, xy, t, batch=spec.batch)

@@ -154,10 +154,11 @@ def segment_options(f: F) -> F:
             click.option("--no-rails", is_flag=True, help="Sift by background only (ablation)."),
             click.option(
                 "--inference",
-                type=click.Choice(["auto", "dense", "tiles", "torch"]),
+                type=click.Choice(["auto", "dense", "int8", "bf16", "tiles", "torch"]),
                 default="auto",
                 show_default=True,
-                help="auto: CUDA torch, else dense ONNX where exact, else ONNX per tile.",
+                help="auto: CUDA torch, else the dense backend (fp32, int8, bf16) the probe "
+                "chose where exact, else ONNX per tile.",
             ),
         ]
     ):
