@@ -181,15 +181,15 @@ def machine_key(threads: int | None = None) -> dict[str, Any]:
         ``threads``, ``onnxruntime``, ``torch`` (``None`` without it), ``slidesift``,
         ``probe`` (:data:`PROBE_VERSION`).
     """
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnxruntime
 
     from slidesift._version import __version__
 
-    try:
-        import torch
-
-        torch_version: str | None = str(torch.__version__)
-    except ImportError:
+    try:  # the installed version, without importing torch (seconds) just to read it
+        torch_version: str | None = version("torch")
+    except PackageNotFoundError:
         torch_version = None
     cpu, isa = _cpu()
     cores = os.cpu_count() or 1
