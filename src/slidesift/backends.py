@@ -49,7 +49,7 @@ from slidesift.checkpoint import Checkpoint
 from slidesift.errors import ConfigError, require
 from slidesift.inference import DENSE_STEP, DenseOnnx, _digest
 from slidesift.io.atomic import atomic_write_text
-from slidesift.quantize import int8_dense, model_um_per_px
+from slidesift.quantize import int8_dense, phantom_thumbnails
 from slidesift.sift import measure_tiles, sift
 from slidesift.tiles import TileGrid, stride_for_overlap
 
@@ -85,7 +85,7 @@ SPEED_MARGIN = 1.05
 #: rails of a model trained on other slides may admit little phantom tissue).
 MIN_GATE_TILES = 50
 #: Bumped when the probe measures differently (part of the machine key).
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 _ISA = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 
 #: Builds a dense classifier: ``(checkpoint, threads, cache_dir) -> DenseOnnx``.
@@ -260,21 +260,12 @@ class Probe:
 
 
 def gate_thumbnails(checkpoint: Checkpoint) -> list[NDArray[np.uint8]]:
-    """The probe's phantom thumbnails, ``(max(4 T, 1024), max(5 T, 1280), 3)`` uint8 each."""
-    from slidesift.phantom import plan_slide, render_image
-
+    """The probe's phantom thumbnails, ``(max(4 T, 1024), max(5 T, 1280), 3)`` uint8 each:
+    :func:`slidesift.quantize.phantom_thumbnails` of :data:`GATE_SEEDS`, without artifacts,
+    rendered 3x finer and area-averaged down as a slide read at N (what the model sees)."""
     t = checkpoint.tile
     shape = (max(4 * t, 1024), max(5 * t, 1280))
-    out = []
-    for k, seed in enumerate(GATE_SEEDS):
-        paip = k % 2 == 0
-        layout = plan_slide(
-            shape, seed=seed, mpp=model_um_per_px(checkpoint),
-            regime="paip" if paip else "camelyon", subtype="glandular" if paip else "solid",
-            artifacts=0.0,
-        )  # fmt: skip
-        out.append(np.ascontiguousarray(render_image(layout)))
-    return out
+    return phantom_thumbnails(checkpoint, GATE_SEEDS, shape, artifacts=0.0, finer=3)
 
 
 @dataclass

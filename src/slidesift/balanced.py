@@ -2,14 +2,12 @@
 
 :func:`balanced_network` gives a trunk and a head that equal the network (in real arithmetic)
 but whose channels share one scale, so that one uint8 range per tensor fits them all;
-:func:`even_spread` evens the remaining spread out on calibration images;
 :func:`export_balanced` writes both to ONNX and checks them against the network. The int8
 graphs themselves are made in :mod:`slidesift.quantize`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +18,13 @@ from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError
 from slidesift.inference import _export, _session
 
-__all__ = ["balanced_network", "even_spread", "export_balanced", "rgbx"]
+__all__ = ["balanced_network", "export_balanced", "rgbx"]
 
-#: Largest factor :func:`even_spread` gives a channel.
-SPREAD_LIMIT = 100.0
 #: Largest difference of the balanced fp32 trunk and head from the network's probabilities.
 PARITY_ATOL = 1e-4
 
 
-def balanced_network(
-    checkpoint: Checkpoint, spread: Sequence[Any] | None = None
-) -> tuple[Any, Any]:
+def balanced_network(checkpoint: Checkpoint) -> tuple[Any, Any]:
     """The network as a trunk and a head whose activations int8 can hold.
 
     A BatchNorm after ReLU and pooling is ``a x + c`` per channel. Its gain ``|a|`` moves into
@@ -63,7 +57,7 @@ def balanced_network(
         w, bias = conv.weight.detach(), conv.bias.detach()
         bias = bias + (w * shift[None, :, None, None]).sum(dim=(1, 2, 3))
         w = w * scale[None, :, None, None]
-        gain = a.abs() * (spread[b] if spread is not None else 1.0)
+        gain = a.abs()  # into this convolution; the rest of a, a / gain, into the next
         w, bias = w * gain[:, None, None, None], bias * gain
         if b == 0:  # the fourth input channel: weights zero
             w = torch.cat([w, torch.zeros_like(w[:, :1])], dim=1)
@@ -71,7 +65,7 @@ def balanced_network(
         fused.weight = torch.nn.Parameter(w, requires_grad=False)
         fused.bias = torch.nn.Parameter(bias, requires_grad=False)
         layers += [fused, torch.nn.ReLU()] + ([features[4 * b + 2]] if b < 4 else [])
-        scale = torch.where(a < 0, -1.0, 1.0) / (spread[b] if spread is not None else 1.0)
+        scale = torch.where(gain > 0, a / gain.clamp_min(1e-30), 1.0)
         shift = (bn.bias - bn.running_mean * a).detach()
     body = torch.nn.Sequential(*layers).eval()
     sign, offset, dense = scale[None, :, None, None], shift[None, :, None, None], net.head.eval()
@@ -102,58 +96,7 @@ def rgbx(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.asarray(cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2RGBA), np.uint8)
 
 
-def even_spread(checkpoint: Checkpoint, images: list[NDArray[np.uint8]]) -> list[Any]:
-    """Per-channel factors that even out the balanced trunk's activation ranges.
-
-    Channel ``k`` of block ``b`` whose largest activation over the calibration images is
-    ``m_k`` (``M`` the largest of the block) is scaled by ``sqrt(M / m_k)`` (at most 100; 1 for
-    a channel never active): half way, in logarithms, between leaving the activations' spread
-    to the one per-tensor uint8 range and moving it all into the next convolution's weights,
-    whose int8 steps are per output channel over all of its inputs (the usual compromise of
-    cross-layer equalisation). On a learned model this halves the int8 error of blocks 2-5.
-
-    Parameters
-    ----------
-    images
-        ``(1, H, W, 4)`` uint8 calibration images.
-
-    Returns
-    -------
-    list
-        Five torch tensors ``(C_b,)``, for :func:`balanced_network`.
-    """
-    import torch
-
-    trunk, _ = balanced_network(checkpoint)
-    relus = [m for m in trunk.body if isinstance(m, torch.nn.ReLU)]
-    peaks: list[Any] = [torch.zeros(0)] * len(relus)
-
-    def keep(b: int) -> Any:
-        def hook(module: Any, inputs: Any, output: Any) -> None:
-            m = output.detach().amax(dim=(0, 2, 3))
-            peaks[b] = m if peaks[b].numel() == 0 else torch.maximum(peaks[b], m)
-
-        return hook
-
-    hooks = [r.register_forward_hook(keep(b)) for b, r in enumerate(relus)]
-    try:
-        with torch.no_grad():
-            for image in images:
-                trunk(torch.from_numpy(image))
-    finally:
-        for h in hooks:
-            h.remove()
-    return [
-        torch.where(m > 0, (m.max() / m.clamp_min(1e-12)).sqrt(), torch.ones_like(m)).clamp(
-            max=SPREAD_LIMIT
-        )
-        for m in peaks
-    ]
-
-
-def export_balanced(
-    checkpoint: Checkpoint, folder: Path, digest: str, spread: Sequence[Any] | None = None
-) -> tuple[Path, Path]:
+def export_balanced(checkpoint: Checkpoint, folder: Path, digest: str) -> tuple[Path, Path]:
     """Export the balanced fp32 trunk and head; check that together they are the network.
 
     They go to ``folder / "maps-rgbx.onnx"`` and ``folder / "head-balanced.onnx"``, stamped
@@ -167,7 +110,7 @@ def export_balanced(
     """
     import torch
 
-    trunk, head = balanced_network(checkpoint, spread)
+    trunk, head = balanced_network(checkpoint)
     t = checkpoint.tile
     g = torch.Generator().manual_seed(0)
     tiles = torch.randint(0, 256, (2, t, t, 3), dtype=torch.uint8, generator=g)
