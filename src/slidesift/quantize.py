@@ -72,7 +72,7 @@ from slidesift.balanced import export_balanced, rgbx
 from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, require
-from slidesift.inference import DenseOnnx, _digest, _session
+from slidesift.inference import DenseOnnx, _digest, _session, onnx_metadata
 
 __all__ = [
     "CALIBRATION_SEEDS",
@@ -243,19 +243,10 @@ def _correct_first_bias(model: Any, source: Any, mean: NDArray[np.float64]) -> N
 
 
 def _has(path: Path, digest: str) -> bool:
-    if not path.exists():
-        return False
-    try:  # the metadata only: a session without graph optimisation opens in milliseconds
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        meta = session.get_modelmeta().custom_metadata_map
-    except Exception:
-        return False
-    return bool(meta.get("slidesift_checkpoint") == digest and meta.get(_META_RECIPE) == RECIPE)
+    meta = onnx_metadata(path)
+    return meta is not None and (
+        meta.get("slidesift_checkpoint") == digest and meta.get(_META_RECIPE) == RECIPE
+    )
 
 
 def quantized(
