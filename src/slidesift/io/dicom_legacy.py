@@ -135,7 +135,7 @@ def frame_order(ds: Any) -> str:
     rows, cols = grid(ds)
     if ds.get("DimensionOrganizationType") == "TILED_FULL" or rows == 1 or cols == 1:
         return "row"
-    from pydicom.pixels import pixel_array
+    from pydicom.pixels.utils import pixel_array
 
     cache: dict[int, NDArray[np.int16]] = {}
 
