@@ -74,9 +74,7 @@ class DicomLevels:
         self.level_dimensions = tuple((int(lv.size.width), int(lv.size.height)) for lv in levels)
         self._numbers = tuple(int(lv.level) for lv in levels)  # wsidicom's log2 level numbers
         l0_w, l0_h = self.level_dimensions[0]
-        self.level_downsamples = tuple(
-            (l0_w / w + l0_h / h) / 2 for w, h in self.level_dimensions
-        )
+        self.level_downsamples = tuple((l0_w / w + l0_h / h) / 2 for w, h in self.level_dimensions)
         self.mpp = mpp
 
     def read_region(
@@ -141,6 +139,56 @@ def _header(path: Path) -> Any:
         raise SlideReadError(path, f"the DICOM header cannot be read ({exc})", _DAMAGED) from exc
 
 
+def _pixel_data_end(path: Path) -> tuple[int, int]:
+    """``(end, size)``: where the pixel data ends by its own lengths, and the file's size.
+
+    Walks the encapsulated items (8 bytes read per frame) or takes the native length, so a
+    file cut inside its frames is caught on opening: libjpeg decodes a cut frame without
+    complaint, grey where the data stopped. ``end`` is 0 for a file without pixel data.
+    """
+    import pydicom
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is None or not syntax.is_little_endian:
+            return 0, size
+        head = fh.read(12)
+        if head[:4] != b"\xe0\x7f\x10\x00":  # (7FE0,0010) Pixel Data
+            return 0, size
+        if syntax.is_implicit_VR:
+            length, pos = int.from_bytes(head[4:8], "little"), fh.tell() - 4
+        else:
+            length, pos = int.from_bytes(head[8:12], "little"), fh.tell()
+        if length != 0xFFFFFFFF:
+            return pos + length, size
+        while pos + 8 <= size:  # items (FFFE,E000), then the delimiter (FFFE,E0DD)
+            fh.seek(pos)
+            item = fh.read(8)
+            pos += 8
+            if item[:4] == b"\xfe\xff\xdd\xe0":
+                return pos, size
+            pos += int.from_bytes(item[4:8], "little")
+        return pos + 8, size  # no delimiter within the file
+
+
+def _check_complete(path: Path) -> None:
+    """Refuse an empty file, an unreadable header, or pixel data cut short."""
+    if path.stat().st_size == 0:
+        raise SlideReadError(path, "the file is empty", "re-export or re-download it")
+    try:
+        end, size = _pixel_data_end(path)
+    except Exception as exc:  # InvalidDicomError, EOFError, struct errors, ...
+        raise SlideReadError(path, f"the DICOM header cannot be read ({exc})", _DAMAGED) from exc
+    if end > size:
+        raise SlideReadError(
+            path, f"the file is cut short: its pixel data ends at byte {end} of {size}", _DAMAGED
+        )
+
+
 def _open_wsi(path: Path, stream: io.BytesIO | None) -> Any:
     from wsidicom import WsiDicom
 
@@ -180,22 +228,32 @@ def open_dicom(path: Path) -> DicomLevels:
     require("wsidicom", "dicom", "reading DICOM whole-slide images")
     stream = None
     spacing_given = True
-    if not path.is_dir():
-        header = _header(path)
+    file = path
+    if path.is_dir():  # one instance in a folder is opened as that file (it may need fixing)
+        files = [p for p in sorted(path.iterdir()) if p.is_file() and _has_dicm(p)]
+        file = files[0] if len(files) == 1 else path
+        for instance in files:
+            _check_complete(instance)
+    else:
+        _check_complete(file)
+    if not file.is_dir():
+        header = _header(file)
+        if "SOPClassUID" not in header:
+            raise SlideReadError(file, "the DICOM header names no SOP class", _DAMAGED)
         if not is_vl_wsi(header):
-            modality = header.get("Modality", "") or "non-slide"
+            modality = header.get("Modality", "") or str(header.SOPClassUID)
             raise SlideReadError(
-                path,
+                file,
                 f"a DICOM {modality} image, not a whole-slide image (VL Whole Slide Microscopy)",
                 "pass a slide: a .dcm of SOP class 1.2.840.10008.5.1.4.1.1.77.1.6, or its folder",
             )
         if needs_normalising(header):
             spacing_given = pixel_spacing(header) is not None
-            stream = normalise(path)
+            stream = normalise(file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            wsi = _open_wsi(path, stream)
+            wsi = _open_wsi(file, stream)
     except Exception as exc:  # wsidicom raises its own errors and pydicom's
         what = "folder" if path.is_dir() else "file"
         raise SlideReadError(
@@ -216,4 +274,3 @@ def open_dicom(path: Path) -> DicomLevels:
         levels.close()
         raise
     return levels
-
