@@ -65,12 +65,6 @@ def test_tcga_two_level_jp2k_svs_reads_from_level_1(tcga_svs: Path) -> None:
         assert read_thumb(slide, longest=3000).level == 0
 
 
-def test_dicom_is_refused_with_a_hint(dicom_wsi: Path) -> None:
-    with pytest.raises(SlideReadError, match="DICOM") as err:
-        open_slide(dicom_wsi)
-    assert "convert" in str(err.value)
-
-
 def test_truncated_svs_is_a_clear_error(cmu1_svs: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.svs"
     broken.write_bytes(cmu1_svs.read_bytes()[:300_000])

@@ -15,6 +15,8 @@ from rich.table import Table
 from slidesift import __version__
 from slidesift.cache import default_cache_dir
 from slidesift.cli.options import output_console
+from slidesift.errors import SlidesiftError
+from slidesift.io.slide import open_slide
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def checks() -> list[Check]:
         _onnxruntime(),
         _optional("Dask", "distributed", "cohort", "cohort runs (slidesift evaluate)"),
         _optional("matplotlib", "matplotlib", "report", "report figures"),
+        _optional("wsidicom", "wsidicom", "dicom", "reading DICOM whole-slide images"),
         _cache(),
     ]
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -124,29 +127,50 @@ def checks() -> list[Check]:
     return found
 
 
+def slide_check(path: Path) -> Check:
+    """Which reader opens ``path`` (per level, as ``read_thumb`` would use them), or why not."""
+    try:
+        with open_slide(path) as slide:
+            readers = sorted({slide.reader_for(i) for i in range(slide.level_count)})
+            found = f"opened by {', '.join(readers)} ({slide.format}, {slide.level_count} level(s))"
+            return Check(f"slide {path.name}", found, True, "reading this slide")
+    except SlidesiftError as exc:
+        return Check(f"slide {path.name}", str(exc).splitlines()[0], False, "reading this slide")
+
+
 @click.command()
-def doctor() -> None:
-    """Report versions (OpenSlide, torch, ONNX Runtime, Dask), the GPU and the cache folder.
+@click.argument("slides", nargs=-1, type=click.Path(path_type=Path, exists=True))
+def doctor(slides: tuple[Path, ...]) -> None:
+    """Report versions (OpenSlide, wsidicom, torch, ONNX Runtime, Dask), GPU and cache folder.
 
     Exits 1 when something essential (OpenSlide) is missing; optional parts that are missing
-    are listed with the pip extra that brings them.
+    are listed with the pip extra that brings them. Each SLIDE given is opened, and the
+    reader that opened it (openslide, tifffile, wsidicom, memory) is shown, or why it failed
+    (then the exit code is 1).
 
     \b
-    Example:
+    Examples:
       slidesift doctor
+      slidesift doctor slide.svs scan.dcm
     """
     console = output_console()
     table = Table(title="slidesift doctor")
     for col in ("component", "found", "used for"):
         table.add_column(col)
     results = checks()
-    for c in results:
+    opened = [slide_check(p) for p in slides]
+    for c in results + opened:
         mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.essential else "[yellow]--[/]")
+        if c in opened and not c.ok:
+            mark = "[red]FAILED[/]"
         table.add_row(f"{mark} {c.component}", c.found, c.serves)
     console.print(table)
     broken = [c.component for c in results if c.essential and not c.ok]
     if broken:
         raise click.ClickException(f"not usable: {', '.join(broken)} missing")
+    unread = [c.component.removeprefix("slide ") for c in opened if not c.ok]
+    if unread:
+        raise click.ClickException(f"cannot read: {', '.join(unread)} (see the table)")
     missing = [c.component for c in results if not c.ok]
     if missing:
         console.print(f"ready; optional parts missing: {', '.join(missing)}")

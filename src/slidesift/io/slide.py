@@ -1,4 +1,4 @@
-"""Open any slide (OpenSlide formats, pyramidal or plain TIFF, PNG, JPEG) and read thumbnails.
+"""Open any slide (OpenSlide formats, TIFF, DICOM, PNG, JPEG) and read thumbnails.
 
 Pipeline position::
 
@@ -20,6 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import SlideReadError
+from slidesift.io.dicom_read import READER as DICOM_READER
+from slidesift.io.dicom_read import DicomLevels, is_dicom_folder, open_dicom
 from slidesift.io.downsample import Downsample
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
@@ -52,7 +54,8 @@ class Thumb:
         The slide's path, for messages and reports.
     reader
         What decoded the level: ``tifffile`` (its tiles, :mod:`slidesift.io.tiff_read`),
-        ``openslide`` or ``memory`` (plain images); ``None`` where not recorded (cached).
+        ``openslide``, ``wsidicom`` (DICOM) or ``memory`` (plain images); ``None`` where not
+        recorded (cached).
     """
 
     pixels: NDArray[np.uint8]
@@ -89,8 +92,8 @@ class Slide:
     path
         The file.
     format
-        OpenSlide's vendor name (``aperio``, ``generic-tiff``, ...) or ``image`` / ``tiff``
-        for plain rasters read without OpenSlide.
+        OpenSlide's vendor name (``aperio``, ``generic-tiff``, ...), ``dicom`` (read with
+        wsidicom), or ``image`` / ``tiff`` for plain rasters read without OpenSlide.
     level_dimensions
         ``(w, h)`` per pyramid level, level 0 first.
     level_downsamples
@@ -110,6 +113,7 @@ class Slide:
         osr: Any = None,
         pixels: NDArray[np.uint8] | None = None,
         tiles: TiffTiles | None = None,
+        dicom: DicomLevels | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
@@ -119,6 +123,7 @@ class Slide:
         self._osr = osr
         self._pixels = pixels
         self._tiles = tiles
+        self._dicom = dicom
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -145,7 +150,8 @@ class Slide:
         Returns
         -------
         str
-            ``tifffile``, ``openslide`` or ``memory`` (plain images, whatever ``reader``).
+            ``tifffile``, ``openslide``; ``memory`` (plain images) and ``wsidicom`` (DICOM)
+            whatever ``reader``.
 
         Raises
         ------
@@ -153,8 +159,8 @@ class Slide:
             ``tifffile`` forced on a level it cannot decode (the reason is given).
         """
         choice = reader_choice(reader)
-        if self._pixels is not None:
-            return "memory"
+        if self._pixels is not None or self._dicom is not None:
+            return "memory" if self._dicom is None else DICOM_READER
         if choice == "tifffile":
             why = (
                 self._tiles.why_not(level)
@@ -211,6 +217,8 @@ class Slide:
         levels with an integer downsample.
         """
         w, h = size
+        if self._dicom is not None:
+            return self._dicom.read_region(level, lv_xy, size)
         if self._pixels is None and self.reader_for(level, reader) == "tifffile":
             assert self._tiles is not None
             try:
@@ -266,6 +274,9 @@ class Slide:
         if self._tiles is not None:
             self._tiles.close()
             self._tiles = None
+        if self._dicom is not None:
+            self._dicom.close()
+            self._dicom = None
 
     def __enter__(self) -> Slide:
         return self
@@ -289,11 +300,11 @@ class Slide:
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise SlideReadError(path, "no such file", "check the path (and the manifest, if any)")
-    if path.is_dir():
+    if path.is_dir() and not is_dicom_folder(path):
         raise SlideReadError(
-            path, "is a directory", "pass the slide file itself (for MRXS, the .mrxs file)"
+            path, "is a directory", "pass the slide file (for MRXS the .mrxs; a DICOM folder)"
         )
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise SlideReadError(path, "the file is empty", "re-export or re-download it")
 
 
@@ -316,13 +327,14 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     """Open a whole-slide image or a plain image.
 
     Every format OpenSlide reads (Aperio SVS, generic pyramidal TIFF as in CAMELYON16,
-    Hamamatsu NDPI, MIRAX, Philips, Leica, Ventana, ...) goes through OpenSlide; plain
+    Hamamatsu NDPI, MIRAX, Philips, Leica, Ventana, ...) goes through OpenSlide; DICOM (a
+    ``.dcm`` or a folder of them) through wsidicom (the ``dicom`` extra); plain
     PNG/JPEG/BMP and non-tiled TIFFs are read into memory.
 
     Parameters
     ----------
     path
-        The slide file.
+        The slide file, or a folder of one DICOM slide's instances.
 
     Returns
     -------
@@ -338,16 +350,14 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
 
     p = Path(path)
     _check_file(p)
-    kind = _sniff(p)
+    kind = "dicom" if p.is_dir() else _sniff(p)
+    if kind == "dicom":
+        dicom = open_dicom(p)
+        dims, ds = dicom.level_dimensions, dicom.level_downsamples
+        return Slide(p, "dicom", dims, ds, dicom.mpp, dicom=dicom)
     vendor = openslide.OpenSlide.detect_format(str(p))
-    if vendor is not None and kind != "dicom":
+    if vendor is not None:
         return _open_openslide(p, vendor)
-    if kind == "dicom" or vendor == "dicom":
-        raise SlideReadError(
-            p,
-            "DICOM whole-slide images of this layout are not readable by OpenSlide",
-            "convert it to a pyramidal TIFF (e.g. with wsidicomizer or bfconvert), then retry",
-        )
     if kind in ("png", "jpeg", "tiff") or (kind == "unknown" and p.suffix.lower() == ".bmp"):
         if p.suffix.lower() not in _PLAIN_SUFFIXES and kind != "tiff":
             raise SlideReadError(
@@ -360,7 +370,7 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     raise SlideReadError(
         p,
         "not a format slidesift or OpenSlide can read",
-        "supported: SVS, TIFF (pyramidal or plain), NDPI, MRXS, SCN, BIF, VMS, PNG, JPEG",
+        "supported: SVS, TIFF (pyramidal or plain), NDPI, MRXS, SCN, BIF, VMS, DICOM, PNG, JPEG",
     )
 
 
