@@ -6,6 +6,7 @@
 - :func:`stop`: SIGTERM a process, SIGKILL it and what it started after a grace period.
 - :func:`tcp_cluster`: ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, stopped
   afterwards even on an error or an interrupt.
+- :func:`proc_sample`: a process's resident memory, open file descriptors and threads now.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SAMPLE_S", "STOP_S", "TreeSampler", "descendants", "log_tail", "stop", "tcp_cluster"]
+__all__ = [
+    "SAMPLE_S",
+    "STOP_S",
+    "TreeSampler",
+    "descendants",
+    "log_tail",
+    "proc_sample",
+    "stop",
+    "tcp_cluster",
+]
 
 #: How often the process tree is sampled, seconds.
 SAMPLE_S = 0.2
@@ -66,6 +76,30 @@ def _vm_hwm_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def proc_sample(pid: int) -> dict[str, int] | None:
+    """A process's resident memory now, its open file descriptors and threads (Linux ``/proc``).
+
+    Returns
+    -------
+    dict or None
+        ``rss_kib`` (``VmRSS``), ``fds`` (entries of ``/proc/<pid>/fd``) and ``threads``;
+        ``None`` when the process is gone (or not readable).
+    """
+    found: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "Threads"):
+                    found[key] = int(value.split()[0])
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, ValueError, IndexError):
+        return None
+    if len(found) != 2:
+        return None
+    return {"rss_kib": found["VmRSS"], "fds": fds, "threads": found["Threads"]}
 
 
 def _busy_cpu_s() -> float:

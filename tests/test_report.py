@@ -255,7 +255,7 @@ def test_slide_pictures_line_up_and_legends_keep_labels_with_swatches(fx: Fixtur
     assert re.search(r"\.key\{[^}]*white-space:nowrap", text)
     for label in ("prediction outline", "truth outline", "true positive", "false positive",
                   "false negative"):  # fmt: skip
-        key = f'<span class="key"><span class="swatch" style="[^"]*"></span>{label}</span>'
+        key = f'<span class="key"><span class="swatch sw-[-o0-9a-f]*"></span>{label}</span>'
         assert re.search(key, text), label
 
 

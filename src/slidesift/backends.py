@@ -47,7 +47,7 @@ from slidesift.assemble import assemble
 from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import ConfigError, require
-from slidesift.inference import DENSE_STEP, DenseOnnx, _digest
+from slidesift.inference import DENSE_STEP, DenseOnnx, _digest, _ort
 from slidesift.io.atomic import atomic_write_text
 from slidesift.quantize import int8_dense, phantom_thumbnails
 from slidesift.sift import measure_tiles, sift
@@ -183,9 +183,9 @@ def machine_key(threads: int | None = None) -> dict[str, Any]:
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    import onnxruntime
-
     from slidesift._version import __version__
+
+    onnxruntime = _ort()  # telemetry off
 
     try:  # the installed version, without importing torch (seconds) just to read it
         torch_version: str | None = version("torch")

@@ -67,8 +67,16 @@ class TileClassifier(Protocol):
         ...
 
 
-def _ort() -> Any:
-    require("onnxruntime", "infer", "CPU inference")
+#: Set (unless the user set it) before ONNX Runtime is first imported: its Linux wheels carry
+#: Microsoft's 1DS telemetry, which at import writes ``$TMPDIR/.ses`` (left behind by every
+#: process: every Dask worker of a cohort) and may try to send events; slidesift works offline.
+ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
+def _ort(purpose: str = "CPU inference") -> Any:
+    """``onnxruntime``, imported with its telemetry off (:data:`ORT_TELEMETRY_ENV`)."""
+    os.environ.setdefault(ORT_TELEMETRY_ENV, "1")  # before require(), which imports it
+    require("onnxruntime", "infer", purpose)
     import onnxruntime
 
     return onnxruntime

@@ -72,7 +72,7 @@ from slidesift.balanced import export_balanced, rgbx
 from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, require
-from slidesift.inference import DenseOnnx, _digest, _session, onnx_metadata
+from slidesift.inference import DenseOnnx, _digest, _ort, _session, onnx_metadata
 
 __all__ = [
     "CALIBRATION_SEEDS",
@@ -277,7 +277,7 @@ def quantized(
     # not cached: build them (needs torch and onnx; a cached run never imports torch)
     require("torch", "learn", "quantising the model")
     require("onnx", "infer", "quantising the model")
-    require("onnxruntime", "infer", "quantising the model")
+    _ort("quantising the model")  # imported with its telemetry off
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,

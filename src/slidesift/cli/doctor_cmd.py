@@ -70,6 +70,9 @@ def _torch() -> list[Check]:
 
 
 def _onnxruntime() -> Check:
+    from slidesift.inference import ORT_TELEMETRY_ENV
+
+    os.environ.setdefault(ORT_TELEMETRY_ENV, "1")  # before the first import: no telemetry
     version = _module_version("onnxruntime")
     if version is None:
         return Check("ONNX Runtime", "missing: pip install 'slidesift[infer]'", False,

@@ -45,7 +45,7 @@ from slidesift.report.inputs import (
     read_spread_file,
 )
 from slidesift.report.pictures import png_img
-from slidesift.report.slides import slide_article
+from slidesift.report.slides import legend_css, slide_article
 
 __all__ = [
     "MAX_IMAGE_PX",
@@ -268,7 +268,7 @@ def build_report(
         f"Made by slidesift {esc(__version__)}. Self-contained: every picture is embedded; "
         "no network access is needed."
     )
-    return page(title, " · ".join(meta), nav, "\n".join(sections), footer)
+    return page(title, " · ".join(meta), nav, "\n".join(sections), footer, css=legend_css())
 
 
 def write_report(

@@ -7,9 +7,12 @@ network (its Content-Security-Policy forbids both); :mod:`slidesift.report.pictu
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,7 @@ from slidesift.report.pictures import png_img
 
 __all__ = [
     "ablation_section",
+    "csp",
     "esc",
     "fmt_number",
     "metrics_section",
@@ -35,9 +39,19 @@ _LABELS = {"jaccard": "Jaccard", "dice": "Dice", "kept_tiles": "kept tiles",
            "empty_prediction": "empty prediction"}  # fmt: skip
 
 
+#: Characters shown as U+FFFD: UTF-16 surrogates (a JSON ``"\\ud800"``, or a file name that
+#: is not UTF-8, whose bytes Python keeps as surrogates) cannot be written as UTF-8; NUL and the
+#: other control characters HTML forbids (a browser shows NUL as U+FFFD anyway).
+_UNSHOWABLE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def esc(value: object) -> str:
-    """``str(value)`` escaped for HTML text and quoted attributes."""
-    return html.escape(str(value), quote=True)
+    """``str(value)`` escaped for HTML text and quoted attributes.
+
+    Surrogates and control characters but tab, newline, form feed and carriage return are
+    shown as U+FFFD.
+    """
+    return html.escape(_UNSHOWABLE.sub("\ufffd", str(value)), quote=True)
 
 
 def fmt_number(value: Any, digits: int = 3, *, count: bool = False) -> str:
@@ -204,10 +218,10 @@ def metrics_section(cohort: Cohort) -> str:
 def spread_section(rows: Sequence[RailsAtSize], plot: bytes, source: str) -> str:
     """Fig. 5 (lo, hi and spread against tile size) with its numbers."""
     body = "".join(
-        f"<tr><td>{r.tile}</td><td>{r.rails.n_tiles if r.rails else 0}</td>"
-        f"<td>{fmt_number(r.rails.lo) if r.rails else '–'}</td>"
-        f"<td>{fmt_number(r.rails.hi) if r.rails else '–'}</td>"
-        f"<td>{fmt_number(r.spread) if r.rails else '–'}</td></tr>"
+        f"<tr><td>{esc(r.tile)}</td><td>{esc(r.rails.n_tiles if r.rails else 0)}</td>"
+        f"<td>{esc(fmt_number(r.rails.lo) if r.rails else '–')}</td>"
+        f"<td>{esc(fmt_number(r.rails.hi) if r.rails else '–')}</td>"
+        f"<td>{esc(fmt_number(r.spread) if r.rails else '–')}</td></tr>"
         for r in sorted(rows, key=lambda r: r.tile)
     )
     return (
@@ -341,19 +355,50 @@ JS = """
 })();
 """
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+def _sha256(text: str) -> str:
+    """A CSP source for exactly this inline script or style: ``'sha256-<base64>'``."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def page(title: str, meta: str, nav: Sequence[tuple[str, str]], body: str, footer: str) -> str:
-    """The whole document: head (CSP, CSS), header with meta line and nav, sections, script."""
+def csp(css: str, js: str = JS) -> str:
+    """The page's Content-Security-Policy: nothing but its own style, its own script, data: images.
+
+    Only the one ``<style>`` and the one ``<script>`` the report writes run, by their hashes: an
+    injected script, event handler (``onerror=``), ``javascript:`` URL, ``style`` attribute or
+    ``<style>`` would not, and no request leaves the page (no fetch, font, frame, form, base
+    URL or non-``data:`` image). Trusted Types allow no HTML-from-string sink in the script.
+    """
+    return (
+        f"default-src 'none'; img-src data:; style-src {_sha256(css)}; "
+        f"script-src {_sha256(js)}; base-uri 'none'; form-action 'none'; "
+        "require-trusted-types-for 'script'; trusted-types 'none'"
+    )
+
+
+def page(
+    title: str,
+    meta: str,
+    nav: Sequence[tuple[str, str]],
+    body: str,
+    footer: str,
+    *,
+    css: str = "",
+) -> str:
+    """The whole document: head (CSP, CSS), header with meta line and nav, sections, script.
+
+    ``css`` is added after :data:`CSS` (rules the body needs, such as legend colours); the
+    style and the script are allowed by their hashes (:func:`csp`).
+    """
     links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in nav)
+    style = CSS + css
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(style)}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f'<meta name="generator" content="slidesift report"><title>{esc(title)}</title>'
-        f"<style>{CSS}</style></head>\n<body><header><h1>{esc(title)}</h1>"
+        f"<style>{style}</style></head>\n<body><header><h1>{esc(title)}</h1>"
         f'<p class="meta">{meta}</p><nav>{links}</nav></header>\n<main>{body}</main>\n'
         f"<footer>{footer}</footer><script>{JS}</script></body></html>\n"
     )

@@ -12,17 +12,43 @@ from slidesift.report.html import esc, fmt_number
 from slidesift.report.inputs import IMAGE_KINDS, SlideRecord
 from slidesift.report.pictures import embed_picture
 
-__all__ = ["legends", "slide_article"]
+__all__ = ["legend_css", "legends", "slide_article"]
 
 #: Why a slide has no picture of a kind, shown in the cell the picture would take.
 _ABSENT = {"errors": "No error map: this slide has no truth (or --outputs left errors out)."}
 
 
+def _swatch_class(rgb: tuple[int, int, int], outline: bool) -> str:
+    return ("sw-o-" if outline else "sw-") + "{:02x}{:02x}{:02x}".format(*rgb)
+
+
 def _key(rgb: tuple[int, int, int], label: str, outline: bool = False) -> str:
-    """A legend entry: a colour swatch and its label, kept on one line together."""
-    colour = "#{:02x}{:02x}{:02x}".format(*rgb)
-    style = f"border:3px solid {colour};background:#fff" if outline else f"background:{colour}"
-    return f'<span class="key"><span class="swatch" style="{style}"></span>{esc(label)}</span>'
+    """A legend entry: a colour swatch and its label, kept on one line together.
+
+    The colour is a class (:func:`legend_css`), not a ``style`` attribute: the page's CSP
+    allows its one stylesheet only.
+    """
+    cls = _swatch_class(rgb, outline)
+    return f'<span class="key"><span class="swatch {cls}"></span>{esc(label)}</span>'
+
+
+def _legend_colours() -> list[tuple[tuple[int, int, int], str, bool]]:
+    """The legend entries: colour, label, outline (the overlay's) or filled (the error map's)."""
+    from slidesift.io.outputs import FN, FP, OUTLINE, TP, TRUTH_OUTLINE
+
+    return [(OUTLINE, "prediction outline", True), (TRUTH_OUTLINE, "truth outline", True),
+            (TP, "true positive", False), (FP, "false positive", False),
+            (FN, "false negative", False)]  # fmt: skip
+
+
+def legend_css() -> str:
+    """The stylesheet rules of the legend swatches' colours."""
+    rules = []
+    for rgb, _, outline in _legend_colours():
+        colour = "#{:02x}{:02x}{:02x}".format(*rgb)
+        look = f"border:3px solid {colour};background:#fff" if outline else f"background:{colour}"
+        rules.append(f".{_swatch_class(rgb, outline)}{{{look}}}")
+    return "\n".join(rules) + "\n"
 
 
 def legends() -> tuple[str, str]:
