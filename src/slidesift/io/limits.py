@@ -7,14 +7,14 @@ refuses with the file, the claimed size, the limit and what to do; none is reach
 slides read as slidesift reads them (a pyramid level near the thumbnail size). Where a limit
 could bite a legitimate file it is an environment variable:
 
-==============================  =================  ==================================================
-variable                        default            what it bounds
-==============================  =================  ==================================================
-``SLIDESIFT_MAX_IMAGE_PIXELS``  200,000,000 px     a plain (non-pyramidal) PNG/JPEG/BMP/TIFF, read whole
-``SLIDESIFT_MAX_READ_PIXELS``   4,294,967,296 px   the pyramid level a thumbnail is area-averaged from
-``SLIDESIFT_MAX_ANNOTATION_MB`` 256 MB             a GeoJSON or ASAP XML file, parsed whole
-``SLIDESIFT_MAX_CHECKPOINT_MB`` 1024 MB            a safetensors file, read whole
-==============================  =================  ==================================================
+===============================  ================  =========================================
+variable                         default           what it bounds
+===============================  ================  =========================================
+``SLIDESIFT_MAX_IMAGE_PIXELS``   200,000,000 px    a plain PNG/JPEG/BMP/TIFF, decoded whole
+``SLIDESIFT_MAX_READ_PIXELS``    4,294,967,296 px  the level a thumbnail is averaged from
+``SLIDESIFT_MAX_ANNOTATION_MB``  256 MB            a GeoJSON or ASAP XML file, parsed whole
+``SLIDESIFT_MAX_CHECKPOINT_MB``  1024 MB           a safetensors file, read whole
+===============================  ================  =========================================
 
 Fixed limits (no legitimate file comes near them): a mask image may have at most
 :data:`MASK_SIDE_RATIO` times the slide's level-0 side; a safetensors header at most
@@ -105,8 +105,9 @@ def max_checkpoint_bytes() -> int:
 
 
 def megapixels(w: int, h: int) -> str:
-    """``"1000000 x 1000000 px (1e+06 MP)"``: a size as messages give it."""
-    return f"{w} x {h} px ({w * h / 1e6:.4g} MP)"
+    """``"1000000 x 1000000 px (1,000,000 MP)"``: a size as messages give it."""
+    mp = w * h / 1e6
+    return f"{w} x {h} px ({mp:,.0f} MP)" if mp >= 10 else f"{w} x {h} px ({mp:.2g} MP)"
 
 
 def check_level_read(

@@ -84,7 +84,8 @@ def plain_image_size(p: Path, kind: str) -> tuple[int, int]:
                     "the file is probably truncated or corrupt",
                 ) from exc
     with _open_pil(p, kind) as im:
-        return im.size
+        w, h = im.size
+        return int(w), int(h)
 
 
 def rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
