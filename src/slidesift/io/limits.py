@@ -50,8 +50,8 @@ READ_PIXELS_ENV = "SLIDESIFT_MAX_READ_PIXELS"
 ANNOTATION_MB_ENV = "SLIDESIFT_MAX_ANNOTATION_MB"
 CHECKPOINT_MB_ENV = "SLIDESIFT_MAX_CHECKPOINT_MB"
 
-#: A plain image is decoded whole (PIL holds RGB as 4 bytes a px, numpy copies it as 3):
-#: 200 MP peaks near 1.5 GB.
+#: A plain image is decoded whole (PIL holds RGB as 4 bytes a px, numpy takes 3 more, the
+#: thumbnail's bands the rest): a 196 MP PNG read to a 6000-px thumbnail peaked at 1.98 GB.
 _IMAGE_PIXELS = 200_000_000
 #: 65536 x 65536 px: CAMELYON16's level 2 (1.4 Gpx) fits, a single-level 100k-px TIFF does not.
 #: Levels are read band by band, so this bounds time (minutes), not memory.

@@ -55,7 +55,7 @@ def check_image_size(p: Path, size: tuple[int, int]) -> None:
         raise SlideReadError(
             p,
             f"its header claims {megapixels(w, h)}, over the {cap:,} px a plain "
-            "(non-pyramidal) image may have: it would be decoded whole (about 8 bytes a px)",
+            "(non-pyramidal) image may have: it would be decoded whole (about 10 bytes a px)",
             "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid), or, "
             f"if it is genuine and memory allows, raise {IMAGE_PIXELS_ENV}",
         )
