@@ -131,13 +131,17 @@ def _tags(entries: list[tuple[int, int, int, int]]) -> bytes:
     return out
 
 
-def write_tiled_tiff(path: Path, sizes: list[tuple[int, int]], tile: int = 1024) -> Path:
+def write_tiled_tiff(
+    path: Path, sizes: list[tuple[int, int]], tile: int = 1024, data: bytes | None = None
+) -> Path:
     """A tiled RGB TIFF with one IFD per ``(w, h)`` in ``sizes``: every tile the same white one.
 
-    The file holds one deflated tile and per level its offset and byte count repeated for
-    every grid position, so it claims ``sizes`` in a few MB; OpenSlide reads it as generic TIFF.
+    The file holds one deflated tile (``data``, when given, instead) and per level its offset
+    and byte count repeated for every grid position, so it claims ``sizes`` in a few MB;
+    OpenSlide reads it as generic TIFF.
     """
-    data = zlib.compress(np.full((tile, tile, 3), 255, np.uint8).tobytes(), 9)
+    if data is None:
+        data = zlib.compress(np.full((tile, tile, 3), 255, np.uint8).tobytes(), 9)
     blob = bytearray(b"II*\x00\x00\x00\x00\x00")
     blob += struct.pack("<HHH", 8, 8, 8)
     bps, tile_at = 8, 14
@@ -153,8 +157,10 @@ def write_tiled_tiff(path: Path, sizes: list[tuple[int, int]], tile: int = 1024)
         ifd_at = len(blob)
         blob[next_link : next_link + 4] = struct.pack("<I", ifd_at)
         tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, bps), (259, 3, 1, 8),
-                (262, 3, 1, 2), (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile),
-                (323, 3, 1, tile), (324, 4, n, offs_at), (325, 4, n, counts_at)]  # fmt: skip
+                (262, 3, 1, 2), (277, 3, 1, 3), (284, 3, 1, 1), (322, 4, 1, tile),
+                (323, 4, 1, tile), (324, 4, n, offs_at), (325, 4, n, counts_at)]  # fmt: skip
+        if n == 1:  # one value is stored in the entry itself, not pointed to
+            tags[-2:] = [(324, 4, 1, tile_at), (325, 4, 1, len(data))]
         if i:
             tags.append((254, 4, 1, 1))  # NewSubfileType: reduced resolution (a pyramid level)
         blob += _tags(tags)
@@ -244,6 +250,18 @@ def test_tiled_tiff_of_a_million_px_square_is_refused_before_its_level_is_read(
     assert_refused(
         out, "SlideReadError", "huge.tif", "1000000 x 1000000 px", "4,294,967,296",
         "SLIDESIFT_MAX_READ_PIXELS", "pyramid",
+    )  # fmt: skip
+
+
+def test_tiff_of_one_giant_tile_is_refused_before_the_tile_is_decoded(tmp_path: Path) -> None:
+    """65536 x 65536 px in one tile: within the read limit, but OpenSlide would take 16 GiB."""
+    short = zlib.compress(b"\xff" * 2**20)  # the tile's stream is cut short: only the header counts
+    bomb = write_tiled_tiff(tmp_path / "onetile.tif", [(65536, 65536)], tile=65536, data=short)
+    body = "from slidesift.io.slide import open_slide\nresult = open_slide(args[0]).dimensions"
+    out = run_child(body, bomb)
+    assert_refused(
+        out, "SlideReadError", "onetile.tif", "tiles of 65536 x 65536 px", "200,000,000",
+        "SLIDESIFT_MAX_IMAGE_PIXELS",
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ Fixed limits (no legitimate file comes near them): a mask image may have at most
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from slidesift.errors import AnnotationError, ConfigError, SlideReadError
@@ -37,6 +38,7 @@ __all__ = [
     "SAFETENSORS_HEADER_MAX",
     "check_annotation_size",
     "check_level_read",
+    "check_tile_sizes",
     "limit",
     "max_annotation_bytes",
     "max_checkpoint_bytes",
@@ -162,3 +164,33 @@ def check_annotation_size(path: Path) -> None:
             "check that this is the slide's annotation export (QuPath GeoJSON of a slide is "
             f"rarely over 100 MB); if it is genuine and memory allows, raise {ANNOTATION_MB_ENV}",
         )
+
+
+def check_tile_sizes(path: Path, props: Mapping[str, str], levels: int) -> None:
+    """Refuse a slide whose tiles (OpenSlide's ``openslide.level[N].tile-*``) are too large.
+
+    A tile is decoded in one piece (OpenSlide: 4 bytes a px), so a TIFF claiming one
+    65536 x 65536 px tile would allocate 16 GiB for the first read; the limit is the plain
+    image's, ``SLIDESIFT_MAX_IMAGE_PIXELS``. Called before any pixel is read.
+
+    Raises
+    ------
+    SlideReadError
+        Naming the level, the tile size, the limit and what to do.
+    """
+    cap = max_image_pixels()
+    for level in range(levels):
+        try:
+            tw = int(props[f"openslide.level[{level}].tile-width"])
+            th = int(props[f"openslide.level[{level}].tile-height"])
+        except (KeyError, ValueError):
+            continue
+        if tw * th > cap:
+            raise SlideReadError(
+                path,
+                f"level {level} claims tiles of {megapixels(tw, th)}, each decoded in one piece; "
+                f"over the {cap:,} px one piece may have",
+                "re-export the slide with ordinary tiles (e.g. vips tiffsave --tile "
+                f"--tile-width 512 --tile-height 512 --pyramid), or, if it is genuine and memory "
+                f"allows, raise {IMAGE_PIXELS_ENV}",
+            )

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import SlideReadError
 from slidesift.io.downsample import Downsample
-from slidesift.io.limits import check_level_read
+from slidesift.io.limits import check_level_read, check_tile_sizes
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
@@ -377,6 +377,11 @@ def _open_openslide(p: Path, vendor: str) -> Slide:
             "the file is probably truncated or corrupt; re-export or re-download it",
         ) from exc
     props = osr.properties
+    try:
+        check_tile_sizes(p, props, int(osr.level_count))  # before the first tile is decoded
+    except SlideReadError:
+        osr.close()
+        raise
     mpp: tuple[float, float] | None = None
     try:
         mx = float(props["openslide.mpp-x"])
