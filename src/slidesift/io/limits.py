@@ -11,6 +11,7 @@ could bite a legitimate file it is an environment variable:
 variable                         default           what it bounds
 ===============================  ================  =========================================
 ``SLIDESIFT_MAX_IMAGE_PIXELS``   200,000,000 px    a plain PNG/JPEG/BMP/TIFF, decoded whole
+                                                   (and one tile of a slide)
 ``SLIDESIFT_MAX_READ_PIXELS``    4,294,967,296 px  the level a thumbnail is averaged from
 ``SLIDESIFT_MAX_ANNOTATION_MB``  256 MB            a GeoJSON or ASAP XML file, parsed whole
 ``SLIDESIFT_MAX_CHECKPOINT_MB``  1024 MB           a safetensors file, read whole
