@@ -431,6 +431,7 @@ def test_a_real_safetensors_file_still_reads(tmp_path: Path) -> None:
         ("tumor.xml", b"<ASAP_Annotations><Annotations>",
          "from slidesift.io.asap import parse_asap_xml\nresult = parse_asap_xml(args[0])"),
     ],
+    ids=["geojson", "asap-xml"],
 )  # fmt: skip
 def test_gigabyte_annotation_is_refused_by_its_size(
     tmp_path: Path, name: str, head: bytes, body: str
