@@ -21,6 +21,7 @@ from typing import Any
 from slidesift.errors import CheckpointError, require
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.io.downsample import Downsample
+from slidesift.io.limits import CHECKPOINT_MB_ENV, SAFETENSORS_HEADER_MAX, max_checkpoint_bytes
 from slidesift.io.sniff import SLIDE_KINDS, a_kind, file_kind
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
@@ -65,6 +66,11 @@ def read_safetensors(
     ``framework="numpy"`` (default) returns numpy arrays and needs no torch, so segmenting with
     ONNX Runtime does not pay torch's import; ``"torch"`` returns torch tensors (resuming a
     training run).
+
+    What the file claims is checked against its size (``stat``) before anything is read beyond
+    the 8-byte header length: the file within ``SLIDESIFT_MAX_CHECKPOINT_MB``, the header within
+    the file and :data:`~slidesift.io.limits.SAFETENSORS_HEADER_MAX`, the tensors' offsets
+    within the bytes after the header.
     """
     p = Path(path)
     kind = file_kind(p)
@@ -74,33 +80,39 @@ def read_safetensors(
             f"this is {a_kind(kind)}, not a slidesift checkpoint",
             "give an epoch_NNN.safetensors file that `slidesift train --out RUN` writes in RUN",
         )
+    size = _checked_size(p)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if header_len > size - 8:
+                raise CheckpointError(
+                    p, f"the header claims {header_len} bytes but the file has {size}: truncated"
+                )
+            if header_len > SAFETENSORS_HEADER_MAX:
+                raise CheckpointError(
+                    p,
+                    f"the header claims {header_len:,} bytes, over the "
+                    f"{SAFETENSORS_HEADER_MAX:,} a safetensors header may have",
+                    "this is no checkpoint slidesift wrote; give an epoch_NNN.safetensors file",
+                )
+            head = fh.read(header_len)
+            header = _parse_header(p, head)
+            have = size - 8 - header_len
+            ends = [
+                int(v["data_offsets"][1])
+                for k, v in header.items()
+                if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+            ]
+            if ends and max(ends) > have:
+                raise CheckpointError(
+                    p,
+                    f"its tensors need {max(ends)} bytes but only {have} follow the header: "
+                    "truncated",
+                )
+            fh.seek(0)
+            raw = fh.read()  # the whole file, now that its claims fit its size
     except OSError as exc:
         raise CheckpointError(p, exc.strerror or str(exc)) from exc
-    if len(raw) < 8:
-        raise CheckpointError(p, f"the file has {len(raw)} bytes; it is empty or truncated")
-    header_len = int.from_bytes(raw[:8], "little")
-    if header_len > len(raw) - 8:
-        raise CheckpointError(
-            p, f"the header claims {header_len} bytes but the file has {len(raw)}: truncated"
-        )
-    try:
-        header = json.loads(raw[8 : 8 + header_len])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(p, "not a readable safetensors file (its header is not a mapping)")
-    ends = [
-        int(v["data_offsets"][1])
-        for k, v in header.items()
-        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
-    ]
-    have = len(raw) - 8 - header_len
-    if ends and max(ends) > have:
-        raise CheckpointError(
-            p, f"its tensors need {max(ends)} bytes but only {have} follow the header: truncated"
-        )
     if framework == "torch":
         require("torch", "learn", "reading training state")
     require("safetensors", "learn", "reading checkpoints")
@@ -120,6 +132,37 @@ def read_safetensors(
         raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
     meta = header.get("__metadata__") or {}
     return tensors, {str(k): str(v) for k, v in meta.items()}
+
+
+def _checked_size(p: Path) -> int:
+    """The file's size in bytes, once it is known to be no shorter than 8 and within the limit."""
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(p, exc.strerror or str(exc)) from exc
+    if size < 8:
+        raise CheckpointError(p, f"the file has {size} bytes; it is empty or truncated")
+    cap = max_checkpoint_bytes()
+    if size > cap:
+        raise CheckpointError(
+            p,
+            f"the file has {size / 2**20:,.1f} MB, over the {cap // 2**20:,} MB a checkpoint "
+            "may have (it is read whole)",
+            "slidesift's checkpoints are a few MB: is this the right file? If it is genuine "
+            f"and memory allows, raise {CHECKPOINT_MB_ENV}",
+        )
+    return size
+
+
+def _parse_header(p: Path, head: bytes) -> dict[str, Any]:
+    """The safetensors JSON header as a mapping."""
+    try:
+        header = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(p, "not a readable safetensors file (its header is not a mapping)")
+    return header
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,12 @@ from slidesift.io.geojson import (
     read_geojson,
     write_geojson,
 )
+from slidesift.io.limits import MASK_SIDE_RATIO, megapixels
+from slidesift.io.plain_image import plain_image_size
 from slidesift.io.polygons import Polygon, rasterize
 from slidesift.io.resample import nearest_resample
 from slidesift.io.slide import Thumb, open_slide
+from slidesift.io.sniff import file_kind
 
 __all__ = [
     "EXCLUDE_GROUPS",
@@ -82,16 +85,30 @@ def read_mask(path: str | os.PathLike[str], thumb: Thumb, *, labels: bool = Fals
     Raises
     ------
     AnnotationError
-        Unreadable file, or an aspect ratio that does not match the slide's.
+        Unreadable file, an aspect ratio that does not match the slide's, or a header that
+        claims more than :data:`~slidesift.io.limits.MASK_SIDE_RATIO` times the slide's
+        level-0 width or height (refused before any pixel is decoded).
     """
     p = Path(path)
+    claimed = _header_size(p)
+    l0_w, l0_h = thumb.l0_size
+    if claimed is not None and (
+        claimed[0] > MASK_SIDE_RATIO * l0_w or claimed[1] > MASK_SIDE_RATIO * l0_h
+    ):
+        ratio = max(claimed[0] / l0_w, claimed[1] / l0_h)
+        raise AnnotationError(
+            p,
+            f"the mask claims {megapixels(*claimed)}, {ratio:.3g} times the slide's level 0 "
+            f"({l0_w} x {l0_h} px); a mask may be at most {MASK_SIDE_RATIO:g} times as wide "
+            "and as high",
+            "pass the mask that belongs to this slide, at level 0 or downsampled",
+        )
     try:
         mask_slide = open_slide(p)
     except SlideReadError as exc:
         raise AnnotationError(p, exc.reason, exc.hint) from exc
     with mask_slide:
         mw, mh = mask_slide.dimensions
-        l0_w, l0_h = thumb.l0_size
         sx, sy = l0_w / mw, l0_h / mh
         tolerance = 0.01 + 2.0 / min(mw, mh)
         if abs(sx - sy) / max(sx, sy) > tolerance:
@@ -109,6 +126,25 @@ def read_mask(path: str | os.PathLike[str], thumb: Thumb, *, labels: bool = Fals
     if labels:
         return np.ascontiguousarray(grid[..., 0])
     return np.asarray(grid.max(axis=2) > 0)
+
+
+def _header_size(p: Path) -> tuple[int, int] | None:
+    """``(w, h)`` of a mask image's level 0 from its header, nothing decoded.
+
+    ``None`` where the header cannot be read: :func:`open_slide` then says what is wrong.
+    """
+    import openslide
+
+    plain = {"image (PNG)": "png", "image (JPEG)": "jpeg", "slide (TIFF)": "tiff"}
+    try:
+        if openslide.OpenSlide.detect_format(str(p)) is not None:
+            with openslide.OpenSlide(str(p)) as osr:
+                w, h = osr.dimensions
+                return int(w), int(h)
+        kind = plain.get(file_kind(p))
+        return None if kind is None else plain_image_size(p, kind)
+    except (openslide.OpenSlideError, SlideReadError, OSError):
+        return None
 
 
 def read_truth(path: str | os.PathLike[str], thumb: Thumb, *, labels: bool = False) -> NDArray[Any]:

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import AnnotationError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.limits import check_annotation_size
 from slidesift.io.polygons import Polygon, rasterize
 from slidesift.io.slide import Thumb
 
@@ -59,12 +60,15 @@ def parse_asap_xml(
     Raises
     ------
     AnnotationError
-        Malformed XML, entity tricks (billion laughs, external entities), unknown groups.
+        Malformed XML, entity tricks (billion laughs, external entities), unknown groups, a
+        file over ``SLIDESIFT_MAX_ANNOTATION_MB`` (checked before it is read).
     """
     import defusedxml.ElementTree as DET
     from defusedxml import DefusedXmlException
 
     p = None if isinstance(source, bytes) else Path(source)
+    if p is not None:
+        check_annotation_size(p)
     try:
         root = DET.fromstring(source) if isinstance(source, bytes) else DET.parse(p).getroot()
     except DefusedXmlException as exc:

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from slidesift.errors import AnnotationError
 from slidesift.io.atomic import atomic_write_text
+from slidesift.io.limits import check_annotation_size
 from slidesift.io.polygons import Polygon, rasterize
 from slidesift.io.slide import Thumb
 
@@ -75,11 +76,13 @@ def parse_geojson(
     Raises
     ------
     AnnotationError
-        Invalid JSON, no polygons at all, unknown classification names.
+        Invalid JSON, no polygons at all, unknown classification names, a file over
+        ``SLIDESIFT_MAX_ANNOTATION_MB`` (checked before it is read).
     """
     p: Path | None = None
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
+        check_annotation_size(p)
         try:
             data: Any = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

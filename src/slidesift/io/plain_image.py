@@ -3,6 +3,10 @@
 :func:`slidesift.io.slide.open_slide` uses these when a file is not an OpenSlide format. Every
 raster becomes ``(H, W, 3)`` uint8 RGB (grey repeated, alpha composited on white, 16-bit
 shifted to 8); a damaged file is a :class:`~slidesift.errors.SlideReadError` that names it.
+
+The size in the header is checked before any pixel is decoded (:func:`check_image_size`): a
+small PNG can claim 100,000 x 100,000 px and inflate 1000:1. PIL's own bomb check is not the
+guard (other code may switch it off, and it would refuse before ``SLIDESIFT_MAX_IMAGE_PIXELS``).
 """
 
 from __future__ import annotations
@@ -16,18 +20,72 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.errors import SlideReadError
+from slidesift.io.limits import IMAGE_PIXELS_ENV, max_image_pixels, megapixels
 
-__all__ = ["read_plain_image", "rgba_to_rgb"]
+__all__ = ["check_image_size", "plain_image_size", "read_plain_image", "rgba_to_rgb"]
 
 #: Microns per pixel a scanned slide can plausibly have; resolution tags outside are ignored.
 _MPP_RANGE = (0.01, 20.0)
 
 
 def read_plain_image(p: Path, kind: str) -> tuple[NDArray[np.uint8], tuple[float, float] | None]:
-    """``(pixels (H, W, 3) uint8, mpp or None)`` of a plain image; ``kind`` ``tiff`` or other."""
+    """``(pixels (H, W, 3) uint8, mpp or None)`` of a plain image; ``kind`` ``tiff`` or other.
+
+    Raises
+    ------
+    SlideReadError
+        Undecodable, or larger than :func:`check_image_size` allows (refused from the header).
+    """
     if kind == "tiff":
         return _read_plain_tiff(p)
-    return _read_pil(p), None
+    return _read_pil(p, kind), None
+
+
+def check_image_size(p: Path, size: tuple[int, int]) -> None:
+    """Refuse a plain image of ``size = (w, h)`` px over ``SLIDESIFT_MAX_IMAGE_PIXELS``.
+
+    Raises
+    ------
+    SlideReadError
+        Naming the claimed size, the limit and what to do.
+    """
+    w, h = size
+    cap = max_image_pixels()
+    if w * h > cap:
+        raise SlideReadError(
+            p,
+            f"its header claims {megapixels(w, h)}, over the {cap:,} px a plain "
+            "(non-pyramidal) image may have: it would be decoded whole (about 10 bytes a px)",
+            "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid), or, "
+            f"if it is genuine and memory allows, raise {IMAGE_PIXELS_ENV}",
+        )
+
+
+def plain_image_size(p: Path, kind: str) -> tuple[int, int]:
+    """``(w, h)`` of a plain image from its header alone (nothing decoded).
+
+    Raises
+    ------
+    SlideReadError
+        The header cannot be read.
+    """
+    if kind == "tiff":
+        with _TifffileLog() as log:
+            try:
+                import tifffile
+
+                with tifffile.TiffFile(p) as tif:
+                    return _page_size(tif.pages.first)
+            except Exception as exc:  # tifffile raises many types for damaged files
+                why = "; ".join(log.heard) or str(exc)
+                raise SlideReadError(
+                    p,
+                    f"the TIFF cannot be decoded ({why})",
+                    "the file is probably truncated or corrupt",
+                ) from exc
+    with _open_pil(p, kind) as im:
+        w, h = im.size
+        return int(w), int(h)
 
 
 def rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -63,26 +121,42 @@ def _to_rgb(arr: NDArray[Any], p: Path) -> NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
-def _read_pil(p: Path) -> NDArray[np.uint8]:
+def _open_pil(p: Path, kind: str) -> Any:
+    """The file opened lazily (header only) by the PIL plugin for ``kind``.
+
+    The plugin class is called directly: ``Image.open`` would apply PIL's own decompression
+    bomb check, which :func:`check_image_size` replaces.
+    """
+    from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
+
+    plugin = {"png": PngImagePlugin.PngImageFile, "jpeg": JpegImagePlugin.JpegImageFile}.get(
+        kind, BmpImagePlugin.BmpImageFile
+    )
+    try:
+        return plugin(p)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SlideReadError(
+            p, f"the image cannot be decoded ({exc})", "the file is probably truncated or corrupt"
+        ) from exc
+
+
+def _read_pil(p: Path, kind: str) -> NDArray[np.uint8]:
     from PIL import Image
 
-    try:
-        with Image.open(p) as opened:
+    with _open_pil(p, kind) as opened:
+        check_image_size(p, opened.size)  # before a pixel is decoded
+        try:
             opened.load()
             im: Image.Image = opened
             if im.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "1"):
                 im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
             arr = np.asarray(im)
-    except Image.DecompressionBombError as exc:
-        raise SlideReadError(
-            p,
-            f"image too large for a plain image reader ({exc})",
-            "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)",
-        ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SlideReadError(
-            p, f"the image cannot be decoded ({exc})", "the file is probably truncated or corrupt"
-        ) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise SlideReadError(
+                p,
+                f"the image cannot be decoded ({exc})",
+                "the file is probably truncated or corrupt",
+            ) from exc
     return _to_rgb(arr, p)
 
 
@@ -116,8 +190,11 @@ def _read_plain_tiff(p: Path) -> tuple[NDArray[np.uint8], tuple[float, float] | 
     try:
         with _TifffileLog() as log, tifffile.TiffFile(p) as tif:
             page = tif.pages.first
+            check_image_size(p, _page_size(page))  # before a strip is decoded
             arr = page.asarray()
             mpp = _tiff_mpp(page)
+    except SlideReadError:
+        raise
     except Exception as exc:  # tifffile raises many types for damaged files
         why = "; ".join(log.heard) or str(exc)  # "0" (an IndexError) says less than the log
         raise SlideReadError(
@@ -126,6 +203,11 @@ def _read_plain_tiff(p: Path) -> tuple[NDArray[np.uint8], tuple[float, float] | 
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (separate) configuration
     return _to_rgb(arr, p), mpp
+
+
+def _page_size(page: Any) -> tuple[int, int]:
+    """``(w, h)`` a TIFF page decodes to (volumetric planes stacked down)."""
+    return int(page.imagewidth), int(page.imagelength) * max(1, int(page.imagedepth))
 
 
 def _tiff_mpp(page: Any) -> tuple[float, float] | None:

@@ -23,6 +23,7 @@ from slidesift.errors import SlideReadError
 from slidesift.io.dicom_read import READER as DICOM_READER
 from slidesift.io.dicom_read import DicomLevels, is_dicom_folder, open_dicom
 from slidesift.io.downsample import Downsample
+from slidesift.io.limits import check_level_read, check_tile_sizes
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
@@ -386,6 +387,11 @@ def _open_openslide(p: Path, vendor: str) -> Slide:
             "the file is probably truncated or corrupt; re-export or re-download it",
         ) from exc
     props = osr.properties
+    try:
+        check_tile_sizes(p, props, int(osr.level_count))  # before the first tile is decoded
+    except SlideReadError:
+        osr.close()
+        raise
     mpp: tuple[float, float] | None = None
     try:
         mx = float(props["openslide.mpp-x"])
@@ -453,6 +459,12 @@ def read_thumb(
     Thumb
         Pixels ``(H, W, 3)`` uint8 plus the exact level-0 scale factors.
 
+    Raises
+    ------
+    SlideReadError
+        The level to read exceeds ``SLIDESIFT_MAX_READ_PIXELS`` (no pyramid level near the
+        target; :func:`slidesift.io.limits.check_level_read`), or a tile is damaged.
+
     Notes
     -----
     The bands are the same whichever reader decodes them, so equal level pixels give equal
@@ -465,6 +477,7 @@ def read_thumb(
         if w >= dst_w and h >= dst_h:
             level = i
     lv_w, lv_h = slide.level_dimensions[level]
+    check_level_read(slide.path, level, (lv_w, lv_h), (dst_w, dst_h))
     n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     choice = reader_choice(reader)
     used = slide.reader_for(level, choice)

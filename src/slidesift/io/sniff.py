@@ -18,6 +18,9 @@ __all__ = ["SLIDE_KINDS", "a_kind", "file_kind"]
 #: Kinds :func:`file_kind` returns for files a slide reader may open.
 SLIDE_KINDS = frozenset({"slide (TIFF)", "image (PNG)", "image (JPEG)", "slide (DICOM)"})
 
+#: Larger files that start like JSON are called JSON without parsing them whole.
+_PARSE_MAX = 16 * 2**20
+
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "slide (TIFF)"),
     (b"MM\x00*", "slide (TIFF)"),
@@ -66,6 +69,8 @@ def file_kind(path: str | os.PathLike[str]) -> str:
         return "binary"
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
+        if p.stat().st_size > _PARSE_MAX:
+            return "JSON"  # named only; parsing a GeoJSON of a gigabyte would take gigabytes
         try:
             json.loads(p.read_text(encoding="utf-8"))
         except (ValueError, OSError):
