@@ -26,6 +26,7 @@ from slidesift.io.downsample import Downsample
 from slidesift.io.limits import check_level_read, check_tile_sizes
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
+from slidesift.io.sniff import image_format
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
@@ -309,21 +310,6 @@ def _check_file(path: Path) -> None:
         raise SlideReadError(path, "the file is empty", "re-export or re-download it")
 
 
-def _sniff(path: Path) -> str:
-    """The file's real type from its first bytes: png, jpeg, tiff, dicom or unknown."""
-    with path.open("rb") as fh:
-        head = fh.read(132)
-    if head.startswith(b"\x89PNG"):
-        return "png"
-    if head.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    return "unknown"
-
-
 def open_slide(path: str | os.PathLike[str]) -> Slide:
     """Open a whole-slide image or a plain image.
 
@@ -351,7 +337,7 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
 
     p = Path(path)
     _check_file(p)
-    kind = "dicom" if p.is_dir() else _sniff(p)
+    kind = "dicom" if p.is_dir() else image_format(p)
     if kind == "dicom":
         dicom = open_dicom(p)
         dims, ds = dicom.level_dimensions, dicom.level_downsamples

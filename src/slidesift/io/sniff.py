@@ -13,7 +13,7 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["SLIDE_KINDS", "a_kind", "file_kind"]
+__all__ = ["SLIDE_KINDS", "a_kind", "file_kind", "image_format"]
 
 #: Kinds :func:`file_kind` returns for files a slide reader may open.
 SLIDE_KINDS = frozenset({"slide (TIFF)", "image (PNG)", "image (JPEG)", "slide (DICOM)"})
@@ -111,3 +111,21 @@ def _looks_like_safetensors(head: bytes) -> bool:
         return False
     (n,) = struct.unpack("<Q", head[:8])
     return 2 <= n < 100_000_000 and head[8:10] in (b'{"', b"{ ", b"{}")
+
+
+def image_format(path: Path) -> str:
+    """The file's real image type from its first bytes: png, jpeg, tiff, dicom or unknown.
+
+    :func:`slidesift.io.slide.open_slide` picks its reader by this, not by the suffix.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    return "unknown"
