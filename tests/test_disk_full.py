@@ -1,0 +1,169 @@
+"""A full disk at every write of every job: a clear error, no half file, earlier files intact.
+
+Each job runs once cleanly into its folder, which records its writes in order (tests/faults.py
+counts them at their fsync). Then, for each ``k``, the same command runs again into a copy of
+that folder with the ``k``-th write failing half way with ENOSPC. The command must stop with
+:class:`~slidesift.errors.OutputError` (exit code 8, one message naming the file and the full
+disk, no traceback), leave no temporary file, leave every file complete, and leave the file it
+failed to write as it was before. In a cohort, a slide whose outputs fail is reported failed
+with the reason and the others finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import discriminative_checkpoint
+from faults import DiskFull, check_complete, check_folder, disk_full, snapshot  # noqa: F401
+from slidesift.cli.main import main
+from slidesift.errors import OutputError
+
+pytestmark = pytest.mark.learn
+pytest.importorskip("torch", reason="needs torch, the 'learn' extra")
+
+PREVIEW = ["--stride", "96", "--preview-px", "300"]
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    checkpoint: Path
+    manifest: Path
+    slide: Path
+    mask: Path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Two 1000-px phantom slides with truth, a T = 96 checkpoint and its ONNX files."""
+    from slidesift.phantom.cohort import CohortSpec, make_cohort
+
+    root = tmp_path_factory.mktemp("disk_full")
+    spec = CohortSpec(count=2, longest=(1000, 1100), mpp=1.0, subtypes=1, seed=2, artifacts=0.0)
+    make_cohort(spec, root / "cohort")
+    (root / "model").mkdir()
+    discriminative_checkpoint(96, root / "model")
+    manifest = root / "cohort" / "manifest.csv"
+    with manifest.open() as fh:
+        first = next(csv.DictReader(fh))
+    w = World(root, root / "model" / "t96.safetensors", manifest,
+              root / "cohort" / first["slide"], root / "cohort" / first["annotation"])  # fmt: skip
+    os.environ.setdefault("SLIDESIFT_CACHE", str(root / "cache"))
+    return w
+
+
+#: Job -> (its command line in a folder, the writes of a clean rerun into that folder).
+JOBS: dict[str, tuple[Callable[[World, Path], list[str]], int]] = {
+    "segment": (lambda w, d: ["segment", str(w.checkpoint), str(w.slide), "--truth", str(w.mask),
+                              "--out", str(d / "seg"), *PREVIEW], 8),
+    "evaluate": (lambda w, d: ["evaluate", str(w.checkpoint), str(w.manifest), "--out", str(d),
+                               "--workers", "0", "--force", *PREVIEW], 16),
+    "sift": (lambda w, d: ["sift", str(w.slide), "-N", "600", "-T", "96", "--truth", str(w.mask),
+                           "--out", str(d)], 5),
+    "rails": (lambda w, d: ["rails", "-s", str(w.slide), "-t", str(w.mask), "-N", "600",
+                            "-T", "96", "--out", str(d / "rails.json")], 1),
+    "report": (lambda w, d: ["report", str(d)], 1),
+}  # fmt: skip
+
+
+def cli(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, " ".join((out + err).split())  # rich wraps long lines
+
+
+@pytest.fixture(scope="module")
+def clean(world: World) -> dict[str, tuple[Path, list[Path]]]:
+    """Each job run cleanly twice in its own folder: the folder, the second run's writes."""
+    folders: dict[str, tuple[Path, list[Path]]] = {}
+    for job, (args, _) in JOBS.items():
+        folder = world.root / "clean" / job
+        if job == "report":  # the report of an evaluated cohort
+            shutil.copytree(folders["evaluate"][0], folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        writes: list[Path] = []
+        for _ in range(2):
+            fault = DiskFull()
+            real, os.fsync = os.fsync, fault
+            try:
+                assert main(args(world, folder)) == 0, job
+            finally:
+                os.fsync = real
+            writes = fault.writes
+        folders[job] = (folder, writes)
+    return folders
+
+
+def test_a_clean_rerun_writes_what_the_cases_expect(clean: dict[str, tuple[Path, list[Path]]]) -> None:
+    for job, (_, n) in JOBS.items():
+        folder, writes = clean[job]
+        assert len(writes) == n, (job, [str(p.relative_to(folder)) for p in writes])
+        assert all(p.is_relative_to(folder) for p in writes), job
+        check_folder(folder)
+
+
+CASES = [
+    pytest.param(job, k, id=f"{job}-{k}",
+                 marks=[pytest.mark.slow] if job == "evaluate" and 0 < k < 13 else [])
+    for job, (_, n) in JOBS.items() for k in range(n)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("job", "k"), CASES)
+def test_disk_full_at_each_write(
+    capsys: pytest.CaptureFixture[str],
+    disk_full: type,
+    world: World,
+    clean: dict[str, tuple[Path, list[Path]]],
+    tmp_path: Path,
+    job: str,
+    k: int,
+) -> None:
+    folder = tmp_path / job
+    shutil.copytree(clean[job][0], folder)
+    before = snapshot(folder)
+    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    code, text = cli(capsys, JOBS[job][0](world, folder))
+    failed = fault.failed
+    assert failed is not None and failed.is_relative_to(folder)
+    rel = failed.relative_to(folder).as_posix()
+    assert "Traceback" not in text
+    assert "disk is full" in text and str(failed) in text, text
+    slide_file = job == "evaluate" and "/" in rel
+    if slide_file:  # the cohort goes on: that slide failed, the other is scored
+        assert code == 0, text
+        rows = {r["slide"]: r for r in csv.DictReader((folder / "scores.csv").open())}
+        bad = rows[rel.split("/")[0]]
+        assert bad["status"] == "failed" and bad["error_type"] == "OutputError"
+        assert "disk is full" in bad["error"] and failed.name in bad["error"]
+        assert [r["status"] for r in rows.values()].count("ok") == 1
+        summary = json.loads((folder / "summary.json").read_text())
+        assert (summary["ok"], summary["failed"]) == (1, 1)
+        assert not (failed.parent / "outcome.json").exists()  # the slide is redone next time
+    else:
+        assert code == OutputError.exit_code, text
+    check_folder(folder)
+    after = snapshot(folder)
+    if rel.endswith("/outcome.json"):  # removed when the slide starts: it is redone next time
+        assert rel not in after
+    else:
+        assert after.get(rel) == before.get(rel), f"{rel} changed though its write failed"
+    rewritten = {p.relative_to(folder).as_posix() for p in fault.writes} - {rel}
+    for name, data in before.items():
+        if name not in rewritten and name not in (
+            "scores.csv", "summary.json", f"{rel.split('/')[0]}/outcome.json"
+        ):
+            assert after.get(name) == data, f"{name} of the earlier run changed"
+    # the next run, with room on the disk, completes the job
+    os.fsync = fault._fsync  # noqa: SLF001
+    assert main(JOBS[job][0](world, folder)) == 0
+    check_folder(folder)
