@@ -167,3 +167,94 @@ def test_disk_full_at_each_write(
     os.fsync = fault._fsync  # noqa: SLF001
     assert main(JOBS[job][0](world, folder)) == 0
     check_folder(folder)
+
+
+# --- files written beside the checkpoint and by the phantom maker -------------------------------
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_disk_full_while_caching_the_onnx_export(
+    capsys: pytest.CaptureFixture[str], disk_full: type, world: World, tmp_path: Path, k: int
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(world.checkpoint, model)
+    ck = model / world.checkpoint.name
+    args = ["segment", str(ck), str(world.slide), "--out", str(tmp_path / "seg"), *PREVIEW]
+    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    code, text = cli(capsys, args)
+    assert fault.failed is not None and fault.failed.suffix == ".onnx"
+    assert code == OutputError.exit_code and "disk is full" in text and str(fault.failed) in text
+    assert "Traceback" not in text
+    check_folder(model)
+    os.fsync = fault._fsync  # noqa: SLF001
+    assert main(args) == 0
+    check_folder(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", range(9))  # the 9 files of a 2-slide cohort
+def test_disk_full_while_making_a_phantom_cohort(
+    capsys: pytest.CaptureFixture[str], disk_full: type, tmp_path: Path, k: int
+) -> None:
+    """The slides and masks are pyramidal TIFFs written by tifffile through atomic_write."""
+    args = ["phantom", "--out", str(tmp_path / "c"), "-n", "2", "--size", "600-700", "--mpp", "1",
+            "--artifacts", "none", "--seed", "3"]  # fmt: skip
+    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    code, text = cli(capsys, args)
+    assert fault.failed is not None, len(fault.writes)
+    assert code == OutputError.exit_code, text
+    assert "disk is full" in text and str(fault.failed) in text and "Traceback" not in text
+    check_folder(tmp_path / "c")
+    os.fsync = fault._fsync  # noqa: SLF001
+    assert main(args) == 0
+    check_folder(tmp_path / "c")
+
+
+# --- training: every epoch's files; resuming afterwards gives the same bits ----------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Path]:
+    """The tiny tile set, a clean 2-epoch run and a clean 1-epoch run."""
+    from train_child import SPEC, tiles
+
+    from slidesift.train import train
+    from slidesift.train_spec import TrainSpec
+
+    root = tmp_path_factory.mktemp("train_full")
+    ts = tiles()
+    train(ts, root / "two", TrainSpec(**{**SPEC, "epochs": 2}))  # type: ignore[arg-type]
+    train(ts, root / "one", TrainSpec(**{**SPEC, "epochs": 1}))  # type: ignore[arg-type]
+    return ts, root / "two", root / "one"
+
+
+@pytest.mark.parametrize(
+    ("start", "k"),
+    [pytest.param(s, k, marks=[] if (s, k) in {("fresh", 2), ("resume", 3)} else
+                  [pytest.mark.slow]) for s, n in (("fresh", 5), ("resume", 5)) for k in range(n)],
+)  # fmt: skip
+def test_disk_full_while_training(
+    disk_full: type, runs: tuple[object, Path, Path], tmp_path: Path, start: str, k: int
+) -> None:
+    from train_child import SPEC, assert_same_run
+
+    from slidesift.train import train
+    from slidesift.train_spec import TrainSpec
+
+    ts, two, one = runs
+    out = tmp_path / "run"
+    if start == "resume":  # epoch 1 on disk; epoch 2's writes fail
+        shutil.copytree(one, out)
+    before = snapshot(out) if out.exists() else {}
+    spec = TrainSpec(**{**SPEC, "epochs": 2})  # type: ignore[arg-type]
+    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    with pytest.raises(OutputError, match="disk is full") as info:
+        train(ts, out, spec, resume=start == "resume")  # type: ignore[arg-type]
+    assert fault.failed is not None and info.value.path == fault.failed
+    check_folder(out)
+    rel = fault.failed.name
+    assert snapshot(out).get(rel) == before.get(rel)
+    os.fsync = fault._fsync  # noqa: SLF001
+    train(ts, out, spec, resume=True)  # type: ignore[arg-type]
+    assert_same_run(two, out, 2)

@@ -9,8 +9,6 @@ one go does.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import signal
 import subprocess
@@ -21,12 +19,12 @@ import pytest
 
 pytestmark = pytest.mark.learn
 torch = pytest.importorskip("torch", reason="needs torch, the 'learn' extra")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+pytest.importorskip("safetensors")
+
+from train_child import assert_same_run, log_rows
 
 CHILD = Path(__file__).with_name("train_child.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
-EPOCHS = 3
-TIMING = ("seconds", "tiles_per_second")
 
 
 def child(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,51 +51,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def tensors_and_meta(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
-    return tensors, meta
-
-
-def untimed(meta: dict[str, object]) -> dict[str, object]:
-    """Checkpoint or resume metadata without the wall-clock figures."""
-    doc = json.loads(str(meta.get("slidesift") or meta.get("slidesift-resume")))
-    for rec in [doc.get("metrics", {}), *doc.get("records", [])]:
-        for k in TIMING:
-            rec.pop(k, None)
-    return doc
-
-
-def log_rows(out: Path) -> list[dict[str, str]]:
-    with (out / "log.csv").open() as fh:
-        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(fh)]
-
-
-def assert_same_run(ref: Path, out: Path) -> None:
-    names = sorted(p.name for p in ref.iterdir())
-    assert sorted(p.name for p in out.iterdir()) == names  # no stale temporary file
-    assert names == sorted(
-        ["run.json", "tiles.csv", "log.csv", "resume.safetensors"]
-        + [f"epoch_{e:03d}.safetensors" for e in range(1, EPOCHS + 1)]
-    )
-    for name in names:
-        if not name.endswith(".safetensors"):
-            continue
-        a, meta_a = tensors_and_meta(ref / name)
-        b, meta_b = tensors_and_meta(out / name)
-        assert a.keys() == b.keys(), name
-        for k in a:
-            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (name, k)
-        assert untimed(meta_a) == untimed(meta_b), name
-    assert log_rows(ref) == log_rows(out)
-    assert [r["epoch"] for r in log_rows(out)] == [str(e) for e in range(1, EPOCHS + 1)]
-    assert json.loads((ref / "run.json").read_text()) == json.loads((out / "run.json").read_text())
-    assert (ref / "tiles.csv").read_bytes() == (out / "tiles.csv").read_bytes()
-
-
 def test_kill_mid_epoch_then_resume_is_bit_identical(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "cut"
     killed(child(out, "--kill", "batch:2:1"))  # weights moved twice in epoch 2, then SIGKILL
@@ -105,7 +58,7 @@ def test_kill_mid_epoch_then_resume_is_bit_identical(reference: Path, tmp_path: 
     assert not (out / "epoch_002.safetensors").exists()
     assert [r["epoch"] for r in log_rows(out)] == ["1"]
     ran(child(out, "--resume"))
-    assert_same_run(reference, out)
+    assert_same_run(reference, out, 3)
 
 
 @pytest.mark.slow
@@ -125,4 +78,4 @@ def test_kill_while_writing_an_epoch_then_resume_is_bit_identical(
     out = tmp_path / "cut"
     killed(child(out, "--kill", when))
     ran(child(out, "--resume"))
-    assert_same_run(reference, out)
+    assert_same_run(reference, out, 3)

@@ -1,4 +1,5 @@
-"""A training run in its own process that SIGKILLs itself at a chosen point (tests/test_kill.py).
+"""A training run in its own process that SIGKILLs itself at a chosen point (tests/test_kill.py),
+and the comparison of two run folders bit for bit (:func:`assert_same_run`).
 
 Usage: ``python train_child.py OUT [--resume] [--kill WHEN]``, ``WHEN`` one of
 
@@ -15,6 +16,8 @@ killer.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import signal
 import sys
@@ -36,6 +39,57 @@ def tiles() -> Any:
 
 
 SPEC = {"epochs": 3, "seed": 5, "workers": 0, "device": "cpu"}
+
+
+TIMING = ("seconds", "tiles_per_second")
+
+
+def tensors_and_meta(path: Path) -> tuple[dict[str, Any], dict[str, object]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    return tensors, meta
+
+
+def untimed(meta: dict[str, object]) -> dict[str, object]:
+    """Checkpoint or resume metadata without the wall-clock figures."""
+    doc = json.loads(str(meta.get("slidesift") or meta.get("slidesift-resume")))
+    for rec in [doc.get("metrics", {}), *doc.get("records", [])]:
+        for k in TIMING:
+            rec.pop(k, None)
+    return doc
+
+
+def log_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "log.csv").open() as fh:
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(fh)]
+
+
+def assert_same_run(ref: Path, out: Path, epochs: int) -> None:
+    """Two run folders hold the same files and bits (but for wall-clock times)."""
+    import torch
+
+    names = sorted(p.name for p in ref.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names  # no stale temporary file
+    assert names == sorted(
+        ["run.json", "tiles.csv", "log.csv", "resume.safetensors"]
+        + [f"epoch_{e:03d}.safetensors" for e in range(1, epochs + 1)]
+    )
+    for name in names:
+        if not name.endswith(".safetensors"):
+            continue
+        a, meta_a = tensors_and_meta(ref / name)
+        b, meta_b = tensors_and_meta(out / name)
+        assert a.keys() == b.keys(), name
+        for k in a:
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (name, k)
+        assert untimed(meta_a) == untimed(meta_b), name
+    assert log_rows(ref) == log_rows(out)
+    assert [r["epoch"] for r in log_rows(out)] == [str(e) for e in range(1, epochs + 1)]
+    assert json.loads((ref / "run.json").read_text()) == json.loads((out / "run.json").read_text())
+    assert (ref / "tiles.csv").read_bytes() == (out / "tiles.csv").read_bytes()
 
 
 def die() -> None:
