@@ -16,7 +16,6 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,21 +59,23 @@ class DiskFull:
         return self._fsync(fd)
 
 
-@pytest.fixture
-def disk_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[DiskFull]]:
-    """Install a :class:`DiskFull`: ``disk_full.arm(k)`` returns it, failing at write ``k``."""
-    if not Path("/proc/self/fd").is_dir():
-        pytest.skip("needs /proc/self/fd (Linux) to name the file being fsynced")
+class Disk:
+    """What the ``disk_full`` fixture gives a test: :meth:`arm` a fault, :meth:`heal` it."""
 
-    class Armed(DiskFull):
-        @classmethod
-        def arm(cls, fail_at: int | None = None, err: int = errno.ENOSPC) -> DiskFull:
-            fault = DiskFull(fail_at, err)
-            monkeypatch.setattr(os, "fsync", fault)
-            return fault
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
 
-    yield Armed
-    monkeypatch.undo()
+    def arm(self, fail_at: int | None = None, err: int = errno.ENOSPC) -> DiskFull:
+        """Replace ``os.fsync`` by a :class:`DiskFull` failing at write ``fail_at``."""
+        if not Path("/proc/self/fd").is_dir():
+            pytest.skip("needs /proc/self/fd (Linux) to name the file being fsynced")
+        fault = DiskFull(fail_at, err)
+        self._monkeypatch.setattr(os, "fsync", fault)
+        return fault
+
+    def heal(self) -> None:
+        """Room on the disk again: the real ``os.fsync``."""
+        self._monkeypatch.undo()
 
 
 # --- what a folder must look like after a failed write -----------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import discriminative_checkpoint
-from faults import DiskFull, check_complete, check_folder, disk_full, snapshot  # noqa: F401
+from faults import Disk, DiskFull, check_folder, snapshot
 from slidesift.cli.main import main
 from slidesift.errors import OutputError
 
@@ -31,6 +31,12 @@ pytestmark = pytest.mark.learn
 pytest.importorskip("torch", reason="needs torch, the 'learn' extra")
 
 PREVIEW = ["--stride", "96", "--preview-px", "300"]
+
+
+@pytest.fixture
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> Disk:
+    """``disk_full.arm(k)``: the ``k``-th atomic write fails half way with ENOSPC."""
+    return Disk(monkeypatch)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,9 @@ def clean(world: World) -> dict[str, tuple[Path, list[Path]]]:
     return folders
 
 
-def test_a_clean_rerun_writes_what_the_cases_expect(clean: dict[str, tuple[Path, list[Path]]]) -> None:
+def test_a_clean_rerun_writes_what_the_cases_expect(
+    clean: dict[str, tuple[Path, list[Path]]],
+) -> None:
     for job, (_, n) in JOBS.items():
         folder, writes = clean[job]
         assert len(writes) == n, (job, [str(p.relative_to(folder)) for p in writes])
@@ -121,7 +129,7 @@ CASES = [
 @pytest.mark.parametrize(("job", "k"), CASES)
 def test_disk_full_at_each_write(
     capsys: pytest.CaptureFixture[str],
-    disk_full: type,
+    disk_full: Disk,
     world: World,
     clean: dict[str, tuple[Path, list[Path]]],
     tmp_path: Path,
@@ -131,7 +139,7 @@ def test_disk_full_at_each_write(
     folder = tmp_path / job
     shutil.copytree(clean[job][0], folder)
     before = snapshot(folder)
-    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    fault = disk_full.arm(k)
     code, text = cli(capsys, JOBS[job][0](world, folder))
     failed = fault.failed
     assert failed is not None and failed.is_relative_to(folder)
@@ -160,11 +168,13 @@ def test_disk_full_at_each_write(
     rewritten = {p.relative_to(folder).as_posix() for p in fault.writes} - {rel}
     for name, data in before.items():
         if name not in rewritten and name not in (
-            "scores.csv", "summary.json", f"{rel.split('/')[0]}/outcome.json"
+            "scores.csv",
+            "summary.json",
+            f"{rel.split('/')[0]}/outcome.json",
         ):
             assert after.get(name) == data, f"{name} of the earlier run changed"
     # the next run, with room on the disk, completes the job
-    os.fsync = fault._fsync  # noqa: SLF001
+    disk_full.heal()
     assert main(JOBS[job][0](world, folder)) == 0
     check_folder(folder)
 
@@ -174,20 +184,20 @@ def test_disk_full_at_each_write(
 
 @pytest.mark.parametrize("k", [0, 1])
 def test_disk_full_while_caching_the_onnx_export(
-    capsys: pytest.CaptureFixture[str], disk_full: type, world: World, tmp_path: Path, k: int
+    capsys: pytest.CaptureFixture[str], disk_full: Disk, world: World, tmp_path: Path, k: int
 ) -> None:
     model = tmp_path / "model"
     model.mkdir()
     shutil.copy(world.checkpoint, model)
     ck = model / world.checkpoint.name
     args = ["segment", str(ck), str(world.slide), "--out", str(tmp_path / "seg"), *PREVIEW]
-    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    fault = disk_full.arm(k)
     code, text = cli(capsys, args)
     assert fault.failed is not None and fault.failed.suffix == ".onnx"
     assert code == OutputError.exit_code and "disk is full" in text and str(fault.failed) in text
     assert "Traceback" not in text
     check_folder(model)
-    os.fsync = fault._fsync  # noqa: SLF001
+    disk_full.heal()
     assert main(args) == 0
     check_folder(model)
 
@@ -195,18 +205,18 @@ def test_disk_full_while_caching_the_onnx_export(
 @pytest.mark.slow
 @pytest.mark.parametrize("k", range(9))  # the 9 files of a 2-slide cohort
 def test_disk_full_while_making_a_phantom_cohort(
-    capsys: pytest.CaptureFixture[str], disk_full: type, tmp_path: Path, k: int
+    capsys: pytest.CaptureFixture[str], disk_full: Disk, tmp_path: Path, k: int
 ) -> None:
     """The slides and masks are pyramidal TIFFs written by tifffile through atomic_write."""
     args = ["phantom", "--out", str(tmp_path / "c"), "-n", "2", "--size", "600-700", "--mpp", "1",
             "--artifacts", "none", "--seed", "3"]  # fmt: skip
-    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    fault = disk_full.arm(k)
     code, text = cli(capsys, args)
     assert fault.failed is not None, len(fault.writes)
     assert code == OutputError.exit_code, text
     assert "disk is full" in text and str(fault.failed) in text and "Traceback" not in text
     check_folder(tmp_path / "c")
-    os.fsync = fault._fsync  # noqa: SLF001
+    disk_full.heal()
     assert main(args) == 0
     check_folder(tmp_path / "c")
 
@@ -217,10 +227,9 @@ def test_disk_full_while_making_a_phantom_cohort(
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Path]:
     """The tiny tile set, a clean 2-epoch run and a clean 1-epoch run."""
-    from train_child import SPEC, tiles
-
     from slidesift.train import train
     from slidesift.train_spec import TrainSpec
+    from train_child import SPEC, tiles
 
     root = tmp_path_factory.mktemp("train_full")
     ts = tiles()
@@ -235,12 +244,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Path]:
                   [pytest.mark.slow]) for s, n in (("fresh", 5), ("resume", 5)) for k in range(n)],
 )  # fmt: skip
 def test_disk_full_while_training(
-    disk_full: type, runs: tuple[object, Path, Path], tmp_path: Path, start: str, k: int
+    disk_full: Disk, runs: tuple[object, Path, Path], tmp_path: Path, start: str, k: int
 ) -> None:
-    from train_child import SPEC, assert_same_run
-
     from slidesift.train import train
     from slidesift.train_spec import TrainSpec
+    from train_child import SPEC, assert_same_run
 
     ts, two, one = runs
     out = tmp_path / "run"
@@ -248,13 +256,66 @@ def test_disk_full_while_training(
         shutil.copytree(one, out)
     before = snapshot(out) if out.exists() else {}
     spec = TrainSpec(**{**SPEC, "epochs": 2})  # type: ignore[arg-type]
-    fault = disk_full.arm(k)  # type: ignore[attr-defined]
+    fault = disk_full.arm(k)
     with pytest.raises(OutputError, match="disk is full") as info:
         train(ts, out, spec, resume=start == "resume")  # type: ignore[arg-type]
     assert fault.failed is not None and info.value.path == fault.failed
     check_folder(out)
     rel = fault.failed.name
     assert snapshot(out).get(rel) == before.get(rel)
-    os.fsync = fault._fsync  # noqa: SLF001
+    disk_full.heal()
     train(ts, out, spec, resume=True)  # type: ignore[arg-type]
     assert_same_run(two, out, 2)
+
+
+# --- the translation itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("err", "words"),
+    [(errno.ENOSPC, "disk is full"), (errno.EDQUOT, "quota"), (errno.EROFS, "read-only"),
+     (errno.EACCES, "permission denied"), (errno.EFBIG, "larger than")],
+)  # fmt: skip
+def test_disk_faults_become_one_output_error(tmp_path: Path, err: int, words: str) -> None:
+    from slidesift.io.atomic import atomic_write, atomic_write_text
+
+    dest = tmp_path / "a.json"
+    atomic_write_text(dest, "old\n")
+
+    def direct(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(err, os.strerror(err))
+
+    def wrapped(tmp: Path) -> None:  # as an encoder that re-raises its own error type
+        try:
+            direct(tmp)
+        except OSError as exc:
+            raise RuntimeError("encoder failed") from exc
+
+    for write in (direct, wrapped):
+        with pytest.raises(OutputError, match=words) as info:
+            atomic_write(dest, write)
+        assert info.value.path == dest and info.value.exit_code == 8 and info.value.hint
+        assert dest.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_other_failures_pass_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from slidesift.io.atomic import atomic_write
+
+    def bad(tmp: Path) -> None:
+        raise ValueError("not an image")
+
+    with pytest.raises(ValueError, match="not an image"):
+        atomic_write(tmp_path / "x.png", bad)
+    with pytest.raises(FileNotFoundError):  # a missing folder is the caller's bug, not the disk
+        atomic_write(tmp_path / "missing" / "x.png", lambda tmp: None)
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # the temporary file cannot be made
+    with pytest.raises(OutputError, match="read-only"):
+        atomic_write(tmp_path / "x.png", lambda tmp: None)
+    assert not list(tmp_path.iterdir())

@@ -17,18 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from train_child import assert_same_run, log_rows
+
 pytestmark = pytest.mark.learn
 torch = pytest.importorskip("torch", reason="needs torch, the 'learn' extra")
 pytest.importorskip("safetensors")
-
-from train_child import assert_same_run, log_rows
 
 CHILD = Path(__file__).with_name("train_child.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def child(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, str(CHILD), str(out), *args],
         env=env, capture_output=True, text=True, timeout=300, check=False,

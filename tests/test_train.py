@@ -312,7 +312,7 @@ def test_failed_write_keeps_previous_epoch_intact(
         real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", full_disk)
-    with pytest.raises(OutputError, match="epoch_002.safetensors.*disk is full"):
+    with pytest.raises(OutputError, match=r"epoch_002\.safetensors.*disk is full"):
         train(tiles, out, TrainSpec(epochs=2), resume=True)
     monkeypatch.undo()
     assert (out / "epoch_001.safetensors").read_bytes() == before

@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from slidesift._version import __version__
 from slidesift.checkpoint import save_checkpoint
 from slidesift.errors import ConfigError, TrainingError, require
+from slidesift.io.atomic import remove_stale_temporaries
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -50,7 +51,6 @@ from slidesift.tile_truth import (
 from slidesift.tiles import stride_for_overlap
 from slidesift.tileset import TileSet
 from slidesift.train_data import EpochSampler, TileBatches, collate_batch
-from slidesift.io.atomic import remove_stale_temporaries
 from slidesift.train_run import (
     already_trained,
     checkpoint_name,

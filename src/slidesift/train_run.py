@@ -188,9 +188,7 @@ def load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, li
     return int(doc["epoch"]), [EpochRecord(**r) for r in doc["records"]]
 
 
-def resume_point(
-    out: Path, model: Any, optimizer: Any, fp: str
-) -> tuple[int, list[EpochRecord]]:
+def resume_point(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, list[EpochRecord]]:
     """Where ``train --resume`` continues the run in ``out``: the last epoch whose resume state
     is on disk (``model`` and ``optimizer`` restored to it) and the log so far.
 
