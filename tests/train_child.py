@@ -38,7 +38,7 @@ def tiles() -> Any:
     return build_tileset(slides, TileSetSpec(tile=96, longest=500))
 
 
-SPEC = {"epochs": 3, "seed": 5, "workers": 0, "device": "cpu"}
+SPEC = {"epochs": 2, "seed": 5, "workers": 0, "device": "cpu"}
 
 
 TIMING = ("seconds", "tiles_per_second")
