@@ -47,10 +47,9 @@ def killed(proc: subprocess.CompletedProcess[str]) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run of all epochs, never interrupted (in this process: another than the runs')."""
-    from train_child import SPEC, tiles
-
     from slidesift.train import train
     from slidesift.train_spec import TrainSpec
+    from train_child import SPEC, tiles
 
     out = tmp_path_factory.mktemp("kill") / "reference"
     train(tiles(), out, TrainSpec(**SPEC))  # type: ignore[arg-type]
