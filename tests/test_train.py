@@ -12,7 +12,7 @@ import pytest
 from slidesift.architecture import feature_side, parameter_count
 from slidesift.checkpoint import CheckpointError, load_checkpoint
 from slidesift.dataset import build_tileset
-from slidesift.errors import SlidesiftError
+from slidesift.errors import OutputError, SlidesiftError
 from slidesift.io.downsample import Downsample
 from slidesift.model import LightweightCNN, probabilities
 from slidesift.phantom import he_like_image
@@ -312,7 +312,7 @@ def test_failed_write_keeps_previous_epoch_intact(
         real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=r"epoch_002\.safetensors.*disk is full"):
         train(tiles, out, TrainSpec(epochs=2), resume=True)
     monkeypatch.undo()
     assert (out / "epoch_001.safetensors").read_bytes() == before

@@ -373,13 +373,17 @@ def _locked(path: Path) -> Iterator[None]:
     except ImportError:  # Windows: no lock; the workers may each probe
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:  # the lock file stays empty: nothing is written to it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:  # a full, read-only or foreign cache folder: no lock; each worker may probe
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _read(path: Path, key: dict[str, Any], digest: str) -> Probe | None:

@@ -37,11 +37,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift._version import __version__
-from slidesift.checkpoint import (
-    CheckpointError,
-    save_checkpoint,
-)
+from slidesift.checkpoint import save_checkpoint
 from slidesift.errors import ConfigError, TrainingError, require
+from slidesift.io.atomic import remove_stale_temporaries
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -54,11 +52,10 @@ from slidesift.tiles import stride_for_overlap
 from slidesift.tileset import TileSet
 from slidesift.train_data import EpochSampler, TileBatches, collate_batch
 from slidesift.train_run import (
-    RESUME,
     already_trained,
     checkpoint_name,
     fingerprint,
-    load_resume,
+    resume_point,
     run_exists,
     save_resume,
     write_log,
@@ -257,6 +254,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if run_exists(out) and not resume:
         raise TrainingError(*already_trained(out))
+    remove_stale_temporaries(out)  # a run killed inside a write (kill -9) leaves its temp file
     device = _device(spec)
     n_classes = len(tiles.classes)
     fp = fingerprint(tiles, spec)
@@ -266,11 +264,8 @@ def train(
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     start, records = 0, list[EpochRecord]()
-    if resume and (out / RESUME).exists():
-        start, records = load_resume(out, model, optimizer, fp)
-        records = records[:start]
-    elif resume and run_exists(out):
-        raise CheckpointError(out / RESUME, "missing; the run cannot be resumed exactly")
+    if resume:
+        start, records = resume_point(out, model, optimizer, fp)
 
     run_doc = {
         "slidesift_version": __version__,
@@ -288,7 +283,9 @@ def train(
         **(info or {}),
     }
     write_run(out, run_doc)
-    if start == 0:
+    if start:
+        write_log(out, records)  # a run killed before its last log row: the row comes back
+    else:
         tiles.write_csv(out / "tiles.csv")
         if holdout is not None:
             holdout.write_csv(out / "holdout_tiles.csv")

@@ -38,6 +38,7 @@ __all__ = [
     "load_resume",
     "read_resume_options",
     "read_run",
+    "resume_point",
     "run_exists",
     "save_resume",
     "write_log",
@@ -176,11 +177,7 @@ def load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, li
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(path, "no resume metadata") from exc
     if doc["fingerprint"] != fp:
-        raise TrainingError(
-            f"cannot resume {out}: it was trained on another tile set or with other options "
-            "(tile size, N, overlaps, classes, seed, batch size, learning rate)",
-            "start a new run in another folder, or give the same options",
-        )
+        raise TrainingError(*_other_options(out))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -189,6 +186,41 @@ def load_resume(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, li
             state.setdefault(int(i), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
     return int(doc["epoch"]), [EpochRecord(**r) for r in doc["records"]]
+
+
+def resume_point(out: Path, model: Any, optimizer: Any, fp: str) -> tuple[int, list[EpochRecord]]:
+    """Where ``train --resume`` continues the run in ``out``: the last epoch whose resume state
+    is on disk (``model`` and ``optimizer`` restored to it) and the log so far.
+
+    Epoch ``e`` writes its checkpoint, then ``resume.safetensors``, then ``log.csv``; a process
+    killed between two of them resumes after the last epoch with resume state and rewrites the
+    later files with the same bits. Killed in the first epoch before any resume state: epoch 1
+    starts again (0, no records), unless the run has later checkpoints or ``run.json`` names
+    other options.
+
+    Raises
+    ------
+    TrainingError
+        The run was started with other options or tile set (``fp`` differs).
+    CheckpointError
+        The resume state is damaged, or missing although the run has passed epoch 1.
+    """
+    if (out / RESUME).exists():
+        start, records = load_resume(out, model, optimizer, fp)
+        return start, records[:start]
+    if (out / RUN_FILE).exists() and read_run(out).get("fingerprint", fp) != fp:
+        raise TrainingError(*_other_options(out))
+    if any(p.name != checkpoint_name(1) for p in out.glob("epoch_*.safetensors")):
+        raise CheckpointError(out / RESUME, "missing; the run cannot be resumed exactly")
+    return 0, []
+
+
+def _other_options(out: Path) -> tuple[str, str]:
+    return (
+        f"cannot resume {out}: it was trained on another tile set or with other options "
+        "(tile size, N, overlaps, classes, seed, batch size, learning rate)",
+        "start a new run in another folder, or give the same options",
+    )
 
 
 def run_exists(out: Path) -> bool:
