@@ -24,12 +24,32 @@ Where the tasks run (``scheduler``):
 
 A task loads the checkpoint itself (once per process, keyed by path and mtime) and never raises:
 a slide that fails (unreadable file, bad annotation, any exception) comes back as a ``failed``
-row with its error, and the other slides go on. A rerun skips each slide whose outcome.json
-matches the run's fingerprint (checkpoint digest, :class:`SegmentSpec`, the slide's paths and
-label, the files chosen and their preview size) and whose files are all there (status
-``resumed``); ``force=True`` recomputes. A task deletes its slide's outcome.json before it
-writes anything, so an interrupted slide is never taken for a finished one. The slides'
-contents are not hashed: a slide rewritten in place under the same path needs ``force``.
+row with its error, and the other slides go on.
+
+A worker process that dies under a task (``kill -9``, the out-of-memory killer, a segfault in
+OpenSlide or another C library) takes only that slide down: the scheduler gives the task to
+another worker process (the local cluster's nanny starts a fresh one), and when that one dies
+too (:data:`WORKER_TRIES` processes in all) the slide is a ``failed`` row with error type
+``WorkerDiedError``; the others finish and scores.csv has every row. On an existing cluster
+its scheduler's ``distributed.scheduler.allowed-failures`` (Dask's default 3) sets the tries.
+In process (``sync``) nothing can outlive such a crash: the whole run stops, and a rerun
+resumes the finished slides.
+
+A rerun skips each slide whose outcome.json matches the run's fingerprint (checkpoint digest,
+:class:`SegmentSpec`, the slide's paths and label, the files chosen and their preview size,
+and the slide's and annotation's identity: size, mtime and a partial hash of their bytes,
+:func:`slidesift.cache.file_identity`) and whose files are all there (status ``resumed``);
+``force=True`` recomputes. A slide rewritten in place under the same path is recomputed, and
+so is one whose content changed under a restored mtime when the change touches the bytes the
+partial hash reads (all of a file up to 8 MiB; of a larger one both ends and 16 blocks
+between, :func:`slidesift.cache.partial_digest`); a same-size edit elsewhere in a large file
+with its mtime put back goes unseen and needs ``force``. Failed slides have no outcome.json,
+so a rerun tries them again. A task deletes its slide's outcome.json before it writes
+anything, so an interrupted slide is never taken for a finished one.
+
+One run writes a folder at a time: :func:`run_cohort` holds ``OUT/.slidesift.lock``
+(:func:`slidesift.io.lock.output_lock`) from the first resume check to the last table, and a
+second run on the same folder raises :class:`~slidesift.errors.OutputLockedError`.
 """
 
 from __future__ import annotations
@@ -40,6 +60,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +72,15 @@ from slidesift.cohort_task import (
     outcome_from_doc,
     segment_slide_task,
 )
-from slidesift.errors import CohortError, ConfigError, MissingExtraError, require
+from slidesift.errors import (
+    CohortError,
+    ConfigError,
+    MissingExtraError,
+    WorkerDiedError,
+    require,
+)
 from slidesift.evaluate import SlideOutcome
+from slidesift.io.lock import output_lock
 from slidesift.manifest import ManifestEntry
 from slidesift.results import SCORES_FILE, SUMMARY_FILE, write_results
 from slidesift.segment import SegmentSpec
@@ -60,6 +88,7 @@ from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "OUTCOME_FILE",
+    "WORKER_TRIES",
     "CohortError",
     "CohortResult",
     "MissingExtraError",
@@ -73,6 +102,9 @@ __all__ = [
 #: Cohort table and figures in ``OUT/``.
 #: ``ok``: computed now; ``resumed``: an earlier run's complete outputs reused; ``failed``.
 Status = Literal["ok", "resumed", "failed"]
+#: Worker processes of the local cluster that may die under one slide's task before the slide
+#: is reported ``failed`` (``WorkerDiedError``): it is tried once more on a fresh process.
+WORKER_TRIES = 2
 
 
 @dataclass(frozen=True)
@@ -195,8 +227,11 @@ def _client(scheduler: str | None, n_workers: int) -> Iterator[Any]:
     if scheduler is None:
         with (
             distributed.LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True
-            ) as cluster,
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                scheduler_kwargs={"allowed_failures": WORKER_TRIES - 1},
+            ) as cluster,  # fmt: skip
             distributed.Client(cluster) as client,
         ):
             yield client
@@ -236,6 +271,7 @@ def _on_dask(
     todo: Sequence[ManifestEntry], job: _Job, scheduler: str | None, n_workers: int
 ) -> Iterator[SlideRun]:
     """Submit one task per slide; yield rows as they finish (a lost task is a failed row)."""
+    distributed = _distributed()
     with _client(scheduler, n_workers) as client:
         run_id = uuid.uuid4().hex[:8]
         futures = {
@@ -245,13 +281,21 @@ def _on_dask(
             ): e
             for e in todo
         }  # fmt: skip
-        for future in _distributed().as_completed(futures):
+        for future in distributed.as_completed(futures):
             entry = futures[future]
             try:
                 doc = future.result()
-            except Exception as exc:  # the worker died, or the task could not be run
+            except distributed.KilledWorker as exc:  # every process that ran it died
+                died = WorkerDiedError(entry.name, exc.allowed_failures + 1, _address(exc))
+                doc = failure_doc(entry, died, 0.0)
+            except Exception as exc:  # the task could not be run (lost cluster, cancelled)
                 doc = failure_doc(entry, exc, 0.0)
             yield _run_from_doc(doc)
+
+
+def _address(exc: Exception) -> str:
+    """The last worker's address in a :class:`distributed.KilledWorker`."""
+    return str(getattr(getattr(exc, "last_worker", None), "address", "unknown worker"))
 
 
 def _cores() -> int:
@@ -399,6 +443,8 @@ def run_cohort(
         Dask is needed (any scheduler but ``sync``) and not installed.
     CheckpointError
         The checkpoint cannot be read.
+    OutputLockedError
+        Another run writes ``out`` now.
     """
     from slidesift.cache import file_digest
     from slidesift.checkpoint import load_checkpoint
@@ -410,21 +456,39 @@ def run_cohort(
     spec = spec or SegmentSpec()
     ck_path = Path(checkpoint).resolve()
     classes = load_checkpoint(ck_path).classes
-    root = Path(out).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    digest = file_digest(ck_path)
-    stamps = {e.name: fingerprint(digest, spec, e, chosen) for e in entries}
+    with output_lock(out, "run_cohort") as root:
+        digest = file_digest(ck_path)
+        with ThreadPoolExecutor(8) as pool:  # a few reads per file; slow on a network disk
+            stamps = dict(zip(
+                (e.name for e in entries),
+                pool.map(lambda e: fingerprint(digest, spec, e, chosen), entries),
+                strict=True,
+            ))  # fmt: skip
+        job = _Job(str(ck_path), spec, str(root), stamps, threads, chosen)
+        return _run(entries, job, classes, force, scheduler, workers, on_slide)
+
+
+def _run(
+    entries: Sequence[ManifestEntry],
+    job: _Job,
+    classes: Sequence[str],
+    force: bool,
+    scheduler: str | None,
+    workers: int | None,
+    on_slide: Callable[[SlideRun], None] | None,
+) -> CohortResult:
+    """Resume what matches, compute the rest, write the tables (under the folder's lock)."""
+    root = Path(job.out)
     found: dict[str, SlideRun] = {}
     todo = []
     for e in entries:
-        earlier = None if force else _resumable(root / e.name, stamps[e.name])
+        earlier = None if force else _resumable(root / e.name, job.stamps[e.name])
         if earlier is None:
             todo.append(e)
             continue
         found[e.name] = earlier
         if on_slide is not None:
             on_slide(earlier)
-    job = _Job(str(ck_path), spec, str(root), stamps, threads, chosen)
     for row in _execute(todo, job, scheduler, workers):
         found[row.name] = row
         if on_slide is not None:

@@ -42,6 +42,7 @@ from slidesift.checkpoint import (
     save_checkpoint,
 )
 from slidesift.errors import ConfigError, TrainingError, require
+from slidesift.io.lock import locks_output
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -200,6 +201,7 @@ def _classifier(model: Any, device: str) -> Callable[[NDArray[np.uint8]], NDArra
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@locks_output("out")
 def train(
     tiles: TileSet,
     out: str | os.PathLike[str],
@@ -218,7 +220,9 @@ def train(
     tiles
         The training tile set (:func:`slidesift.dataset.build_tileset`).
     out
-        Run folder (created). A folder that already holds a run needs ``resume=True``.
+        Run folder (created). A folder that already holds a run needs ``resume=True``; one
+        that another run is writing raises :class:`~slidesift.errors.OutputLockedError`
+        (:func:`slidesift.io.lock.output_lock`, held for the whole call).
     spec
         Training options.
     holdout
