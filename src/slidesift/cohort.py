@@ -54,31 +54,24 @@ second run on the same folder raises :class:`~slidesift.errors.OutputLockedError
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slidesift.cohort_dask import WORKER_TRIES, Job, on_dask
+from slidesift.cohort_dask import distributed_module as _distributed  # noqa: F401 (a test)
 from slidesift.cohort_task import (
     OUTCOME_FILE,
-    failure_doc,
     fingerprint,
     outcome_from_doc,
     segment_slide_task,
 )
-from slidesift.errors import (
-    CohortError,
-    ConfigError,
-    MissingExtraError,
-    WorkerDiedError,
-    require,
-)
+from slidesift.errors import CohortError, ConfigError, MissingExtraError
 from slidesift.evaluate import SlideOutcome
 from slidesift.io.lock import output_lock
 from slidesift.manifest import ManifestEntry
@@ -102,9 +95,6 @@ __all__ = [
 #: Cohort table and figures in ``OUT/``.
 #: ``ok``: computed now; ``resumed``: an earlier run's complete outputs reused; ``failed``.
 Status = Literal["ok", "resumed", "failed"]
-#: Worker processes of the local cluster that may die under one slide's task before the slide
-#: is reported ``failed`` (``WorkerDiedError``): it is tried once more on a fresh process.
-WORKER_TRIES = 2
 
 
 @dataclass(frozen=True)
@@ -205,97 +195,11 @@ def _resumable(folder: Path, stamp: dict[str, Any]) -> SlideRun | None:
         return None
 
 
-def _distributed() -> Any:
-    """The ``distributed`` module, or :class:`MissingExtraError` naming ``slidesift[cohort]``."""
-    for module in ("dask", "distributed"):
-        require(
-            module,
-            "cohort",
-            "running a cohort on Dask",
-            "or run in this process without Dask: scheduler='sync' "
-            "(slidesift evaluate ... --workers 0)",
-        )
-    import distributed
-
-    return distributed
-
-
-@contextlib.contextmanager
-def _client(scheduler: str | None, n_workers: int) -> Iterator[Any]:
-    """A :class:`distributed.Client` on ``scheduler``, or on a new local process cluster."""
-    distributed = _distributed()
-    if scheduler is None:
-        with (
-            distributed.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                scheduler_kwargs={"allowed_failures": WORKER_TRIES - 1},
-            ) as cluster,  # fmt: skip
-            distributed.Client(cluster) as client,
-        ):
-            yield client
-        return
-    try:
-        client = distributed.Client(scheduler)
-    except (OSError, TimeoutError) as exc:
-        raise CohortError(
-            f"cannot reach the Dask scheduler at {scheduler!r}: {exc}\n  hint: start one "
-            "(dask scheduler, then dask worker ADDRESS on each machine), or leave the "
-            "scheduler out to run on a local cluster"
-        ) from exc
-    with client:
-        yield client
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What every task of one run shares."""
-
-    checkpoint: str
-    spec: SegmentSpec
-    out: str
-    stamps: dict[str, dict[str, Any]]
-    threads: int | None
-    outputs: OutputSpec
-
-
-def _in_process(todo: Sequence[ManifestEntry], job: _Job) -> Iterator[SlideRun]:
+def _in_process(todo: Sequence[ManifestEntry], job: Job) -> Iterator[SlideRun]:
     for e in todo:
         doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
                                  job.threads, job.outputs)  # fmt: skip
         yield _run_from_doc(doc)
-
-
-def _on_dask(
-    todo: Sequence[ManifestEntry], job: _Job, scheduler: str | None, n_workers: int
-) -> Iterator[SlideRun]:
-    """Submit one task per slide; yield rows as they finish (a lost task is a failed row)."""
-    distributed = _distributed()
-    with _client(scheduler, n_workers) as client:
-        run_id = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(
-                segment_slide_task, job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
-                job.threads, job.outputs, key=f"slidesift-segment-{e.name}-{run_id}", retries=0,
-            ): e
-            for e in todo
-        }  # fmt: skip
-        for future in distributed.as_completed(futures):
-            entry = futures[future]
-            try:
-                doc = future.result()
-            except distributed.KilledWorker as exc:  # every process that ran it died
-                died = WorkerDiedError(entry.name, exc.allowed_failures + 1, _address(exc))
-                doc = failure_doc(entry, died, 0.0)
-            except Exception as exc:  # the task could not be run (lost cluster, cancelled)
-                doc = failure_doc(entry, exc, 0.0)
-            yield _run_from_doc(doc)
-
-
-def _address(exc: Exception) -> str:
-    """The last worker's address in a :class:`distributed.KilledWorker`."""
-    return str(getattr(getattr(exc, "last_worker", None), "address", "unknown worker"))
 
 
 def _cores() -> int:
@@ -338,7 +242,7 @@ def _check_names(entries: Sequence[ManifestEntry]) -> None:
 
 def _execute(
     todo: Sequence[ManifestEntry],
-    job: _Job,
+    job: Job,
     scheduler: str | None,
     workers: int | None,
 ) -> Iterator[SlideRun]:
@@ -351,7 +255,7 @@ def _execute(
     n = min(len(todo), workers or _cores())
     if scheduler is None and job.threads is None:
         job = dataclasses.replace(job, threads=max(1, _cores() // n))
-    yield from _on_dask(todo, job, scheduler, n)
+    yield from (_run_from_doc(doc) for doc in on_dask(todo, job, scheduler, n))
 
 
 def _placeholder(row: SlideRun, entry: ManifestEntry) -> SlideOutcome:
@@ -464,13 +368,13 @@ def run_cohort(
                 pool.map(lambda e: fingerprint(digest, spec, e, chosen), entries),
                 strict=True,
             ))  # fmt: skip
-        job = _Job(str(ck_path), spec, str(root), stamps, threads, chosen)
+        job = Job(str(ck_path), spec, str(root), stamps, threads, chosen)
         return _run(entries, job, classes, force, scheduler, workers, on_slide)
 
 
 def _run(
     entries: Sequence[ManifestEntry],
-    job: _Job,
+    job: Job,
     classes: Sequence[str],
     force: bool,
     scheduler: str | None,
