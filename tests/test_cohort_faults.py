@@ -247,3 +247,29 @@ def test_fingerprint_cost_on_real_slides(cmu1_svs: Path, tcga_svs: Path) -> None
         assert first == file_identity(path)
         assert first is not None and first["size"] == path.stat().st_size
         print(f"file_identity({path.name}): {path.stat().st_size / 2**20:.1f} MiB, {took:.4f} s")
+
+
+# --------------------------------------------------------------- the folder's lock
+
+
+def test_a_locked_folder_refuses_and_a_stale_lock_file_does_not_count(
+    made: Slides, tmp_path: Path
+) -> None:
+    from slidesift.errors import OutputLockedError
+    from slidesift.io.lock import LOCK_FILE
+    from test_lock import Holder
+
+    a = made.entry("locked_a")
+    out = tmp_path / "out"
+    assert _status(made, [a], out, scheduler="sync") == ["ok"]
+    assert not (out / LOCK_FILE).exists()  # released, and never an output
+    holder = Holder(out)
+    try:
+        with pytest.raises(OutputLockedError, match=f"pid {holder.proc.pid}"):
+            run_cohort(made.checkpoint, [a], SPEC, out=out, scheduler="sync", force=True)
+        assert (out / "locked_a" / OUTCOME_FILE).is_file()  # the refused run touched nothing
+    finally:
+        holder.kill()  # kill -9: its lock file stays behind, unlocked
+    assert (out / LOCK_FILE).exists()
+    assert _status(made, [a], out, scheduler="sync") == ["resumed"]
+    assert list(_rows(out)) == ["locked_a"]
