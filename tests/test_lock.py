@@ -100,6 +100,7 @@ def test_a_killed_holder_leaves_no_stale_lock(held: Holder) -> None:
         ["train", "{file}"],
         ["sift", "{file}"],
         ["phantom", "--count", "1"],
+        ["subsets", "{file}"],
         ["demo"],
     ],
     ids=lambda c: c[0],

@@ -1,10 +1,11 @@
 """One writer per output folder: an exclusive lock on ``FOLDER/.slidesift.lock``.
 
 Every command that writes an output folder (``evaluate``, ``segment``, ``train``, ``sift``,
-``phantom``, ``demo``; :func:`slidesift.cohort.run_cohort` and :func:`slidesift.train.train` in
-the library) holds :func:`output_lock` on it while it writes. A second run on the same folder
-refuses at once with :class:`~slidesift.errors.OutputLockedError`, naming the holder as its
-lock file says: pid, host, command and start time.
+``phantom``, ``subsets``, ``demo``; :func:`slidesift.cohort.run_cohort` and
+:func:`slidesift.train.train` in the library) holds :func:`output_lock` on it while it
+writes. A second run on the same folder refuses at once with
+:class:`~slidesift.errors.OutputLockedError`, naming the holder as its lock file says: pid,
+host, command and start time.
 
 How it works:
 
