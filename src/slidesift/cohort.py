@@ -24,35 +24,56 @@ Where the tasks run (``scheduler``):
 
 A task loads the checkpoint itself (once per process, keyed by path and mtime) and never raises:
 a slide that fails (unreadable file, bad annotation, any exception) comes back as a ``failed``
-row with its error, and the other slides go on. A rerun skips each slide whose outcome.json
-matches the run's fingerprint (checkpoint digest, :class:`SegmentSpec`, the slide's paths and
-label, the files chosen and their preview size) and whose files are all there (status
-``resumed``); ``force=True`` recomputes. A task deletes its slide's outcome.json before it
-writes anything, so an interrupted slide is never taken for a finished one. The slides'
-contents are not hashed: a slide rewritten in place under the same path needs ``force``.
+row with its error, and the other slides go on.
+
+A worker process that dies under a task (``kill -9``, the out-of-memory killer, a segfault in
+OpenSlide or another C library) takes only that slide down: the scheduler gives the task to
+another worker process (the local cluster's nanny starts a fresh one), and when that one dies
+too (:data:`WORKER_TRIES` processes in all) the slide is a ``failed`` row with error type
+``WorkerDiedError``; the others finish and scores.csv has every row. On an existing cluster
+its scheduler's ``distributed.scheduler.allowed-failures`` (Dask's default 3) sets the tries.
+In process (``sync``) nothing can outlive such a crash: the whole run stops, and a rerun
+resumes the finished slides.
+
+A rerun skips each slide whose outcome.json matches the run's fingerprint (checkpoint digest,
+:class:`SegmentSpec`, the slide's paths and label, the files chosen and their preview size,
+and the slide's and annotation's identity: size, mtime and a partial hash of their bytes,
+:func:`slidesift.cache.file_identity`) and whose files are all there (status ``resumed``);
+``force=True`` recomputes. A slide rewritten in place under the same path is recomputed, and
+so is one whose content changed under a restored mtime when the change touches the bytes the
+partial hash reads (all of a file up to 8 MiB; of a larger one both ends and 16 blocks
+between, :func:`slidesift.cache.partial_digest`); a same-size edit elsewhere in a large file
+with its mtime put back goes unseen and needs ``force``. Failed slides have no outcome.json,
+so a rerun tries them again. A task deletes its slide's outcome.json before it writes
+anything, so an interrupted slide is never taken for a finished one.
+
+One run writes a folder at a time: :func:`run_cohort` holds ``OUT/.slidesift.lock``
+(:func:`slidesift.io.lock.output_lock`) from the first resume check to the last table, and a
+second run on the same folder raises :class:`~slidesift.errors.OutputLockedError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slidesift.cohort_dask import WORKER_TRIES, Job, on_dask
+from slidesift.cohort_dask import distributed_module as _distributed  # noqa: F401 (a test)
 from slidesift.cohort_task import (
     OUTCOME_FILE,
-    failure_doc,
     fingerprint,
     outcome_from_doc,
     segment_slide_task,
 )
-from slidesift.errors import CohortError, ConfigError, MissingExtraError, require
+from slidesift.errors import CohortError, ConfigError, MissingExtraError
 from slidesift.evaluate import SlideOutcome
+from slidesift.io.lock import output_lock
 from slidesift.manifest import ManifestEntry
 from slidesift.results import SCORES_FILE, SUMMARY_FILE, write_results
 from slidesift.segment import SegmentSpec
@@ -60,6 +81,7 @@ from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "OUTCOME_FILE",
+    "WORKER_TRIES",
     "CohortError",
     "CohortResult",
     "MissingExtraError",
@@ -173,85 +195,11 @@ def _resumable(folder: Path, stamp: dict[str, Any]) -> SlideRun | None:
         return None
 
 
-def _distributed() -> Any:
-    """The ``distributed`` module, or :class:`MissingExtraError` naming ``slidesift[cohort]``."""
-    for module in ("dask", "distributed"):
-        require(
-            module,
-            "cohort",
-            "running a cohort on Dask",
-            "or run in this process without Dask: scheduler='sync' "
-            "(slidesift evaluate ... --workers 0)",
-        )
-    import distributed
-
-    return distributed
-
-
-@contextlib.contextmanager
-def _client(scheduler: str | None, n_workers: int) -> Iterator[Any]:
-    """A :class:`distributed.Client` on ``scheduler``, or on a new local process cluster."""
-    distributed = _distributed()
-    if scheduler is None:
-        with (
-            distributed.LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
-            yield client
-        return
-    try:
-        client = distributed.Client(scheduler)
-    except (OSError, TimeoutError) as exc:
-        raise CohortError(
-            f"cannot reach the Dask scheduler at {scheduler!r}: {exc}\n  hint: start one "
-            "(dask scheduler, then dask worker ADDRESS on each machine), or leave the "
-            "scheduler out to run on a local cluster"
-        ) from exc
-    with client:
-        yield client
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What every task of one run shares."""
-
-    checkpoint: str
-    spec: SegmentSpec
-    out: str
-    stamps: dict[str, dict[str, Any]]
-    threads: int | None
-    outputs: OutputSpec
-
-
-def _in_process(todo: Sequence[ManifestEntry], job: _Job) -> Iterator[SlideRun]:
+def _in_process(todo: Sequence[ManifestEntry], job: Job) -> Iterator[SlideRun]:
     for e in todo:
         doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
                                  job.threads, job.outputs)  # fmt: skip
         yield _run_from_doc(doc)
-
-
-def _on_dask(
-    todo: Sequence[ManifestEntry], job: _Job, scheduler: str | None, n_workers: int
-) -> Iterator[SlideRun]:
-    """Submit one task per slide; yield rows as they finish (a lost task is a failed row)."""
-    with _client(scheduler, n_workers) as client:
-        run_id = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(
-                segment_slide_task, job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
-                job.threads, job.outputs, key=f"slidesift-segment-{e.name}-{run_id}", retries=0,
-            ): e
-            for e in todo
-        }  # fmt: skip
-        for future in _distributed().as_completed(futures):
-            entry = futures[future]
-            try:
-                doc = future.result()
-            except Exception as exc:  # the worker died, or the task could not be run
-                doc = failure_doc(entry, exc, 0.0)
-            yield _run_from_doc(doc)
 
 
 def _cores() -> int:
@@ -294,7 +242,7 @@ def _check_names(entries: Sequence[ManifestEntry]) -> None:
 
 def _execute(
     todo: Sequence[ManifestEntry],
-    job: _Job,
+    job: Job,
     scheduler: str | None,
     workers: int | None,
 ) -> Iterator[SlideRun]:
@@ -307,7 +255,7 @@ def _execute(
     n = min(len(todo), workers or _cores())
     if scheduler is None and job.threads is None:
         job = dataclasses.replace(job, threads=max(1, _cores() // n))
-    yield from _on_dask(todo, job, scheduler, n)
+    yield from (_run_from_doc(doc) for doc in on_dask(todo, job, scheduler, n))
 
 
 def _placeholder(row: SlideRun, entry: ManifestEntry) -> SlideOutcome:
@@ -399,6 +347,8 @@ def run_cohort(
         Dask is needed (any scheduler but ``sync``) and not installed.
     CheckpointError
         The checkpoint cannot be read.
+    OutputLockedError
+        Another run writes ``out`` now.
     """
     from slidesift.cache import file_digest
     from slidesift.checkpoint import load_checkpoint
@@ -410,21 +360,39 @@ def run_cohort(
     spec = spec or SegmentSpec()
     ck_path = Path(checkpoint).resolve()
     classes = load_checkpoint(ck_path).classes
-    root = Path(out).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    digest = file_digest(ck_path)
-    stamps = {e.name: fingerprint(digest, spec, e, chosen) for e in entries}
+    with output_lock(out, "run_cohort") as root:
+        digest = file_digest(ck_path)
+        with ThreadPoolExecutor(8) as pool:  # a few reads per file; slow on a network disk
+            stamps = dict(zip(
+                (e.name for e in entries),
+                pool.map(lambda e: fingerprint(digest, spec, e, chosen), entries),
+                strict=True,
+            ))  # fmt: skip
+        job = Job(str(ck_path), spec, str(root), stamps, threads, chosen)
+        return _run(entries, job, classes, force, scheduler, workers, on_slide)
+
+
+def _run(
+    entries: Sequence[ManifestEntry],
+    job: Job,
+    classes: Sequence[str],
+    force: bool,
+    scheduler: str | None,
+    workers: int | None,
+    on_slide: Callable[[SlideRun], None] | None,
+) -> CohortResult:
+    """Resume what matches, compute the rest, write the tables (under the folder's lock)."""
+    root = Path(job.out)
     found: dict[str, SlideRun] = {}
     todo = []
     for e in entries:
-        earlier = None if force else _resumable(root / e.name, stamps[e.name])
+        earlier = None if force else _resumable(root / e.name, job.stamps[e.name])
         if earlier is None:
             todo.append(e)
             continue
         found[e.name] = earlier
         if on_slide is not None:
             on_slide(earlier)
-    job = _Job(str(ck_path), spec, str(root), stamps, threads, chosen)
     for row in _execute(todo, job, scheduler, workers):
         found[row.name] = row
         if on_slide is not None:

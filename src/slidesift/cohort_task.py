@@ -48,8 +48,8 @@ def fingerprint(
     entry: ManifestEntry,
     outputs: OutputSpec | None = None,
 ) -> dict[str, Any]:
-    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row,
-    the files chosen.
+    """What a slide's outputs depend on: the checkpoint's bytes, the options, the slide's row
+    and its files' identities, the files chosen.
 
     Parameters
     ----------
@@ -65,8 +65,13 @@ def fingerprint(
     Returns
     -------
     dict
-        Plain JSON values; stored in outcome.json and compared on a rerun.
+        Plain JSON values; stored in outcome.json and compared on a rerun. ``files`` holds the
+        slide's and the annotation's :func:`~slidesift.cache.file_identity` (size, mtime and
+        a partial hash, read now: about 3 MiB per file), so a file rewritten in place, or whose
+        hashed bytes changed under a restored mtime, no longer matches.
     """
+    from slidesift.cache import file_identity
+
     return {
         "checkpoint": checkpoint_digest,
         "spec": asdict(spec),
@@ -74,6 +79,10 @@ def fingerprint(
         "annotation": None if entry.annotation is None else str(entry.annotation),
         "label": entry.label,
         "outputs": (outputs or OutputSpec()).to_dict(),
+        "files": {
+            "slide": file_identity(entry.slide),
+            "annotation": file_identity(entry.annotation),
+        },
     }
 
 

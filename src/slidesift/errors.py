@@ -20,6 +20,7 @@ code  kind
 6     model files: :class:`CheckpointError`, :class:`RailsError`
 7     an optional dependency is missing (:class:`MissingExtraError`)
 8     an output cannot be written (:class:`OutputError`)
+9     the output folder is in use by another run (:class:`OutputLockedError`)
 ====  ==============================================================================
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "NoTilesWarning",
     "OutOfDomainWarning",
     "OutputError",
+    "OutputLockedError",
     "PatchFolderError",
     "RailsError",
     "ReportError",
@@ -50,6 +52,7 @@ __all__ = [
     "SlidesiftWarning",
     "StainError",
     "TrainingError",
+    "WorkerDiedError",
     "require",
 ]
 
@@ -286,6 +289,68 @@ class OutputError(_FileFault):
 
     def _headline(self) -> str:
         return f"cannot write {str(self.path)!r}: {self.reason}"
+
+
+class OutputLockedError(OutputError):
+    """Another run (this process's other thread, or another process) writes the same folder.
+
+    Parameters
+    ----------
+    path
+        The output folder.
+    holder
+        Who holds it, in words (pid, host, command, start time), as its lock file says.
+    hint
+        What to do; the default says to wait or choose another folder.
+
+    Notes
+    -----
+    Exit code 9, apart from :class:`OutputError`'s 8: the folder is fine, only busy, and a
+    script may wait and try again.
+    """
+
+    exit_code = 9
+    DEFAULT_HINT = (
+        "wait for that run to finish, or write elsewhere (another --out); the lock is freed "
+        "when its process exits, even when it is killed"
+    )
+
+    def __init__(self, path: PathLike, holder: str, hint: str | None = None) -> None:
+        self.holder = holder
+        hint = self.DEFAULT_HINT if hint is None else hint
+        super().__init__(path, f"another run is writing it: {holder}", hint)
+
+    def _headline(self) -> str:
+        return f"output folder {str(self.path)!r} is in use: {self.reason}"
+
+
+class WorkerDiedError(CohortError):
+    """The process running a slide's task died (killed, out of memory, a crash in C code).
+
+    Not raised by a cohort run: it is the ``error_type`` of that slide's ``failed`` row, after
+    the task was tried again on another worker process and that one died too.
+
+    Parameters
+    ----------
+    slide
+        The slide's name.
+    tries
+        How many worker processes died running it.
+    last_worker
+        The address of the last one.
+    """
+
+    def __init__(self, slide: str, tries: int, last_worker: str) -> None:
+        self.slide = slide
+        self.tries = tries
+        self.last_worker = last_worker
+        super().__init__(
+            f"the worker process running slide {slide!r} died, {tries} time(s) (last "
+            f"{last_worker}): it was killed (kill -9, or the system's out-of-memory killer) or "
+            "crashed in a C library such as OpenSlide on this slide's file"
+            "\n  hint: check the slide (slidesift info SLIDE), the workers' memory and their "
+            "logs; a rerun tries the slide again"
+        )
 
 
 class SlidesiftWarning(UserWarning):

@@ -40,6 +40,7 @@ from slidesift._version import __version__
 from slidesift.checkpoint import save_checkpoint
 from slidesift.errors import ConfigError, TrainingError, require
 from slidesift.io.atomic import remove_stale_temporaries
+from slidesift.io.lock import locks_output
 from slidesift.rails import Rails
 from slidesift.tile_truth import (
     SEGMENT_OVERLAP,
@@ -197,6 +198,7 @@ def _classifier(model: Any, device: str) -> Callable[[NDArray[np.uint8]], NDArra
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@locks_output("out")
 def train(
     tiles: TileSet,
     out: str | os.PathLike[str],
@@ -215,7 +217,9 @@ def train(
     tiles
         The training tile set (:func:`slidesift.dataset.build_tileset`).
     out
-        Run folder (created). A folder that already holds a run needs ``resume=True``.
+        Run folder (created). A folder that already holds a run needs ``resume=True``; one
+        that another run is writing raises :class:`~slidesift.errors.OutputLockedError`
+        (:func:`slidesift.io.lock.output_lock`, held for the whole call).
     spec
         Training options.
     holdout

@@ -26,7 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from slidesift.cli.options import output_console
+from slidesift.cli.options import hold_output_folder, output_console
 from slidesift.cli.views import sift_table, spread_table, tiles_table, training_progress
 from slidesift.io.annotations import read_mask
 from slidesift.io.downsample import Downsample
@@ -83,6 +83,7 @@ def demo(out_dir: Path) -> None:
     Example:
       slidesift demo --out demo-out
     """
+    hold_output_folder(out_dir)
     console = output_console()
     start = time.perf_counter()
     spec = SiftSpec()

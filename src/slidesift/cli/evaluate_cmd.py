@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from slidesift.cli.options import (
+    hold_output_folder,
     make_outputs,
     make_spec,
     output_console,
@@ -90,6 +91,7 @@ def evaluate_command(
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test \\
         --outputs mask,geojson,tiles --out seg_fast
     """
+    hold_output_folder(out)
     console = output_console()
     chosen = make_outputs(outputs, preview_px)
     try:

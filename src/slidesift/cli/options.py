@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from slidesift.errors import ConfigError
 from slidesift.io.downsample import Downsample
+from slidesift.io.lock import output_lock
 from slidesift.segment import SegmentSpec
 from slidesift.segment_outputs import MIN_PREVIEW_PX, OUTPUT_KINDS, PREVIEW_PX, OutputSpec
 from slidesift.sift import SiftSpec
@@ -31,6 +33,15 @@ def output_console(*, stderr: bool = False) -> Console:
     if not console.is_terminal:
         console.width = UNLIMITED_WIDTH
     return console
+
+
+def hold_output_folder(folder: Path) -> None:
+    """Lock the command's output folder until the command ends (:func:`output_lock`).
+
+    Taken first thing, so a second run on the same folder is refused at once rather than after
+    minutes of reading slides; the click context releases it when the command returns or fails.
+    """
+    click.get_current_context().with_resource(output_lock(folder))
 
 
 def downsample_options(f: F) -> F:

@@ -9,7 +9,7 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from slidesift.cli.options import output_console
+from slidesift.cli.options import hold_output_folder, output_console
 from slidesift.phantom.cohort import CohortSpec, make_cohort
 from slidesift.phantom.slide_layout import ARTIFACTS, REGIMES
 
@@ -139,6 +139,7 @@ def phantom(
       slidesift phantom --out nodes --regime camelyon --count 8 --size 12000 --subtypes 1
       slidesift phantom --out big --count 1 --size 20000 --mpp 0.5 --artifacts all
     """
+    hold_output_folder(out_dir)
     console = output_console()
     spec = CohortSpec(
         count=count, longest=_size(size_text), mpp=mpp, regime=regime, subtypes=subtypes,

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from slidesift.checkpoint import NOT_CHECKPOINT_KINDS, load_checkpoint
 from slidesift.cli.options import (
+    hold_output_folder,
     make_outputs,
     make_spec,
     output_console,
@@ -105,6 +106,7 @@ def segment_command(
       slidesift segment run/epoch_005.safetensors cohort/slides/paip_006.svs --preview-px 0 \\
         --out paip_006_full
     """
+    hold_output_folder(out)
     console = output_console()
     chosen = make_outputs(outputs, preview_px)
     try:

@@ -9,6 +9,7 @@ import click
 from slidesift.cli.options import (
     downsample_options,
     grid_options,
+    hold_output_folder,
     output_console,
     resolve_downsample,
     sift_options,
@@ -79,6 +80,7 @@ def sift_command(
     The paper's PAIP settings on your own slide:
       slidesift sift slide.svs -N 6000 -T 400 --overlap 0.8 --rails rails_400.json
     """
+    hold_output_folder(out_dir)
     console = output_console()
     spec = sift_spec(background, max_background, entropy)
     downsample = resolve_downsample(longest, mpp)

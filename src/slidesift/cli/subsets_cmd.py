@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from slidesift.cli.options import output_console
+from slidesift.cli.options import hold_output_folder, output_console
 from slidesift.manifest import read_manifest
 from slidesift.subsets import make_subsets, write_subsets
 
@@ -53,6 +53,7 @@ def subsets(
     With a validation split in each (train/val/test):
       slidesift subsets cohort/manifest.csv --out subsets -k 2 --val-fraction 0.25
     """
+    hold_output_folder(out)
     console = output_console()
     m = read_manifest(manifest)
     made = make_subsets(

@@ -11,6 +11,7 @@ from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
 from slidesift.cli.options import (
     downsample_options,
+    hold_output_folder,
     output_console,
     resolve_downsample,
     sift_options,
@@ -222,6 +223,8 @@ def train_command(
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
     console = output_console()
+    if not tiles_only:  # before minutes of tile preparation: a second run is refused at once
+        hold_output_folder(out)
     normalization = None
     if resume and (out / RUN_FILE).exists():
         saved = read_resume_options(out)
