@@ -23,6 +23,7 @@ from slidesift.errors import SlideReadError
 from slidesift.io.downsample import Downsample
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
+from slidesift.io.slide_probe import probe_slide, probe_wanted
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
@@ -312,7 +313,7 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def open_slide(path: str | os.PathLike[str]) -> Slide:
+def open_slide(path: str | os.PathLike[str], *, probe: bool | None = None) -> Slide:
     """Open a whole-slide image or a plain image.
 
     Every format OpenSlide reads (Aperio SVS, generic pyramidal TIFF as in CAMELYON16,
@@ -323,6 +324,11 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     ----------
     path
         The slide file.
+    probe
+        Open a TIFF-family or unknown file in a child process first, with OpenSlide
+        (:mod:`slidesift.io.slide_probe`), so that a crash of the C readers on a damaged file
+        is a :class:`SlideReadError`;
+        ``None``: the ``SLIDESIFT_SLIDE_PROBE`` environment variable, else on.
 
     Returns
     -------
@@ -339,6 +345,8 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     p = Path(path)
     _check_file(p)
     kind = _sniff(p)
+    if kind in ("tiff", "unknown") and probe_wanted(probe):
+        probe_slide(p)  # OpenSlide's C code reads the file from detect_format on
     vendor = openslide.OpenSlide.detect_format(str(p))
     if vendor is not None and kind != "dicom":
         return _open_openslide(p, vendor)

@@ -68,7 +68,7 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     if stripped.startswith(("{", "[")):
         try:
             json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):  # RecursionError: [[[[... 100k deep
             return "text"
         return "JSON"
     if stripped.startswith("<"):

@@ -1,0 +1,147 @@
+"""Open an untrusted slide in a child process first, so a crash in C is an error, not an exit.
+
+OpenSlide, libtiff, libjpeg, OpenJPEG and imagecodecs are C. A damaged slide can make them abort
+or fault (a fuzzed Aperio tile size made GLib abort on a 550 GB ``g_malloc``), which kills
+the Python process with no error and no other slide finished. :func:`probe_slide` runs a
+child Python (``python -m slidesift.io.slide_probe PATH``) that asks OpenSlide what the file
+is and, for a slide OpenSlide reads, opens it as :func:`~slidesift.io.slide.open_slide` does
+(OpenSlide and the tile layout) and reads a
+bounded region of every level: the first tile row and the centre, at most 512 x 512 px each.
+A child that dies by a signal, exits oddly or runs past ``timeout_s`` becomes a
+:class:`~slidesift.errors.SlideReadError` naming the file; one that raises a Python exception
+exits normally, since the parent then meets (and reports) that error itself.
+
+What it covers: everything OpenSlide parses to open a slide (directories, tile sizes,
+descriptions) and the decoders on a sample of each level. What it does not: a damaged tile
+elsewhere in a level, which only a full read touches; the cohort runner reads each slide in a
+Dask worker process, so there such a crash costs the worker, not the run (``docs/design.md``).
+
+A file passes once per process: the answer is kept per (path, size, modification time).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from slidesift.errors import SlideReadError
+
+__all__ = ["PROBE_ENV", "probe_slide", "probe_wanted"]
+
+#: Environment variable: ``0`` turns the probe off (trusted files, tests), ``1`` on (default).
+PROBE_ENV = "SLIDESIFT_SLIDE_PROBE"
+#: Seconds the child may take: well under the 20 s a reader may take on a hostile file.
+TIMEOUT_S = 15.0
+#: Address space of the child, bytes: a bomb's allocation fails there (and ends as an error).
+CHILD_MEMORY = 8 << 30
+_REGION = 512
+_NO_MEMORY = 3
+_passed: set[tuple[str, int, int]] = set()
+
+
+def probe_wanted(probe: bool | None) -> bool:
+    """``probe``, or when ``None`` the :data:`PROBE_ENV` environment variable (default on)."""
+    if probe is not None:
+        return probe
+    return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -> None:
+    """Open ``path`` and read a sample of each level in a child process; raise if it dies.
+
+    Parameters
+    ----------
+    path
+        A slide that OpenSlide opens.
+    timeout_s
+        Seconds before the child is killed and the slide refused.
+
+    Raises
+    ------
+    SlideReadError
+        The child was killed by a signal (a crash in C), exited with an unexpected status, or
+        did not finish in ``timeout_s``.
+    """
+    p = Path(path)
+    stamp = _stamp(p)
+    if stamp in _passed:
+        return
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])  # this slidesift, also when not installed
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    cmd = [sys.executable, "-m", "slidesift.io.slide_probe", str(p)]
+    hint = "the file is probably corrupt; re-export or re-download it"
+    try:
+        done = subprocess.run(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise SlideReadError(
+            p, f"the slide reader did not finish a sample read in {timeout_s:.0f} s", hint
+        ) from None
+    code = done.returncode
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        said = _last_line(done.stderr)
+        raise SlideReadError(
+            p,
+            f"the slide reader crashed (signal {-code}, {name}) on a sample read"
+            + (f": {said}" if said else ""),
+            hint,
+        )
+    if code == _NO_MEMORY:
+        raise SlideReadError(
+            p, f"a sample read needs more than {CHILD_MEMORY >> 30} GiB of memory", hint
+        )
+    if code != 0:
+        raise SlideReadError(
+            p, f"the slide reader exited with status {code}: {_last_line(done.stderr)}", hint
+        )
+    _passed.add(stamp)
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _child(path: str) -> None:
+    """Open the slide and read a sample of each level; Python errors are the parent's to meet."""
+    import logging
+    import resource
+
+    import openslide
+
+    from slidesift.io.slide import open_slide
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    logging.disable(logging.CRITICAL)
+    try:
+        vendor = openslide.OpenSlide.detect_format(path)
+        if vendor is None or vendor == "dicom":
+            return  # plain rasters are read by tifffile or Pillow, not OpenSlide
+        with open_slide(path, probe=False) as slide:
+            for level, (w, h) in enumerate(slide.level_dimensions):
+                size = (min(w, _REGION), min(h, _REGION))
+                slide.read_region(level, (0, 0), size)
+                slide.read_region(level, (max(0, w // 2 - 256), max(0, h // 2 - 256)), size)
+    except MemoryError:
+        sys.exit(_NO_MEMORY)
+    except Exception:  # noqa: BLE001, S110 - the parent reads the slide itself and reports it
+        pass
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
