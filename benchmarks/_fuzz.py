@@ -16,6 +16,8 @@ Shared by ``benchmarks/bench_fuzz.py`` (2,000+ cases) and ``tests/test_fuzz.py``
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import multiprocessing
 import os
 import random
@@ -55,18 +57,40 @@ _MUTATORS: dict[str, Callable[..., tuple[str, bytes]]] = {
 
 @dataclass(frozen=True)
 class Case:
-    """One damaged file: its kind, the seed file it came from, the corruption and the bytes."""
+    """One damaged file: its kind, the seed file it came from and the corruption.
+
+    The bytes are made again when asked for (:attr:`data`), from the seed file and either a
+    cut offset or the mutator's own seed, so 2,000 cases of megabyte slides need no memory.
+    """
 
     index: int
     kind: str
     seed: str
     op: str
-    data: bytes
+    cut: int | None = None
+    rng_seed: int | None = None
+    raw: bytes | None = None
 
     @property
     def name(self) -> str:
         """The file name it is read under (unique per case)."""
         return f"case{self.index:05d}_{Path(self.seed).stem}{KINDS[self.kind]}"
+
+    @property
+    def data(self) -> bytes:
+        """The damaged file's bytes."""
+        if self.raw is not None:
+            return self.raw
+        source = _seed_bytes(self.seed)
+        if self.cut is not None:
+            return source[: self.cut]
+        assert self.rng_seed is not None
+        return _MUTATORS[self.kind](source, random.Random(self.rng_seed))[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_bytes(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -152,34 +176,36 @@ def _write_checkpoint(path: Path) -> None:
 def make_cases(seeds: dict[str, list[Path]], count: int, seed: int) -> list[Case]:
     """``count`` cases over all kinds, the same for the same ``seed``.
 
-    Each kind gets an equal share, TIFF twice that (:data:`SHARES`). The TIFF share starts with cuts at every IFD offset and
-    at every tile offset of every TIFF seed (a tile sample when there are more than fit).
+    Each kind gets an equal share, TIFF twice that (:data:`SHARES`). Half the TIFF share is
+    cuts: at every IFD offset of every TIFF seed, and at its tile offsets (a sample when there
+    are more than fit); small samples may hold cuts only.
     """
     rng = random.Random(seed)
-    raw = {k: [(p, p.read_bytes()) for p in paths] for k, paths in seeds.items()}
+    raw = {k: [(p, _seed_bytes(str(p))) for p in paths] for k, paths in seeds.items()}
     shares = {k: SHARES.get(k, 1) for k in KINDS}
     total = sum(shares.values())
     per_kind = {k: count * n // total for k, n in shares.items()}
     per_kind["tiff"] += count - sum(per_kind.values())
     cases: list[Case] = []
     for kind in KINDS:
-        made: list[tuple[str, str, bytes]] = []
+        made: list[Case] = []
         if kind == "tiff":
-            cuts = []
+            ifd_cuts, tile_cuts = [], []
             for p, data in raw[kind]:
                 lay = tiff_layout(data)
-                cuts += [(p.name, "cut-ifd", data[:at]) for at in lay.ifds]
-                cuts += [(p.name, "cut-tile", data[:off]) for off, _ in lay.tiles]
-            share = per_kind[kind] // 2
-            if len(cuts) > share:
-                cuts = rng.sample(cuts, share)
-            made += cuts
+                ifd_cuts += [Case(0, kind, str(p), "cut-ifd", cut=at) for at in lay.ifds]
+                tile_cuts += [Case(0, kind, str(p), "cut-tile", cut=off) for off, _ in lay.tiles]
+            room = max(0, per_kind[kind] // 2 - len(ifd_cuts))
+            if len(tile_cuts) > room:
+                tile_cuts = rng.sample(tile_cuts, room)
+            made += (ifd_cuts + tile_cuts)[: per_kind[kind]]
         while len(made) < per_kind[kind]:
             p, data = rng.choice(raw[kind])
-            op, damaged = _MUTATORS[kind](data, random.Random(rng.getrandbits(64)))
-            made.append((p.name, op, damaged))
-        cases += [Case(0, kind, s, op, d) for s, op, d in made]
-    return [Case(i, c.kind, c.seed, c.op, c.data) for i, c in enumerate(cases)]
+            rng_seed = rng.getrandbits(64)
+            op, _ = _MUTATORS[kind](data, random.Random(rng_seed))
+            made.append(Case(0, kind, str(p), op, rng_seed=rng_seed))
+        cases += made
+    return [dataclasses.replace(c, index=i) for i, c in enumerate(cases)]
 
 
 def read_case(kind: str, path: Path) -> str:
@@ -237,11 +263,14 @@ def classify(exc: BaseException, path: Path) -> tuple[str, str]:
 
 def _child(conn: Connection) -> None:
     """A worker: read ``(kind, path)`` pairs from ``conn``, answer ``(outcome, detail)``."""
+    import logging
     import warnings
 
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     warnings.simplefilter("ignore")
+    logging.disable(logging.CRITICAL)  # tifffile logs every damaged tag it meets
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["SLIDESIFT_SLIDE_PROBE"] = "1"  # slides are opened as users open them
     while True:
         job = conn.recv()
         if job is None:

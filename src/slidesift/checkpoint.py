@@ -122,8 +122,6 @@ def read_safetensors(
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
     meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise CheckpointError(p, "not a readable safetensors file (__metadata__ is no mapping)")
     return tensors, {str(k): str(v) for k, v in meta.items()}
 
 

@@ -7,9 +7,10 @@ child Python (``python -m slidesift.io.slide_probe PATH``) that asks OpenSlide w
 is and, for a slide OpenSlide reads, opens it as :func:`~slidesift.io.slide.open_slide` does
 (OpenSlide and the tile layout) and reads a
 bounded region of every level: the first tile row and the centre, at most 512 x 512 px each.
-A child that dies by a signal, exits oddly or runs past ``timeout_s`` becomes a
+A child that dies by a signal, runs out of its memory cap or runs past ``timeout_s`` becomes a
 :class:`~slidesift.errors.SlideReadError` naming the file; one that raises a Python exception
-exits normally, since the parent then meets (and reports) that error itself.
+exits normally, since the parent then meets (and reports) that error itself, and a child that
+cannot run at all (another exit status) leaves the slide to the parent, as without a probe.
 
 What it covers: everything OpenSlide parses to open a slide (directories, tile sizes,
 descriptions) and the decoders on a sample of each level. What it does not: a damaged tile
@@ -67,8 +68,8 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
     Raises
     ------
     SlideReadError
-        The child was killed by a signal (a crash in C), exited with an unexpected status, or
-        did not finish in ``timeout_s``.
+        The child was killed by a signal (a crash in C), ran out of memory, or did not finish
+        in ``timeout_s``.
     """
     p = Path(path)
     stamp = _stamp(p)
@@ -105,11 +106,10 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
         raise SlideReadError(
             p, f"a sample read needs more than {CHILD_MEMORY >> 30} GiB of memory", hint
         )
-    if code != 0:
-        raise SlideReadError(
-            p, f"the slide reader exited with status {code}: {_last_line(done.stderr)}", hint
-        )
-    _passed.add(stamp)
+    if code == 0:
+        _passed.add(stamp)
+    # Any other status is the probe failing to run (Python could not start or import), not
+    # the slide: the parent then reads it itself, as without the probe.
 
 
 def _last_line(stderr: bytes) -> str:
@@ -126,7 +126,9 @@ def _child(path: str) -> None:
 
     from slidesift.io.slide import open_slide
 
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = CHILD_MEMORY if hard == resource.RLIM_INFINITY else min(CHILD_MEMORY, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     logging.disable(logging.CRITICAL)
     try:
         vendor = openslide.OpenSlide.detect_format(path)
