@@ -246,3 +246,14 @@ def test_manifest_paths_with_a_nul_or_past_the_name_limit_are_listed_problems(
     lines = [line for line, _ in err.value.problems]
     assert lines == [3, 4, 5] and "m.csv" in str(err.value)
     assert all("not a usable file path" in msg for _, msg in err.value.problems)
+
+
+def test_rows_whose_crossings_all_lie_far_outside_the_window_paint_nothing() -> None:
+    from slidesift.io.polygons import Polygon, rasterize
+
+    far = np.array([[1e300, 10.0], [2e300, 10.0], [2e300, 30.0], [1e300, 30.0]])
+    near = np.array([[4.0, 40.0], [9.0, 40.0], [9.0, 44.0], [4.0, 44.0]])
+    out = rasterize([Polygon((far, near), 1)], (64, 48), (1.0, 1.0))
+    expected = np.zeros((48, 64), np.uint8)
+    expected[40:44, 4:9] = 1  # centres (4.5 .. 8.5, 40.5 .. 43.5)
+    np.testing.assert_array_equal(out, expected)
