@@ -258,5 +258,6 @@ def test_rows_whose_crossings_all_lie_far_outside_the_window_paint_nothing() -> 
     expected[40:44, 4:9] = 1  # centres (4.5 .. 8.5, 40.5 .. 43.5)
     np.testing.assert_array_equal(out, expected)
     wedge = np.array([[-1e300, 10.0], [10.0, 10.0], [1e300, 20.0], [10.0, 30.0], [-1e300, 30.0]])
-    out = rasterize([Polygon((wedge,), 1)], (64, 48), (1.0, 1.0))
-    assert out[11:29].all() and not out[:10].any() and not out[31:].any()  # whole rows
+    for origin in [(0, 0), (5, 0)]:  # x0 > 0: an int64 from -1e300 minus x0 wrapped round
+        out = rasterize([Polygon((wedge,), 1)], (64, 48), (1.0, 1.0), origin=origin)
+        assert out[11:29].all() and not out[:10].any() and not out[31:].any()  # whole rows
