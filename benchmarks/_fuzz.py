@@ -130,9 +130,7 @@ def make_seeds(folder: Path, extra_slides: Sequence[Path] = ()) -> dict[str, lis
     polys = [Polygon((rect,), 1, "_0"), Polygon((hole,), 0, "_2"), Polygon((tri,), 1, "_1")]
     seeds["asap"].append(write_asap_xml(folder / "lesions.xml", polys))
     with_hole = [Polygon((rect, hole), 1, "Tumor"), Polygon((tri,), 1, "Tumor")]
-    seeds["geojson"].append(
-        write_geojson(folder / "tumor.geojson", polygons_to_geojson(with_hole))
-    )
+    seeds["geojson"].append(write_geojson(folder / "tumor.geojson", polygons_to_geojson(with_hole)))
     for sub in ("slides", "masks"):
         (folder / sub).mkdir(exist_ok=True)
     rows = ["slide,annotation,label,split,patient"]
@@ -278,7 +276,7 @@ def _child(conn: Connection) -> None:
         kind, path = job
         try:
             answer = ("ok", read_case(kind, Path(path))[:300])
-        except BaseException as exc:  # noqa: BLE001 - every exception is an outcome here
+        except BaseException as exc:  # every exception is an outcome here
             answer = classify(exc, Path(path))
         conn.send(answer)
 

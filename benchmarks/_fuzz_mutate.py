@@ -83,7 +83,9 @@ def tiff_layout(data: bytes) -> TiffLayout:
             lay.entries.append((at, tag, typ, count))
             if tag in (273, 279, 324, 325) and typ in (3, 4):
                 size = _TYPE_SIZES[typ] * count
-                where = at + 8 if size <= 4 else struct.unpack(order + "I", data[at + 8 : at + 12])[0]
+                where = at + 8
+                if size > 4:
+                    (where,) = struct.unpack(order + "I", data[at + 8 : at + 12])
                 fmt = order + ("H" if typ == 3 else "I") * count
                 values[tag] = list(struct.unpack(fmt, data[where : where + size]))
                 lay.arrays.append((tag, where, typ, count))
@@ -104,8 +106,8 @@ def _flip(data: bytearray, lo: int, hi: int, rng: random.Random, bits: int) -> N
 
 def _scaled(value: int, rng: random.Random, bits: int = 32) -> int:
     """An integer near, far below or far above ``value``, kept within ``bits`` unsigned bits."""
-    choices = [0, 1, value - 1, value + 1, value // 2, value * 2, value + 4096,
-               rng.randrange(1 << bits), (1 << bits) - 1, value ^ (1 << rng.randrange(bits))]  # fmt: skip
+    choices = [0, 1, value - 1, value + 1, value // 2, value * 2, value + 4096]
+    choices += [rng.randrange(1 << bits), (1 << bits) - 1, value ^ (1 << rng.randrange(bits))]
     return rng.choice(choices) % (1 << bits)
 
 
@@ -137,13 +139,13 @@ def mutate_tiff(data: bytes, rng: random.Random, op: str | None = None) -> tuple
         _flip(out, 8, len(out), rng, rng.choice([1, 8, 32]))
         return op, bytes(out)
     if op == "tag-count":
-        at, _tag, typ, count = rng.choice(lay.entries)
+        at, _, _, count = rng.choice(lay.entries)
         struct.pack_into(o + "I", out, at + 4, _scaled(count, rng))
         return op, bytes(out)
     if op in ("byte-count", "tile-offset"):
         want = 325 if op == "byte-count" else 324
         arrays = [a for a in lay.arrays if a[0] in (want, want - 51 if want == 324 else 279)]
-        tag, where, typ, count = rng.choice(arrays or lay.arrays)
+        _, where, typ, count = rng.choice(arrays or lay.arrays)
         size = 2 if typ == 3 else 4
         i = rng.randrange(count)
         fmt = o + ("H" if typ == 3 else "I")
@@ -151,7 +153,7 @@ def mutate_tiff(data: bytes, rng: random.Random, op: str | None = None) -> tuple
         struct.pack_into(fmt, out, where + i * size, _scaled(old, rng, 8 * size))
         return op, bytes(out)
     if op == "entry-value":  # widths, lengths, tile sizes, compression, photometric, ...
-        at, _tag, typ, _count = rng.choice(lay.entries)
+        at, _, typ, _ = rng.choice(lay.entries)
         if typ == 3:
             (old,) = struct.unpack_from(o + "H", out, at + 8)
             struct.pack_into(o + "H", out, at + 8, _scaled(old, rng, 16))
@@ -198,8 +200,10 @@ def mutate_text(data: bytes, rng: random.Random, op: str | None = None) -> tuple
         s, e = rng.choice(spans)
         return op, data[:s] + rng.choice(EDGE_NUMBERS).encode() + data[e:]
     if op == "insert-junk":
+        doctype = b"<!DOCTYPE x [<!ENTITY e 'z'>]>"
+        one = bytes([rng.randrange(256)])
         junk = rng.choice([b"\x00", b"\xff\xfe", b'"', b"<", b"]]]", b"{", b",", b"\n", b"\r",
-                           b"&amp;", b"<!DOCTYPE x [<!ENTITY e 'z'>]>", bytes([rng.randrange(256)])])  # fmt: skip
+                           b"&amp;", doctype, one])  # fmt: skip
         return op, data[:a] + junk * rng.choice([1, 3, 1000]) + data[a:]
     if op == "swap-bytes":
         out = bytearray(data)
@@ -223,7 +227,7 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
         "str": lambda: rng.choice(["", "x", "Tumor", "Polygon", "_0", "1e3", "\u00e9", "a" * 300]),
         "list": lambda: [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))],
         "dict": lambda: {"type": _random_value(rng, depth + 1), "x": 1},
-        "huge": lambda: 10**rng.choice([20, 400]),
+        "huge": lambda: 10 ** rng.choice([20, 400]),
         "empty-list": lambda: [],
     }[k]()
 

@@ -59,8 +59,14 @@ def main() -> int:
     seconds = time.perf_counter() - start
     rows = table(results)
     defects = [
-        {"case": r.case.index, "kind": r.case.kind, "seed_file": Path(r.case.seed).name, "op": r.case.op,
-         "outcome": r.outcome, "detail": r.detail}  # fmt: skip
+        {
+            "case": r.case.index,
+            "kind": r.case.kind,
+            "seed_file": Path(r.case.seed).name,
+            "op": r.case.op,
+            "outcome": r.outcome,
+            "detail": r.detail,
+        }
         for r in results
         if r.outcome not in ("ok", "error")
     ]
