@@ -261,3 +261,24 @@ def test_rows_whose_crossings_all_lie_far_outside_the_window_paint_nothing() -> 
     for origin in [(0, 0), (5, 0)]:  # x0 > 0: an int64 from -1e300 minus x0 wrapped round
         out = rasterize([Polygon((wedge,), 1)], (64, 48), (1.0, 1.0), origin=origin)
         assert out[11:29].all() and not out[:10].any() and not out[31:].any()  # whole rows
+
+
+@pytest.mark.slow  # the session's learned model (shared), then two slides in this process
+@pytest.mark.learn
+def test_a_slide_that_aborts_openslide_is_a_failed_row_of_an_in_process_cohort(
+    learned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidesift.cohort import run_cohort
+    from slidesift.manifest import ManifestEntry
+    from slidesift.segment import SegmentSpec
+
+    monkeypatch.setenv(slide_probe.PROBE_ENV, "1")  # as users run it
+    good = read_manifest(learned.manifest).split("test")[0]
+    bad = _crashing_svs(good.slide, tmp_path / "aborts.svs")
+    entries = [good, ManifestEntry(bad, None, good.label, "test")]
+    result = run_cohort(learned.best, entries, SegmentSpec(stride=32), out=tmp_path / "out",
+                        scheduler="sync")  # fmt: skip
+    assert [r.status for r in result.rows] == ["ok", "failed"]
+    (failed,) = result.failures
+    assert failed.error_type == "SlideReadError" and "aborts.svs" in failed.error
+    assert "crashed (signal 6, SIGABRT)" in failed.error
