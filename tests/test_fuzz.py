@@ -205,6 +205,9 @@ def test_damaged_safetensors_headers_and_metadata_are_checkpoint_errors(
     def offsets(h):
         h["head.2.weight"]["data_offsets"] = [0]
 
+    def infinite(h):  # JSON's Infinity: int() of it raised a bare OverflowError
+        h["head.2.weight"]["data_offsets"] = [0, float("inf")]
+
     def meta_of(**change):
         def edit(h):
             doc = json.loads(h["__metadata__"]["slidesift"])
@@ -221,6 +224,7 @@ def test_damaged_safetensors_headers_and_metadata_are_checkpoint_errors(
 
     for name, edit, says in [
         ("offsets", offsets, "data_offsets"),
+        ("infinite", infinite, "data_offsets"),
         ("tile", meta_of(tile="1e3"), "metadata is damaged"),
         ("classes", meta_of(classes=3.0), "metadata is damaged"),
         ("rails", meta_of(rails={"lo": "x", "hi": 1}), "metadata is damaged"),

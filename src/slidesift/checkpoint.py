@@ -97,7 +97,7 @@ def read_safetensors(
             for k, v in header.items()
             if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
         ]
-    except (TypeError, ValueError, IndexError, KeyError) as exc:  # [a], "x", null, ...
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:  # [a], inf
         raise CheckpointError(p, f"not a readable safetensors file (data_offsets: {exc})") from exc
     have = len(raw) - 8 - header_len
     if ends and max(ends) > have:
