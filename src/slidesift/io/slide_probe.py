@@ -3,7 +3,7 @@
 OpenSlide, libtiff, libjpeg, OpenJPEG and imagecodecs are C. A damaged slide can make them abort
 or fault (a fuzzed Aperio tile size made GLib abort on a 550 GB ``g_malloc``), which kills
 the Python process with no error and no other slide finished. :func:`probe_slide` runs a
-child Python (``python -m slidesift.io.slide_probe PATH``) that asks OpenSlide what the file
+child Python (``python -m slidesift.io._probe_child PATH``) that asks OpenSlide what the file
 is and, for a slide OpenSlide reads, opens it as :func:`~slidesift.io.slide.open_slide` does
 (OpenSlide and the tile layout) and reads a
 bounded region of every level: the first tile row and the centre, at most 512 x 512 px each.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from slidesift.errors import SlideReadError
 
-__all__ = ["PROBE_ENV", "probe_slide", "probe_wanted"]
+__all__ = ["CHILD_MEMORY", "NO_MEMORY", "PROBE_ENV", "TIMEOUT_S", "probe_slide", "probe_wanted"]
 
 #: Environment variable: ``0`` turns the probe off (trusted files, tests), ``1`` on (default).
 PROBE_ENV = "SLIDESIFT_SLIDE_PROBE"
@@ -38,8 +38,8 @@ PROBE_ENV = "SLIDESIFT_SLIDE_PROBE"
 TIMEOUT_S = 15.0
 #: Address space of the child, bytes: a bomb's allocation fails there (and ends as an error).
 CHILD_MEMORY = 8 << 30
-_REGION = 512
-_NO_MEMORY = 3
+#: Exit status of a child whose sample read ran out of its memory cap.
+NO_MEMORY = 3
 _passed: set[tuple[str, int, int]] = set()
 
 
@@ -78,7 +78,7 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])  # this slidesift, also when not installed
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "slidesift.io.slide_probe", str(p)]
+    cmd = [sys.executable, "-m", "slidesift.io._probe_child", str(p)]
     hint = "the file is probably corrupt; re-export or re-download it"
     try:
         done = subprocess.run(
@@ -102,7 +102,7 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
             + (f": {said}" if said else ""),
             hint,
         )
-    if code == _NO_MEMORY:
+    if code == NO_MEMORY:
         raise SlideReadError(
             p, f"a sample read needs more than {CHILD_MEMORY >> 30} GiB of memory", hint
         )
@@ -115,35 +115,3 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
 def _last_line(stderr: bytes) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     return lines[-1][:200] if lines else ""
-
-
-def _child(path: str) -> None:
-    """Open the slide and read a sample of each level; Python errors are the parent's to meet."""
-    import logging
-    import resource
-
-    import openslide
-
-    from slidesift.io.slide import open_slide
-
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = CHILD_MEMORY if hard == resource.RLIM_INFINITY else min(CHILD_MEMORY, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    logging.disable(logging.CRITICAL)
-    try:
-        vendor = openslide.OpenSlide.detect_format(path)
-        if vendor is None or vendor == "dicom":
-            return  # plain rasters are read by tifffile or Pillow, not OpenSlide
-        with open_slide(path, probe=False) as slide:
-            for level, (w, h) in enumerate(slide.level_dimensions):
-                size = (min(w, _REGION), min(h, _REGION))
-                slide.read_region(level, (0, 0), size)
-                slide.read_region(level, (max(0, w // 2 - 256), max(0, h // 2 - 256)), size)
-    except MemoryError:
-        sys.exit(_NO_MEMORY)
-    except Exception:  # the parent reads the slide itself and reports it
-        pass
-
-
-if __name__ == "__main__":
-    _child(sys.argv[1])
