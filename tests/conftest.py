@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 # answers to the user's cache, so probing is off here; tests of the probe pass probe=True and a
 # cache folder of their own.
 os.environ.setdefault("SLIDESIFT_PROBE", "0")
+# Opening a slide first in a child process (slidesift.io.slide_probe) guards against crashes in
+# C on hostile files; the suite's slides are its own, so that child (0.5 s a file) is off here.
+# tests/test_fuzz.py turns it on (probe=True, and in the fuzz children).
+os.environ.setdefault("SLIDESIFT_SLIDE_PROBE", "0")
 SHARED_DATA = Path(os.environ.get("SLIDESIFT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

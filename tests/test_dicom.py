@@ -30,10 +30,11 @@ from pydicom.uid import (  # noqa: E402
     generate_uid,
 )
 
+from slidesift.cli.info import describe  # noqa: E402
 from slidesift.cli.main import main  # noqa: E402
 from slidesift.errors import MissingExtraError, SlideReadError  # noqa: E402
 from slidesift.io.resample import area_resample  # noqa: E402
-from slidesift.io.slide import describe, open_slide, read_thumb  # noqa: E402
+from slidesift.io.slide import open_slide, read_thumb  # noqa: E402
 from slidesift.phantom import he_like_image  # noqa: E402
 
 

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slidesift import ConfigError, SlideReadError, open_slide, read_thumb
+from slidesift.cli.info import describe
 from slidesift.io import resample
 from slidesift.io.resample import area_resample, nearest_resample
-from slidesift.io.slide import Slide, describe
+from slidesift.io.slide import Slide
 from slidesift.io.tiff import write_pyramidal_tiff
 
 

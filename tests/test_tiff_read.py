@@ -22,8 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slidesift import ConfigError, SlideReadError, open_slide, read_thumb
+from slidesift.cli.info import describe
 from slidesift.io import resample, tiff_read
-from slidesift.io.slide import Slide, describe
+from slidesift.io.slide import Slide
 from slidesift.io.tiff import write_pyramidal_tiff
 from slidesift.io.tiff_read import IncompleteTile, TileCache
 from slidesift.phantom import he_like_image

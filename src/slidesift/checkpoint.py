@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesift.errors import CheckpointError, require
+from slidesift.errors import CheckpointError, SlidesiftError, require
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.io.downsample import Downsample
 from slidesift.io.limits import CHECKPOINT_MB_ENV, SAFETENSORS_HEADER_MAX, max_checkpoint_bytes
@@ -98,11 +98,16 @@ def read_safetensors(
             head = fh.read(header_len)
             header = _parse_header(p, head)
             have = size - 8 - header_len
-            ends = [
-                int(v["data_offsets"][1])
-                for k, v in header.items()
-                if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
-            ]
+            try:
+                ends = [
+                    int(v["data_offsets"][1])
+                    for k, v in header.items()
+                    if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+                ]
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:  # [a], inf
+                raise CheckpointError(
+                    p, f"not a readable safetensors file (data_offsets: {exc})"
+                ) from exc
             if ends and max(ends) > have:
                 raise CheckpointError(
                     p,
@@ -158,7 +163,7 @@ def _parse_header(p: Path, head: bytes) -> dict[str, Any]:
     """The safetensors JSON header as a mapping."""
     try:
         header = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise CheckpointError(p, f"not a readable safetensors file ({exc})") from exc
     if not isinstance(header, dict):
         raise CheckpointError(p, "not a readable safetensors file (its header is not a mapping)")
@@ -277,7 +282,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         )
     try:
         doc = json.loads(meta[_META_KEY])
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also 5000-digit ints, deep nesting
         raise CheckpointError(p, f"its metadata is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(
@@ -286,4 +291,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise CheckpointError(p, f"its metadata lacks {missing}")
-    return Checkpoint(p, doc, tensors)
+    ckpt = Checkpoint(p, doc, tensors)
+    _check_meta(ckpt, p)
+    return ckpt
+
+
+def _check_meta(ckpt: Checkpoint, p: Path) -> None:
+    """Read every metadata field once, so a damaged one fails here, naming the file.
+
+    Without it a checkpoint with ``"tile": "1e3"`` or ``"classes": 3.0`` loaded and failed
+    later with a bare ``ValueError`` or ``TypeError``; and a tile that does not match the
+    weights would build a network of that size before the weights were refused.
+    """
+    try:
+        tile, classes = ckpt.tile, ckpt.classes
+        if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes {list(classes)!r} are not 2 or more names")
+        _ = (ckpt.downsample, ckpt.rails, ckpt.sift, ckpt.normalizer, ckpt.epoch, ckpt.metrics)
+    except (SlidesiftError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(p, f"its metadata is damaged ({exc})") from exc
+    first = ckpt.state.get("head.2.weight")  # the first dense layer is T wide (model.py)
+    if first is not None and (len(first.shape) != 2 or first.shape[0] != tile):
+        raise CheckpointError(
+            p, f"its metadata says T={tile} but the weights are for T={first.shape[0]}"
+        )

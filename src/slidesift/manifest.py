@@ -141,6 +141,13 @@ def _clean(value: str | None) -> str | None:
     return text or None
 
 
+def _unusable(text: str) -> bool:
+    """Whether a path from the CSV holds a NUL or is longer than file systems allow."""
+    size = len(text.encode("utf-8", "surrogateescape"))
+    long_part = any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in Path(text).parts)
+    return "\0" in text or size > 4000 or long_part
+
+
 def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> Manifest:
     """Read and validate a manifest CSV.
 
@@ -197,8 +204,12 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
             if any(_clean(v) for v in row.values()):
                 problems.append((line, "empty 'slide'"))
             continue
-        slide = (root / slide_text).resolve()
         ann_text = _clean(row.get("annotation"))
+        bad = [t for t in (slide_text, ann_text) if t is not None and _unusable(t)]
+        if bad:  # resolve() and is_file() raise on a NUL or a name past the system's limit
+            problems.append((line, f"{bad[0][:80]!r} is not a usable file path"))
+            continue
+        slide = (root / slide_text).resolve()
         annotation = (root / ann_text).resolve() if ann_text else None
         label, split = _clean(row.get("label")), _clean(row.get("split"))
         if split is not None and split not in SPLITS:

@@ -117,7 +117,7 @@ class Rails:
                 tile=None if data.get("tile") is None else int(data["tile"]),
                 n_tiles=int(data.get("n_tiles", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # float(10**400)
             raise ConfigError("rails", data, "a mapping with numeric 'lo' and 'hi'") from exc
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -130,7 +130,7 @@ class Rails:
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: 5000-digit ints too
             raise RailsError(p, _unreadable(p, exc), _RAILS_HINT) from exc
         if not isinstance(data, dict):
             raise RailsError(p, "not a JSON object with 'lo' and 'hi'", _RAILS_HINT)

@@ -48,9 +48,14 @@ def fill_even_odd(
             continue
         cross = np.sort(xs[:k])
         for p in range(0, k - 1, 2):
-            # centres xc = j + 0.5 with a <= xc < b
-            j0 = max(0, math.ceil(cross[p] - 0.5) - x0)
-            j1 = min(w, math.ceil(cross[p + 1] - 0.5) - x0)
+            # centres xc = j + 0.5 with a <= xc < b. Crossings far outside the window (or NaN,
+            # from coordinates near 1e308) are clamped before math.ceil makes them integers: a
+            # float beyond int64 gave an undefined integer there, and a write out of bounds.
+            a, b = cross[p] - 0.5, cross[p + 1] - 0.5
+            if not (a < x0 + w and b > x0):
+                continue
+            j0 = max(0, math.ceil(a) - x0) if a > x0 else 0
+            j1 = min(w, math.ceil(b) - x0) if b < x0 + w else w
             for j in range(j0, j1):
                 out[i, j] = label
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,9 +30,12 @@ def _float(text: str | None, where: str, p: Path | None) -> float:
     if text is None:
         raise AnnotationError(p, f"{where} has no coordinate value")
     try:
-        return float(text.replace(",", ".") if "." not in text else text)
+        value = float(text.replace(",", ".") if "." not in text else text)
     except ValueError as exc:
         raise AnnotationError(p, f"{where} has a non-numeric coordinate {text!r}") from exc
+    if not math.isfinite(value):  # int(Order) of inf or NaN raised a bare OverflowError
+        raise AnnotationError(p, f"{where} has a non-finite value {text!r}")
+    return value
 
 
 def parse_asap_xml(

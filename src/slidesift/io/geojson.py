@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 
-def _class_name(props: Mapping[str, Any] | None) -> str:
-    if not props:
+def _class_name(props: Any) -> str:
+    if not props or not isinstance(props, Mapping):
         return ""
     cls = props.get("classification")
     if isinstance(cls, Mapping):
@@ -46,7 +46,7 @@ def _class_name(props: Mapping[str, Any] | None) -> str:
 def _rings(coords: Any, p: Path | None, where: str) -> tuple[NDArray[np.float64], ...]:
     try:
         rings = tuple(np.asarray(r, dtype=np.float64)[:, :2] for r in coords)
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:  # Overflow: 10**400
         raise AnnotationError(p, f"{where}: coordinates are not a list of rings ({exc})") from exc
     if not rings or any(r.ndim != 2 or len(r) < 3 for r in rings):
         raise AnnotationError(p, f"{where}: a polygon ring needs at least 3 positions")
@@ -85,7 +85,7 @@ def parse_geojson(
         check_annotation_size(p)
         try:
             data: Any = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: also 5000-digit ints
             raise AnnotationError(p, f"not valid JSON ({exc})", "is the file complete?") from exc
     else:
         data = source

@@ -26,6 +26,7 @@ from slidesift.io.downsample import Downsample
 from slidesift.io.limits import check_level_read, check_tile_sizes
 from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
+from slidesift.io.slide_probe import probe_slide, probe_wanted
 from slidesift.io.sniff import image_format
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
@@ -310,7 +311,7 @@ def _check_file(path: Path) -> None:
         raise SlideReadError(path, "the file is empty", "re-export or re-download it")
 
 
-def open_slide(path: str | os.PathLike[str]) -> Slide:
+def open_slide(path: str | os.PathLike[str], *, probe: bool | None = None) -> Slide:
     """Open a whole-slide image or a plain image.
 
     Every format OpenSlide reads (Aperio SVS, generic pyramidal TIFF as in CAMELYON16,
@@ -322,6 +323,10 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     ----------
     path
         The slide file, or a folder of one DICOM slide's instances.
+    probe
+        Open a TIFF-family or unknown file with OpenSlide in a child process first
+        (:mod:`~slidesift.io.slide_probe`: a crash on a damaged file is a ``SlideReadError``);
+        ``None``: ``SLIDESIFT_SLIDE_PROBE``, else on.
 
     Returns
     -------
@@ -342,6 +347,8 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
         dicom = open_dicom(p)
         dims, ds = dicom.level_dimensions, dicom.level_downsamples
         return Slide(p, "dicom", dims, ds, dicom.mpp, dicom=dicom)
+    if kind in ("tiff", "unknown") and probe_wanted(probe):
+        probe_slide(p)  # OpenSlide's C code reads the file from detect_format on
     vendor = openslide.OpenSlide.detect_format(str(p))
     if vendor is not None:
         return _open_openslide(p, vendor)
@@ -477,19 +484,3 @@ def read_thumb(
     scale = (l0_w / dst_w, l0_h / dst_h)
     th_mpp = (slide.mpp[0] * scale[0], slide.mpp[1] * scale[1]) if slide.mpp else None
     return Thumb(pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path), used)
-
-
-def describe(slide: Slide) -> str:
-    """A few human-readable lines about a slide: format, levels and their readers, MPP."""
-    lines = [f"{slide.path.name}: {slide.format}, {slide.level_count} level(s)"]
-    for i, ((w, h), d) in enumerate(
-        zip(slide.level_dimensions, slide.level_downsamples, strict=True)
-    ):
-        lines.append(f"  level {i}: {w} x {h} px (downsample {d:.6g}, {slide.reader_for(i)})")
-    if slide.mpp:
-        lines.append(f"  MPP: {slide.mpp[0]:.4g} x {slide.mpp[1]:.4g} um/px at level 0")
-    else:
-        lines.append("  MPP: none (the file carries no microns-per-pixel metadata)")
-    if slide.mpp and slide.mpp[0] < 2.0:
-        lines.append(f"  about {10.0 / slide.mpp[0]:.0f}x objective equivalent")
-    return "\n".join(lines)

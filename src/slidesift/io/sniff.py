@@ -73,7 +73,7 @@ def file_kind(path: str | os.PathLike[str]) -> str:
             return "JSON"  # named only; parsing a GeoJSON of a gigabyte would take gigabytes
         try:
             json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):  # RecursionError: [[[[... 100k deep
             return "text"
         return "JSON"
     if stripped.startswith("<"):
