@@ -285,6 +285,7 @@ def test_a_slide_that_aborts_openslide_is_a_failed_row_of_an_in_process_cohort(
     from slidesift.segment import SegmentSpec
 
     monkeypatch.setenv(slide_probe.PROBE_ENV, "1")  # as users run it
+    monkeypatch.setenv(IMAGE_PIXELS_ENV, str(2**62))  # past the tile-size limit, to OpenSlide
     good = read_manifest(learned.manifest).split("test")[0]
     bad = _crashing_svs(good.slide, tmp_path / "aborts.svs")
     entries = [good, ManifestEntry(bad, None, good.label, "test")]

@@ -3,10 +3,9 @@
 OpenSlide, libtiff, libjpeg, OpenJPEG and imagecodecs are C. A damaged slide can make them abort
 or fault (a fuzzed Aperio tile size made GLib abort on a 550 GB ``g_malloc``), which kills
 the Python process with no error and no other slide finished. :func:`probe_slide` runs a
-child Python (``python -m slidesift.io._probe_child PATH``) that asks OpenSlide what the file
-is and, for a slide OpenSlide reads, opens it as :func:`~slidesift.io.slide.open_slide` does
-(OpenSlide and the tile layout) and reads a
-bounded region of every level: the first tile row and the centre, at most 512 x 512 px each.
+child Python (``python .../io/_probe_child.py PATH``, about 0.07 s) that asks OpenSlide what
+the file is and, for a slide OpenSlide reads, opens it, applies the tile-size limit and reads
+a bounded region of every level: the first tile row and the centre, at most 512 x 512 px each.
 A child that dies by a signal, runs out of its memory cap or runs past ``timeout_s`` becomes a
 :class:`~slidesift.errors.SlideReadError` naming the file; one that raises a Python exception
 exits normally, since the parent then meets (and reports) that error itself, and a child that
@@ -75,14 +74,11 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
     stamp = _stamp(p)
     if stamp in _passed:
         return
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])  # this slidesift, also when not installed
-    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "slidesift.io._probe_child", str(p)]
+    cmd = [sys.executable, str(Path(__file__).with_name("_probe_child.py")), str(p)]
     hint = "the file is probably corrupt; re-export or re-download it"
     try:
         done = subprocess.run(
-            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, timeout=timeout_s, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
