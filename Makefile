@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cohort.py
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_fuzz.py
+	$(BIN)/python benchmarks/bench_reliability.py
+	$(BIN)/python benchmarks/reliability_table.py --write docs/reliability.md
 	$(BIN)/python benchmarks/readme_table.py
 
 lint: $(STAMP)

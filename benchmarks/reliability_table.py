@@ -9,19 +9,21 @@ Every figure comes from a JSON file a benchmark wrote:
   over a long cohort.
 
 A benchmark without a JSON file has no table. Run:
-``.venv/bin/python benchmarks/reliability_table.py [RESULTS_DIR]`` and paste the output between
-the markers in ``docs/reliability.md`` (``tests/test_reliability_doc.py`` checks it is there).
+``.venv/bin/python benchmarks/reliability_table.py [RESULTS_DIR] [--write docs/reliability.md]``;
+``--write`` puts the tables between the page's markers (``tests/test_reliability_doc.py``
+checks they are there).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render"]
+__all__ = ["main", "render", "write_into"]
 
 RESULTS = Path(os.environ.get("SLIDESIFT_BENCH_OUT", "bench-results"))
 
@@ -105,5 +107,30 @@ def render(folder: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+BEGIN = "<!-- reliability-tables:begin (printed by benchmarks/reliability_table.py) -->"
+END = "<!-- reliability-tables:end -->"
+
+
+def write_into(page: Path, tables: str) -> None:
+    """Replace what lies between the markers of ``page`` with ``tables``."""
+    text = page.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    page.write_text(f"{head}{BEGIN}\n{tables}{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the tables; with ``--write PAGE`` also put them between the page's markers."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="?", type=Path, default=RESULTS)
+    ap.add_argument("--write", type=Path, default=None, metavar="PAGE")
+    args = ap.parse_args(argv)
+    tables = render(args.results)
+    print(tables, end="")
+    if args.write is not None:
+        write_into(args.write, tables)
+    return 0
+
+
 if __name__ == "__main__":
-    print(render(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS), end="")
+    sys.exit(main())

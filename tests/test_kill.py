@@ -46,13 +46,13 @@ def killed(proc: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run of all epochs, never interrupted (in this process: another than the runs')."""
-    from slidesift.train import train
-    from slidesift.train_spec import TrainSpec
-    from train_child import SPEC, tiles
+    """A run of all epochs, never interrupted, in a fresh process of its own.
 
+    Not in the test process: earlier tests change torch's global state there (its thread
+    count, which changes the order of float sums), and the runs compared are fresh processes.
+    """
     out = tmp_path_factory.mktemp("kill") / "reference"
-    train(tiles(), out, TrainSpec(**SPEC))  # type: ignore[arg-type]
+    ran(child(out))
     return out
 
 
