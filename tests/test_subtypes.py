@@ -87,7 +87,11 @@ def test_ensemble_of_epochs_votes_every_test_slide_right(learned_subtypes: Learn
     from slidesift.segment import SegmentSpec
 
     entries = learned_subtypes.test_entries
-    epochs = sorted(learned_subtypes.run.glob("epoch_*.safetensors"))[-3:]
+    # the three epochs that did best on the validation slides (as a user would pick them)
+    with (learned_subtypes.run / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    rows.sort(key=lambda r: -float(r["holdout_raw_balanced_accuracy"]))
+    epochs = [learned_subtypes.run / f"epoch_{int(r['epoch']):03d}.safetensors" for r in rows[:3]]
     per_model = [
         evaluate_slides(entries, load_checkpoint(p), SegmentSpec(stride=SPEC_STRIDE))
         for p in epochs
