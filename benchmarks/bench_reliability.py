@@ -45,7 +45,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     (
         "cohort faults",
-        ("test_cohort_faults.py",),
+        ("test_cohort_faults.py", "test_lock.py"),
         "a worker killed mid-slide, two runs in one folder, a slide changed in place",
     ),
     (

@@ -64,7 +64,7 @@ def categories_table(data: dict[str, Any]) -> str:
                 what.get(r["category"], ""),
             ]
         )
-    head = ["category", "cases tried", "passed", "failed", "skipped", "one case"]
+    head = ["category", "tests run", "passed", "failed", "skipped", "what a test tries"]
     return f"{_table(head, rows)}\n\nMeasured on {_machine(data)}."
 
 
@@ -97,7 +97,7 @@ def render(folder: Path) -> str:
     """The generated part of ``docs/reliability.md``: one section per JSON file found."""
     parts = []
     for name, title, fn in (
-        ("bench_reliability", "Cases tried and passed, per category", categories_table),
+        ("bench_reliability", "Tests run and passed, per category", categories_table),
         ("bench_fuzz", "Fuzzing, per file kind", fuzz_table),
         ("bench_soak", "Soak: a long cohort on a LocalCluster", soak_table),
     ):
