@@ -90,7 +90,7 @@ def cli(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def clean(world: World) -> dict[str, tuple[Path, list[Path]]]:
     """Each job run cleanly in its own folder: the folder, the writes into it (the first
-    segmentation also caches the checkpoint's ONNX files beside it: not counted)."""
+    segmentation also caches the checkpoint's ONNX files, in the cache folder: not counted)."""
     folders: dict[str, tuple[Path, list[Path]]] = {}
     for job, (args, _) in JOBS.items():
         folder = world.root / "clean" / job
@@ -178,13 +178,19 @@ def test_disk_full_at_each_write(
     check_folder(folder)
 
 
-# --- files written beside the checkpoint and by the phantom maker -------------------------------
+# --- the ONNX export cache and the phantom maker -------------------------------
 
 
 @pytest.mark.parametrize("k", [0, 1])
 def test_disk_full_while_caching_the_onnx_export(
-    capsys: pytest.CaptureFixture[str], disk_full: Disk, world: World, tmp_path: Path, k: int
+    capsys: pytest.CaptureFixture[str],
+    disk_full: Disk,
+    world: World,
+    tmp_path: Path,
+    k: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("SLIDESIFT_CACHE", str(tmp_path / "cache"))  # an empty cache: export
     model = tmp_path / "model"
     model.mkdir()
     shutil.copy(world.checkpoint, model)
@@ -196,9 +202,12 @@ def test_disk_full_while_caching_the_onnx_export(
     assert code == OutputError.exit_code and "disk is full" in text and str(fault.failed) in text
     assert "Traceback" not in text
     check_folder(model)
-    disk_full.heal()
+    disk_full.heal()  # undoes the test's monkeypatch, the cache folder too
+    monkeypatch.setenv("SLIDESIFT_CACHE", str(tmp_path / "cache"))
     assert main(args) == 0
     check_folder(model)
+    assert sorted(model.iterdir()) == [ck]  # the exports went to the cache, not beside it
+    assert len(list((tmp_path / "cache" / "onnx").glob("*/*.onnx"))) == 2  # maps, head
 
 
 @pytest.mark.slow

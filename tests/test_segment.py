@@ -6,6 +6,7 @@ Dense and ONNX parity with per-tile torch on every tile size and stride: test_de
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from conftest import discriminative_checkpoint
 from slidesift.assemble import assemble
 from slidesift.checkpoint import Checkpoint
-from slidesift.inference import export_onnx
+from slidesift.inference import export_onnx, onnx_cache_dir
 from slidesift.phantom import he_like_image
 from slidesift.segment import NoTilesWarning, SegmentSpec, segment_pixels
 
@@ -34,11 +35,18 @@ def image() -> np.ndarray:
     return pixels
 
 
-def test_onnx_is_cached_beside_the_checkpoint_and_rebuilt_when_damaged(
-    checkpoint: Checkpoint,
+def test_onnx_goes_to_the_cache_never_beside_the_checkpoint_and_is_rebuilt_when_damaged(
+    checkpoint: Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SLIDESIFT_CACHE", str(tmp_path / "cache"))
+    assert checkpoint.path is not None
+    beside = sorted(checkpoint.path.parent.iterdir())
     path = export_onnx(checkpoint)
-    assert path.parent == checkpoint.path.parent and path.suffix == ".onnx"  # type: ignore[union-attr]
+    assert path.parent == onnx_cache_dir(checkpoint) and path.name == "whole.onnx"
+    assert path.is_relative_to(tmp_path / "cache" / "onnx")
+    for part in ("maps", "head"):
+        assert export_onnx(checkpoint, part=part).parent == path.parent
+    assert sorted(checkpoint.path.parent.iterdir()) == beside  # nothing written beside it
     stamp = path.stat().st_mtime_ns
     assert export_onnx(checkpoint) == path and path.stat().st_mtime_ns == stamp
     path.write_bytes(b"not onnx")

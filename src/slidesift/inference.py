@@ -3,8 +3,9 @@
 Every classifier maps uint8 RGB tiles to class probabilities ``(B, C)`` (column 0 non-tumor).
 
 - :class:`OnnxTiles`: the checkpoint exported to ONNX (uint8 NHWC tiles in, probabilities out,
-  the scaling inside the graph), cached beside the checkpoint and checked against torch on
-  random tiles (max abs difference <= 1e-4) when exported.
+  the scaling inside the graph), cached under ``<cache>/onnx/<checkpoint digest>/`` (never
+  beside the checkpoint: its folder may be read-only) and checked against torch on random
+  tiles (max abs difference <= 1e-4) when exported.
 - :class:`TorchTiles`: the network itself (CUDA: bf16 autocast, channels_last).
 - :class:`DenseOnnx`: shared feature maps. With a stride that is a multiple of 16, the first
   four conv+pool blocks and the fifth convolution of every tile are crops of the same layers
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, ConfigError, require
 
@@ -40,6 +41,7 @@ __all__ = [
     "TileClassifier",
     "dense_applies",
     "export_onnx",
+    "onnx_cache_dir",
 ]
 
 #: Tiles must start on multiples of this for the dense path (four 2x2 poolings).
@@ -210,10 +212,20 @@ def _cached(path: Path, digest: str) -> bool:
     return meta is not None and meta.get("slidesift_checkpoint") == digest
 
 
+def onnx_cache_dir(checkpoint: Checkpoint, root: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache>/onnx/<checkpoint digest>``: where graphs derived from ``checkpoint`` live.
+
+    ``root`` defaults to :func:`slidesift.cache.default_cache_dir`. Nothing is ever written
+    beside a checkpoint: its folder may be read-only or shared.
+    """
+    base = Path(root) if root is not None else default_cache_dir()
+    return base / "onnx" / _digest(checkpoint)
+
+
 def export_onnx(
     checkpoint: Checkpoint, *, part: str = "whole", folder: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Export (or reuse) the checkpoint's ONNX graph beside it, checked against torch.
+    """Export (or reuse) the checkpoint's ONNX graph, checked against torch.
 
     Parameters
     ----------
@@ -223,8 +235,8 @@ def export_onnx(
         ``whole`` (tiles -> probabilities), ``maps`` (image of any size -> conv-5 maps after
         ReLU, before pooling) or ``head`` (pooled conv-5 features -> probabilities).
     folder
-        Where to write; default beside the checkpoint (a temporary folder when it has no
-        path). The file is reused while it carries the checkpoint's digest.
+        Where to write ``<part>.onnx``; default :func:`onnx_cache_dir` (keyed by the
+        checkpoint's digest). The file is reused while it carries the checkpoint's digest.
 
     Raises
     ------
@@ -232,15 +244,9 @@ def export_onnx(
         ONNX Runtime's outputs differ from torch's by more than 1e-4.
     """
     digest = _digest(checkpoint)
-    if folder is not None:
-        base = Path(folder)
-    elif checkpoint.path is not None:
-        base = checkpoint.path.parent
-    else:
-        base = Path(tempfile.gettempdir()) / "slidesift-onnx"
+    base = Path(folder) if folder is not None else onnx_cache_dir(checkpoint)
     base.mkdir(parents=True, exist_ok=True)
-    stem = checkpoint.path.stem if checkpoint.path is not None else f"model-{digest[:12]}"
-    path = base / (f"{stem}.onnx" if part == "whole" else f"{stem}.{part}.onnx")
+    path = base / f"{part}.onnx"
     if _cached(path, digest):
         return path  # no torch needed to reuse an export
     require("torch", "learn", "exporting the model to ONNX")
@@ -275,7 +281,8 @@ def export_onnx(
         path.unlink(missing_ok=True)
         raise CheckpointError(
             path,
-            f"the ONNX export of {stem} differs from torch by {diff:.2e} (> {_PARITY_ATOL})",
+            f"the ONNX export ({part}) of {checkpoint.path or digest} differs from torch by "
+            f"{diff:.2e} (> {_PARITY_ATOL})",
             "report this as a bug, with the checkpoint; segment with inference='torch' meanwhile",
         )
     return path

@@ -69,10 +69,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift.balanced import export_balanced, rgbx
-from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, require
-from slidesift.inference import DenseOnnx, _digest, _ort, _session, onnx_metadata
+from slidesift.inference import DenseOnnx, _digest, _ort, _session, onnx_cache_dir, onnx_metadata
 
 __all__ = [
     "CALIBRATION_SEEDS",
@@ -99,12 +98,6 @@ INT8_BLOCK_PX = 3200
 #: Pixels darker than this (mean of R, G, B) are tissue for :func:`_tissue_mean`.
 _TISSUE_GREY = 200
 _META_RECIPE = "slidesift_recipe"
-
-
-def onnx_cache_dir(checkpoint: Checkpoint, root: str | os.PathLike[str] | None = None) -> Path:
-    """``<cache>/onnx/<checkpoint digest>``: where derived graphs of ``checkpoint`` live."""
-    base = Path(root) if root is not None else default_cache_dir()
-    return base / "onnx" / _digest(checkpoint)
 
 
 def model_um_per_px(checkpoint: Checkpoint) -> float:
