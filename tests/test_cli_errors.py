@@ -229,3 +229,34 @@ def test_unknown_outputs_are_a_usage_error_that_lists_the_kinds(
                        "--out", out)  # fmt: skip
     assert code == 2 and "'--preview-px': 8: at least 16 px, or 0 for the thumbnail's full" in err
     assert not out.exists()
+
+
+
+def test_brackets_in_a_message_are_printed_not_taken_for_markup(capsys) -> None:
+    """The pip extra in a missing-extra message (``slidesift[cohort]``) and a path with
+    brackets reach the terminal as written: rich markup once swallowed ``[cohort]``, leaving
+    the advice ``pip install 'slidesift'``, which installs nothing new."""
+    import click
+
+    from slidesift.cli.main import cli
+    from slidesift.errors import MissingExtraError, SlideReadError
+
+    @click.command("needs-dask")
+    def needs_dask() -> None:
+        raise MissingExtraError("dask", "cohort", "running a cohort on Dask")
+
+    @click.command("bad-slide")
+    def bad_slide() -> None:
+        raise SlideReadError(Path("/data/[red]case[/].svs"), "not a slide")
+
+    cli.add_command(needs_dask)
+    cli.add_command(bad_slide)
+    try:
+        code, _, err = run(capsys, "needs-dask")
+        assert code == 7
+        assert "pip install 'slidesift[cohort]'" in err
+        code, _, err = run(capsys, "bad-slide")
+        assert code == 3
+        assert "[red]case[/].svs" in err
+    finally:
+        del cli.commands["needs-dask"], cli.commands["bad-slide"]

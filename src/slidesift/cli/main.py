@@ -15,6 +15,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, TextIO
 
 import click
+from rich.markup import escape
 
 from slidesift import __version__
 from slidesift.cli.config import default_map, read_config
@@ -38,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "report": "slidesift.cli.report_cmd:report",
     "evaluate": "slidesift.cli.evaluate_cmd:evaluate_command",
     "doctor": "slidesift.cli.doctor_cmd:doctor",
+    "export": "slidesift.cli.export_cmd:export_command",
 }
 
 
@@ -138,7 +140,7 @@ def _show_warning(
     if category.__module__.startswith("slidesift"):
         from slidesift.cli.options import output_console
 
-        output_console(stderr=True).print(f"[yellow]warning:[/] {message}")
+        output_console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -157,7 +159,8 @@ def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="slidesift", standalone_mode=False)
     except SlidesiftError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escaped: messages hold brackets that are no markup (pip install 'slidesift[cohort]')
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
