@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A second venv with only the `infer` extra (no torch): tests/test_torch_free.py segments with a
+# model bundle in it, as a user who installed `pip install 'slidesift[infer]'` would.
+INFER_VENV  := .venv-infer
+INFER_STAMP := $(INFER_VENV)/.installed
 
 .PHONY: demo test quick bench lint typecheck clean setup
 
@@ -17,10 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+$(INFER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(INFER_VENV)
+	$(INFER_VENV)/bin/pip install --quiet --upgrade pip
+	$(INFER_VENV)/bin/pip install --quiet -e '.[infer]'
+	touch $(INFER_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/slidesift demo
 
-test: $(STAMP)
+test: $(STAMP) $(INFER_STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
@@ -53,4 +63,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFER_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

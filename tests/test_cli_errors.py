@@ -231,7 +231,6 @@ def test_unknown_outputs_are_a_usage_error_that_lists_the_kinds(
     assert not out.exists()
 
 
-
 def test_brackets_in_a_message_are_printed_not_taken_for_markup(capsys) -> None:
     """The pip extra in a missing-extra message (``slidesift[cohort]``) and a path with
     brackets reach the terminal as written: rich markup once swallowed ``[cohort]``, leaving

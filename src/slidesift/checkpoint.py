@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ FORMAT = "slidesift-checkpoint/1"
 _META_KEY = "slidesift"
 #: Metadata every checkpoint must carry.
 REQUIRED = ("format", "tile", "classes", "rails", "sift", "epoch")
-#: File kinds (:func:`~slidesift.io.sniff.file_kind`) that are no checkpoint, damaged or not.
-NOT_CHECKPOINT_KINDS = SLIDE_KINDS | {"folder", "zip archive", "JSON", "XML", "text"}
+#: File kinds (:func:`~slidesift.io.sniff.file_kind`) that are no checkpoint, damaged or not
+#: (a zip archive may be a model bundle, :mod:`slidesift.bundle`).
+NOT_CHECKPOINT_KINDS = SLIDE_KINDS | {"folder", "JSON", "XML", "text"}
 
 
 def write_safetensors(
@@ -74,7 +76,8 @@ def read_safetensors(
     """
     p = Path(path)
     kind = file_kind(p)
-    if kind in NOT_CHECKPOINT_KINDS:  # a slide's bytes would read as "header claims 5e15 bytes"
+    # a slide's bytes would read as "header claims 5e15 bytes"; a zip may be a bundle
+    if kind in NOT_CHECKPOINT_KINDS or kind == "zip archive":
         raise CheckpointError(
             p,
             f"this is {a_kind(kind)}, not a slidesift checkpoint",
@@ -182,12 +185,26 @@ class Checkpoint:
         The metadata document (see the module docstring).
     state
         The network's ``state_dict``: numpy arrays when read from a file (no torch needed),
-        torch tensors when built from a training run.
+        torch tensors when built from a training run; empty for a model bundle.
+    graphs
+        A model bundle's ONNX graphs (:mod:`slidesift.bundle`), by their file name in the ONNX
+        cache (``whole.onnx``, ``maps.onnx``, ``head.onnx``, ``maps-rgbx.int8.onnx``,
+        ``head.int8.onnx``); placed in the cache when first used. Empty for a checkpoint.
+    source_digest
+        A bundle's source checkpoint digest (what its graphs and the caches are keyed by);
+        ``None`` for a checkpoint, whose digest is its file's.
     """
 
     path: Path | None
     meta: dict[str, Any]
     state: dict[str, Any] = field(repr=False)
+    graphs: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    source_digest: str | None = None
+
+    @property
+    def is_bundle(self) -> bool:
+        """Whether this is a model bundle (ONNX graphs, no torch weights)."""
+        return self.source_digest is not None
 
     @property
     def tile(self) -> int:
@@ -230,7 +247,21 @@ class Checkpoint:
         return dict(self.meta.get("metrics", {}))
 
     def model(self) -> Any:
-        """A :class:`LightweightCNN` with these weights, in eval mode (on the CPU)."""
+        """A :class:`LightweightCNN` with these weights, in eval mode (on the CPU).
+
+        Raises
+        ------
+        CheckpointError
+            This is a model bundle: it carries ONNX graphs, not the weights.
+        """
+        if self.is_bundle:
+            raise CheckpointError(
+                self.path or "<memory>",
+                "a model bundle carries ONNX graphs, not the network's weights",
+                "inference 'torch' or 'bf16', quantising anew and training need the checkpoint "
+                f"it was exported from (digest {self.source_digest}); the ONNX modes (auto, "
+                "dense, int8, tiles) run from the bundle",
+            )
         import torch
 
         from slidesift.model import LightweightCNN
@@ -267,7 +298,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; never unpickles.
+    """Read a checkpoint written by :func:`save_checkpoint`, or a model bundle written by
+    :func:`slidesift.bundle.write_bundle`; never unpickles.
 
     Raises
     ------
@@ -275,6 +307,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         Missing, truncated, corrupt, or lacking slidesift metadata.
     """
     p = Path(path)
+    if file_kind(p) == "zip archive":
+        from slidesift.bundle import load_bundle
+
+        return load_bundle(p)
     tensors, meta = read_safetensors(p)
     if _META_KEY not in meta:
         raise CheckpointError(
@@ -292,11 +328,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if missing:
         raise CheckpointError(p, f"its metadata lacks {missing}")
     ckpt = Checkpoint(p, doc, tensors)
-    _check_meta(ckpt, p)
+    check_meta(ckpt, p)
     return ckpt
 
 
-def _check_meta(ckpt: Checkpoint, p: Path) -> None:
+def check_meta(ckpt: Checkpoint, p: Path) -> None:
     """Read every metadata field once, so a damaged one fails here, naming the file.
 
     Without it a checkpoint with ``"tile": "1e3"`` or ``"classes": 3.0`` loaded and failed

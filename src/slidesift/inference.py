@@ -42,6 +42,7 @@ __all__ = [
     "dense_applies",
     "export_onnx",
     "onnx_cache_dir",
+    "provide_graph",
 ]
 
 #: Tiles must start on multiples of this for the dense path (four 2x2 poolings).
@@ -150,6 +151,8 @@ def _folded_maps(features: Any) -> Any:
 
 
 def _digest(checkpoint: Checkpoint) -> str:
+    if checkpoint.source_digest is not None:  # a bundle: keyed by its source checkpoint
+        return checkpoint.source_digest
     if checkpoint.path is not None and checkpoint.path.exists():
         return hashlib.blake2b(checkpoint.path.read_bytes(), digest_size=16).hexdigest()
     h = hashlib.blake2b(digest_size=16)
@@ -207,6 +210,23 @@ def onnx_metadata(path: Path) -> dict[str, str] | None:
         return None
 
 
+def provide_graph(checkpoint: Checkpoint, path: Path) -> None:
+    """Place a model bundle's copy of the graph named ``path.name`` at ``path`` (in the ONNX
+    cache), unless the same bytes are there already; nothing for a checkpoint."""
+    data = checkpoint.graphs.get(path.name)
+    if data is None:
+        return
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    from slidesift.io.atomic import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+
+
 def _cached(path: Path, digest: str) -> bool:
     meta = onnx_metadata(path)
     return meta is not None and meta.get("slidesift_checkpoint") == digest
@@ -247,6 +267,7 @@ def export_onnx(
     base = Path(folder) if folder is not None else onnx_cache_dir(checkpoint)
     base.mkdir(parents=True, exist_ok=True)
     path = base / f"{part}.onnx"
+    provide_graph(checkpoint, path)
     if _cached(path, digest):
         return path  # no torch needed to reuse an export
     require("torch", "learn", "exporting the model to ONNX")

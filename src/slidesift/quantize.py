@@ -71,7 +71,15 @@ from numpy.typing import NDArray
 from slidesift.balanced import export_balanced, rgbx
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, require
-from slidesift.inference import DenseOnnx, _digest, _ort, _session, onnx_cache_dir, onnx_metadata
+from slidesift.inference import (
+    DenseOnnx,
+    _digest,
+    _ort,
+    _session,
+    onnx_cache_dir,
+    onnx_metadata,
+    provide_graph,
+)
 
 __all__ = [
     "CALIBRATION_SEEDS",
@@ -265,8 +273,17 @@ def quantized(
     digest = _digest(checkpoint)
     folder = onnx_cache_dir(checkpoint, cache_dir)
     targets = (folder / "maps-rgbx.int8.onnx", folder / "head.int8.onnx")
+    for target in targets:  # a bundle's int8 graphs, if it has them
+        provide_graph(checkpoint, target)
     if all(_has(t, digest) for t in targets):
         return targets
+    if checkpoint.is_bundle:  # no weights to quantise
+        raise CheckpointError(
+            checkpoint.path or "<memory>",
+            f"this model bundle has no int8 graphs of this slidesift's recipe ({RECIPE})",
+            "use inference 'dense' (fp32), or export the bundle again from its checkpoint with "
+            "this slidesift",
+        )
     # not cached: build them (needs torch and onnx; a cached run never imports torch)
     require("torch", "learn", "quantising the model")
     require("onnx", "infer", "quantising the model")

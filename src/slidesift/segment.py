@@ -329,7 +329,7 @@ def _cuda_available() -> bool:
 
 def _pick(spec: SegmentSpec, stride: int, classifiers: Classifiers) -> str:
     if spec.inference == "auto":
-        if _cuda_available():
+        if not classifiers.checkpoint.is_bundle and _cuda_available():  # a bundle: ONNX only
             return "torch"
         return classifiers.dense_choice() if dense_applies(stride) else "tiles"
     if spec.inference in DENSE_MODES and not dense_applies(stride):

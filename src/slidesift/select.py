@@ -73,7 +73,8 @@ def select_epoch(
     Parameters
     ----------
     run
-        A training run folder.
+        A training run folder; or a folder of model bundles (``*.slidesift``, see
+        :mod:`slidesift.bundle`) when it holds no checkpoint.
     entries
         Slides with truth to choose on: the ``val`` split (a warning is given for ``test``
         rows, :class:`SelectionOnTestWarning`).
@@ -96,9 +97,12 @@ def select_epoch(
             SelectionOnTestWarning,
             stacklevel=2,
         )
-    paths = sorted(Path(run).glob("epoch_*.safetensors"))
+    paths = sorted(Path(run).glob("epoch_*.safetensors")) or sorted(Path(run).glob("*.slidesift"))
     if not paths:
-        raise SelectionError(f"no epoch_*.safetensors in {run}", "train a model there first")
+        raise SelectionError(
+            f"no epoch_*.safetensors (or *.slidesift bundles) in {run}",
+            "train a model there first, or export the epochs to compare as bundles there",
+        )
     scored_entries = [e for e in entries if e.has_truth]
     if not scored_entries:
         raise SelectionError(
