@@ -97,3 +97,23 @@ def test_doctor_exits_1_when_openslide_is_missing(
     monkeypatch.setattr(doctor_cmd, "_openslide", lambda: missing)
     assert main(["doctor"]) == 1
     assert "OpenSlide missing" in " ".join(capsys.readouterr().err.split())
+
+
+def test_doctor_prints_the_pip_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pip install 'slidesift[cohort]'`` reaches the table whole (rich once took ``[cohort]``
+    for markup and printed ``pip install 'slidesift'``)."""
+    real = doctor_cmd.checks
+
+    def without_dask() -> list[doctor_cmd.Check]:
+        return [
+            doctor_cmd.Check("Dask", "missing: pip install 'slidesift[cohort]'", False, "cohorts")
+            if c.component == "Dask"
+            else c
+            for c in real()
+        ]
+
+    monkeypatch.setattr(doctor_cmd, "checks", without_dask)
+    main(["doctor"])
+    assert "pip install 'slidesift[cohort]'" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from slidesift import __version__
@@ -166,7 +167,8 @@ def doctor(slides: tuple[Path, ...]) -> None:
         mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.essential else "[yellow]--[/]")
         if c in opened and not c.ok:
             mark = "[red]FAILED[/]"
-        table.add_row(f"{mark} {c.component}", c.found, c.serves)
+        # escaped: `found` holds brackets that are no markup (pip install 'slidesift[learn]')
+        table.add_row(f"{mark} {c.component}", escape(c.found), escape(c.serves))
     console.print(table)
     broken = [c.component for c in results if c.essential and not c.ok]
     if broken:
