@@ -226,3 +226,14 @@ def test_select_scores_a_folder_of_bundles(made, tmp_path, tiny_cohort) -> None:
     a, b = (r.figures["mean_jaccard"] for r in sel.epochs)
     assert a == b  # the same fp32 graphs
     assert os.path.basename(str(sel.best.path)).endswith(".slidesift")
+
+
+def test_info_describes_a_bundle_and_a_checkpoint(made, capsys) -> None:
+    assert main(["info", str(made["bundle"]), str(made["checkpoint"])]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    digest = load_bundle(made["bundle"]).source_digest
+    assert f"model.slidesift: slidesift model bundle, epoch 1 tile T = {TILE} px" in out
+    assert f"exported from {made['checkpoint'].name} (digest {digest})" in out
+    assert "maps-rgbx.int8.onnx" in out
+    assert f"{made['checkpoint'].name}: slidesift checkpoint, epoch 1" in out
+    assert out.count("classes: non-tumor, tumor") == 2

@@ -1,4 +1,4 @@
-"""``slidesift info``: what a slide is, its levels and its MPP."""
+"""``slidesift info``: what a slide is, its levels and its MPP; or what a model is."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from rich.markup import escape
+
+from slidesift.checkpoint import Checkpoint
 from slidesift.cli.options import output_console
 from slidesift.io.slide import Slide, open_slide
 
@@ -15,15 +18,55 @@ from slidesift.io.slide import Slide, open_slide
 def info(slides: tuple[Path, ...]) -> None:
     """Print format, pyramid levels and MPP of each SLIDE.
 
+    Given a checkpoint or a model bundle instead, print what the model was trained with: T,
+    N or um/px, classes, rails, sift options, stain normalisation, epoch and metrics.
+
     \b
     Examples (slides of `slidesift phantom --out cohort --count 10`):
       slidesift info cohort/slides/paip_000.svs
       slidesift info cohort/slides/*.svs
+      slidesift info run/epoch_005.safetensors
     """
+    from slidesift.io.sniff import file_kind
+
     out = output_console()
     for path in slides:
+        if file_kind(path) in ("checkpoint (safetensors)", "zip archive"):
+            from slidesift.checkpoint import load_checkpoint
+
+            out.print(escape(describe_model(load_checkpoint(path))), highlight=False)
+            continue
         with open_slide(path) as slide:
             out.print(describe(slide))
+
+
+def describe_model(checkpoint: Checkpoint) -> str:
+    """A few human-readable lines about a checkpoint or a model bundle."""
+    name = checkpoint.path.name if checkpoint.path is not None else "<memory>"
+    kind = "model bundle" if checkpoint.is_bundle else "checkpoint"
+    scale = checkpoint.downsample.to_dict()
+    at = f"{scale['mpp']} um/px" if scale.get("mpp") else f"N = {scale.get('longest')} px"
+    rails, sift = checkpoint.rails, checkpoint.sift
+    norm = checkpoint.normalizer
+    lines = [
+        f"{name}: slidesift {kind}, epoch {checkpoint.epoch}",
+        f"  tile T = {checkpoint.tile} px, thumbnails at {at}",
+        f"  classes: {', '.join(checkpoint.classes)}",
+        f"  rails: [{rails.lo:.3f}, {rails.hi:.3f}] bits ({sift.entropy} entropy), background "
+        f"{sift.background}, at most {sift.max_background:.0%} a tile",
+        f"  stain normalisation: {norm.method if norm is not None else 'none'}",
+    ]
+    shown = {k: v for k, v in checkpoint.metrics.items() if isinstance(v, (int, float))}
+    if shown:
+        lines.append("  metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())))
+    if checkpoint.is_bundle:
+        from slidesift.bundle import bundle_summary
+
+        made = bundle_summary(checkpoint)
+        graphs = ", ".join(f"{n} ({b / 2**20:.2f} MB)" for n, b in made["graphs"].items())
+        lines.append(f"  exported from {made['source']} (digest {made['digest']})")
+        lines.append(f"  graphs: {graphs}")
+    return "\n".join(lines)
 
 
 def describe(slide: Slide) -> str:
