@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
 from rich.markup import escape
 
-from slidesift.checkpoint import Checkpoint
 from slidesift.cli.options import output_console
 from slidesift.io.slide import Slide, open_slide
+
+if TYPE_CHECKING:
+    from slidesift.checkpoint import Checkpoint
 
 
 @click.command()
