@@ -47,8 +47,9 @@ from slidesift.assemble import assemble
 from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import ConfigError, require
-from slidesift.inference import DENSE_STEP, DenseOnnx, _digest, _ort
+from slidesift.inference import DENSE_STEP, DenseOnnx, _ort
 from slidesift.io.atomic import atomic_write_text
+from slidesift.onnx_cache import checkpoint_digest as _digest
 from slidesift.quantize import int8_dense, phantom_thumbnails
 from slidesift.sift import measure_tiles, sift
 from slidesift.tiles import TileGrid, stride_for_overlap

@@ -28,17 +28,26 @@ or edited bundle is refused naming the member. ONNX graphs hold no code; nothing
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from slidesift.checkpoint import Checkpoint, check_meta
+from slidesift.checkpoint import Checkpoint, load_checkpoint
 from slidesift.errors import CheckpointError
 from slidesift.io.atomic import atomic_write
-from slidesift.io.limits import CHECKPOINT_MB_ENV, max_checkpoint_bytes
+from slidesift.io.bundle_read import (
+    BUNDLE_FORMAT,
+    FP32_GRAPHS,
+    INT8_GRAPHS,
+    MANIFEST,
+    MEMBER,
+    sha256,
+)
+
+#: The file suffix ``export`` gives bundles.
+SUFFIX = ".slidesift"
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -49,23 +58,6 @@ __all__ = [
     "load_bundle",
     "write_bundle",
 ]
-
-#: Format tag of ``bundle.json``.
-BUNDLE_FORMAT = "slidesift-bundle/1"
-#: The file suffix ``export`` gives bundles.
-SUFFIX = ".slidesift"
-MANIFEST = "bundle.json"
-#: ``bundle.json`` is a few kB; anything beyond this is no bundle slidesift wrote.
-MANIFEST_MAX_BYTES = 4 * 2**20
-#: fp32 graphs every bundle holds (their names in the ONNX cache).
-FP32_GRAPHS = ("whole.onnx", "maps.onnx", "head.onnx")
-#: int8 graphs a bundle holds unless exported with ``int8=False``.
-INT8_GRAPHS = ("maps-rgbx.int8.onnx", "head.int8.onnx")
-_MEMBER = "onnx/{}"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_bundle(
@@ -97,9 +89,10 @@ def write_bundle(
         ``out``.
     """
     from slidesift._version import __version__
-    from slidesift.inference import _digest, export_onnx, onnx_cache_dir
+    from slidesift.inference import export_onnx
+    from slidesift.onnx_cache import checkpoint_digest, onnx_cache_dir
 
-    digest = _digest(checkpoint)
+    digest = checkpoint_digest(checkpoint)
     folder = onnx_cache_dir(checkpoint, cache_dir)
     paths = {f"{part}.onnx": export_onnx(checkpoint, part=part, folder=folder)
              for part in ("whole", "maps", "head")}  # fmt: skip
@@ -121,7 +114,7 @@ def write_bundle(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": source,
         "meta": {k: v for k, v in checkpoint.meta.items() if k != "bundle_source"},
-        "graphs": {n: {"sha256": _sha256(b), "bytes": len(b)} for n, b in graphs.items()},
+        "graphs": {n: {"sha256": sha256(b), "bytes": len(b)} for n, b in graphs.items()},
     }
     if int8:
         doc["int8_recipe"] = RECIPE
@@ -130,29 +123,9 @@ def write_bundle(
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             zf.writestr(MANIFEST, json.dumps(doc, indent=2, sort_keys=True) + "\n")
             for name, data in graphs.items():
-                zf.writestr(_MEMBER.format(name), data)
+                zf.writestr(MEMBER.format(name), data)
 
     return atomic_write(out, write)
-
-
-def _refuse(p: Path, reason: str) -> CheckpointError:
-    return CheckpointError(
-        p,
-        reason,
-        "export it again with `slidesift export CHECKPOINT --out model.slidesift`",
-    )
-
-
-def _member(zf: zipfile.ZipFile, p: Path, name: str, cap: int) -> bytes:
-    """A member's bytes, refused before reading when its stated size is over ``cap``."""
-    try:
-        info = zf.getinfo(name)
-    except KeyError:
-        raise _refuse(p, f"it lacks {name}: not a whole slidesift model bundle") from None
-    if info.file_size > cap:
-        raise _refuse(p, f"its {name} claims {info.file_size:,} bytes, over the {cap:,} allowed")
-    with zf.open(info) as fh:  # zipfile stops at the stated size (and checks the CRC)
-        return fh.read()
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Checkpoint:
@@ -167,77 +140,12 @@ def load_bundle(path: str | os.PathLike[str]) -> Checkpoint:
     Raises
     ------
     CheckpointError
-        Missing, too large, not a zip archive, no ``bundle.json``, an unknown format, a
-        graph missing or differing from its sha256, damaged metadata.
+        Not a bundle, or damaged (see :func:`slidesift.io.bundle_read.read_bundle`).
     """
-    p = Path(path)
-    cap = max_checkpoint_bytes()
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise CheckpointError(p, exc.strerror or str(exc)) from exc
-    if size > cap:
-        raise CheckpointError(
-            p,
-            f"the file has {size / 2**20:,.1f} MB, over the {cap // 2**20:,} MB a model may have",
-            f"slidesift's bundles are a few MB: is this the right file? If it is, raise "
-            f"{CHECKPOINT_MB_ENV}",
-        )
-    try:
-        with zipfile.ZipFile(p) as zf:
-            if MANIFEST not in zf.namelist():
-                raise CheckpointError(
-                    p,
-                    "this zip archive has no bundle.json: it is no slidesift model bundle",
-                    "give a checkpoint (epoch_NNN.safetensors) or a bundle that "
-                    "`slidesift export CHECKPOINT --out model.slidesift` wrote",
-                )
-            doc = _manifest(p, _member(zf, p, MANIFEST, MANIFEST_MAX_BYTES))
-            graphs = {}
-            for name, entry in doc["graphs"].items():
-                data = _member(zf, p, _MEMBER.format(name), cap)
-                if _sha256(data) != entry.get("sha256"):
-                    raise _refuse(p, f"its {_MEMBER.format(name)} differs from bundle.json's "
-                                  "sha256: damaged or edited")  # fmt: skip
-                graphs[name] = data
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise _refuse(p, f"not a readable zip archive ({exc})") from exc
-    except OSError as exc:
-        raise CheckpointError(p, exc.strerror or str(exc)) from exc
-    meta = dict(doc["meta"])
-    meta["bundle_source"] = doc["source"]
-    ck = Checkpoint(p, meta, {}, graphs=graphs, source_digest=str(doc["source"]["digest"]))
-    check_meta(ck, p)
+    ck = load_checkpoint(path)
+    if not ck.is_bundle:
+        raise CheckpointError(Path(path), "this is a checkpoint, not a model bundle")
     return ck
-
-
-def _manifest(p: Path, raw: bytes) -> dict[str, Any]:
-    """``bundle.json`` parsed and its shape checked."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise _refuse(p, f"its bundle.json is not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise CheckpointError(
-            p,
-            f"unknown bundle format {found!r} (this slidesift reads {BUNDLE_FORMAT!r})",
-            "export it again with this slidesift, or update slidesift",
-        )
-    graphs, source, meta = doc.get("graphs"), doc.get("source"), doc.get("meta")
-    if (
-        not isinstance(graphs, dict)
-        or not all(isinstance(v, dict) for v in graphs.values())
-        or not isinstance(source, dict)
-        or not isinstance(source.get("digest"), str)
-        or not isinstance(meta, dict)
-    ):
-        raise _refuse(p, "its bundle.json lacks graphs, source or meta")
-    missing = [g for g in FP32_GRAPHS if g not in graphs]
-    unknown = [g for g in graphs if g not in FP32_GRAPHS + INT8_GRAPHS]
-    if missing or unknown:
-        raise _refuse(p, f"its graphs are not slidesift's (missing {missing}, unknown {unknown})")
-    return doc
 
 
 def bundle_summary(checkpoint: Checkpoint) -> dict[str, Any]:

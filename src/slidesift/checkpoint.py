@@ -21,6 +21,7 @@ from typing import Any
 
 from slidesift.errors import CheckpointError, SlidesiftError, require
 from slidesift.io.atomic import atomic_write_bytes
+from slidesift.io.bundle_read import read_bundle
 from slidesift.io.downsample import Downsample
 from slidesift.io.limits import CHECKPOINT_MB_ENV, SAFETENSORS_HEADER_MAX, max_checkpoint_bytes
 from slidesift.io.sniff import SLIDE_KINDS, a_kind, file_kind
@@ -307,10 +308,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         Missing, truncated, corrupt, or lacking slidesift metadata.
     """
     p = Path(path)
-    if file_kind(p) == "zip archive":
-        from slidesift.bundle import load_bundle
-
-        return load_bundle(p)
+    if file_kind(p) == "zip archive":  # a model bundle (slidesift.bundle)
+        contents = read_bundle(p)
+        meta = {**contents.doc["meta"], "bundle_source": contents.doc["source"]}
+        digest = str(contents.doc["source"]["digest"])
+        bundle = Checkpoint(p, meta, {}, graphs=contents.graphs, source_digest=digest)
+        check_meta(bundle, p)
+        return bundle
     tensors, meta = read_safetensors(p)
     if _META_KEY not in meta:
         raise CheckpointError(

@@ -19,7 +19,6 @@ Every classifier maps uint8 RGB tiles to class probabilities ``(B, C)`` (column 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,9 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, ConfigError, require
+from slidesift.onnx_cache import checkpoint_digest as _digest
+from slidesift.onnx_cache import onnx_cache_dir, provide_graph
 
 __all__ = [
     "DENSE_STEP",
@@ -150,20 +150,6 @@ def _folded_maps(features: Any) -> Any:
     return torch.nn.Sequential(*layers).eval()
 
 
-def _digest(checkpoint: Checkpoint) -> str:
-    if checkpoint.source_digest is not None:  # a bundle: keyed by its source checkpoint
-        return checkpoint.source_digest
-    if checkpoint.path is not None and checkpoint.path.exists():
-        return hashlib.blake2b(checkpoint.path.read_bytes(), digest_size=16).hexdigest()
-    h = hashlib.blake2b(digest_size=16)
-    for k in sorted(checkpoint.state):
-        h.update(k.encode())
-        value = checkpoint.state[k]
-        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-        h.update(array.tobytes())
-    return h.hexdigest()
-
-
 def _export(module: Any, example: Any, path: Path, dynamic: dict[str, dict[int, str]],
             digest: str) -> None:  # fmt: skip
     import onnx
@@ -210,36 +196,9 @@ def onnx_metadata(path: Path) -> dict[str, str] | None:
         return None
 
 
-def provide_graph(checkpoint: Checkpoint, path: Path) -> None:
-    """Place a model bundle's copy of the graph named ``path.name`` at ``path`` (in the ONNX
-    cache), unless the same bytes are there already; nothing for a checkpoint."""
-    data = checkpoint.graphs.get(path.name)
-    if data is None:
-        return
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    from slidesift.io.atomic import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-
-
 def _cached(path: Path, digest: str) -> bool:
     meta = onnx_metadata(path)
     return meta is not None and meta.get("slidesift_checkpoint") == digest
-
-
-def onnx_cache_dir(checkpoint: Checkpoint, root: str | os.PathLike[str] | None = None) -> Path:
-    """``<cache>/onnx/<checkpoint digest>``: where graphs derived from ``checkpoint`` live.
-
-    ``root`` defaults to :func:`slidesift.cache.default_cache_dir`. Nothing is ever written
-    beside a checkpoint: its folder may be read-only or shared.
-    """
-    base = Path(root) if root is not None else default_cache_dir()
-    return base / "onnx" / _digest(checkpoint)
 
 
 def export_onnx(

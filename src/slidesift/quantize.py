@@ -71,15 +71,9 @@ from numpy.typing import NDArray
 from slidesift.balanced import export_balanced, rgbx
 from slidesift.checkpoint import Checkpoint
 from slidesift.errors import CheckpointError, require
-from slidesift.inference import (
-    DenseOnnx,
-    _digest,
-    _ort,
-    _session,
-    onnx_cache_dir,
-    onnx_metadata,
-    provide_graph,
-)
+from slidesift.inference import DenseOnnx, _ort, _session, onnx_metadata
+from slidesift.onnx_cache import checkpoint_digest as _digest
+from slidesift.onnx_cache import onnx_cache_dir, provide_graph
 
 __all__ = [
     "CALIBRATION_SEEDS",
