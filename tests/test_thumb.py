@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -406,6 +406,7 @@ BAD_RECORDS = {
     "other size": (_record(size=[128, 96]), "resized or cropped"),
     "huge": (_record(slide=None, pad="x" * 100_000), "over the 4,096"),
     "latin-1": (b"\xff\xfe{", "not JSON"),
+    "huge integer": (_record(um_per_px=[10**400, 5.0]), "'um_per_px'"),
     "normaliser without key": (_record(normalizer={"method": "reinhard"}), "method or key"),
 }
 
@@ -502,6 +503,37 @@ def test_any_record_bytes_open_or_warn(tmp_path: Path, data: bytes, png: bool) -
         meta = read_thumb_meta(path, "png" if png else "jpeg", (64, 48))
     assert meta is None
     assert all(issubclass(w.category, ThumbMetaWarning) for w in heard)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.integers(min_value=10**308, max_value=10**320)  # over a float's range
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = ["format", "size", "level0", "downsample", "um_per_px", "asked", "slide", "normalizer",
+          "model", "slidesift"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@example(changes={"um_per_px": [10**400, 5.0]})
+@example(changes={"downsample": [1.0, -(10**400)], "size": [10**400, 1]})
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, min_size=1, max_size=3))
+def test_records_with_any_field_values_parse_or_are_refused(changes: dict[str, Any]) -> None:
+    """Each field replaced by any JSON value (a 320-digit integer too): a record or ``_Bad``."""
+    raw = _record(**changes)
+    try:
+        meta = ThumbMeta.from_json(raw)
+    except ValueError as exc:
+        assert type(exc).__name__ == "_Bad"
+    else:
+        assert ThumbMeta.from_json(meta.to_json().encode()) == meta
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -99,7 +99,12 @@ def thumb_command(
     seconds = time.perf_counter() - start
     meta = thumbnail.meta
     um = meta.um_per_px
-    scale = f"{(um[0] + um[1]) / 2:.4g} um/px" if um else "no um/px (the slide carries no MPP)"
+    if um is None:
+        scale = "no um/px (the slide carries no MPP)"
+    elif f"{um[0]:.4g}" == f"{um[1]:.4g}":
+        scale = f"{um[0]:.4g} um/px"
+    else:
+        scale = f"{um[0]:.4g} x {um[1]:.4g} um/px"
     kind = thumb_format(out).upper()
     console.print(
         f"wrote {out}: {meta.size[0]} x {meta.size[1]} px, {size / 1e6:.2f} MB {kind}, "

@@ -166,8 +166,10 @@ class ThumbMeta:
             raise _Bad(f"it is not JSON ({exc})") from exc
         if not isinstance(doc, dict):
             raise _Bad("it is not a JSON mapping")
-        if doc.get("format") != FORMAT:
-            raise _Bad(f"its format is {str(doc.get('format'))[:40]!r}, not {FORMAT!r}")
+        tag = doc.get("format")
+        if tag != FORMAT:
+            said = f"{tag[:40]!r}" if isinstance(tag, str) else "missing"
+            raise _Bad(f"its format is {said}, not {FORMAT!r}")
         asked = doc.get("asked")
         if not isinstance(asked, dict):
             raise _Bad("'asked' is not a mapping of longest or mpp")
@@ -249,7 +251,8 @@ def _floats(doc: dict[str, Any], key: str, bounds: tuple[float, float]) -> tuple
         isinstance(value, list)
         and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        and all(math.isfinite(v) and bounds[0] <= v <= bounds[1] for v in value)
+        # bounds first: math.isfinite of a 400-digit integer raises OverflowError
+        and all(bounds[0] <= v <= bounds[1] and math.isfinite(v) for v in value)
     )
     if not ok:
         raise _Bad(f"{key!r} is not two numbers in [{bounds[0]:g}, {bounds[1]:g}]")
