@@ -329,8 +329,9 @@ def test_the_thumb_cache_keeps_the_normaliser_key(slide: Path, tmp_path: Path, m
 
 @pytest.mark.slow
 def test_6000_px_phantom_slide_jpeg_budget(capsys, tmp_path: Path) -> None:
-    """A 6000-px phantom slide: its 3000-px JPEG is under 3 MB; its 6000-px one (the slide
-    itself, 5.9 MB at quality 90) is over, and the command says so and what to do."""
+    """A 6000-px phantom slide: its 3000-px JPEG is under 3 MB (1.2 MB); its 6000-px one (the
+    slide itself: 5.9 MB at quality 90, 3.6 MB at 60) is over, and the command says so and what
+    to do."""
     from slidesift.phantom.cohort import CohortSpec, make_cohort
 
     make_cohort(CohortSpec(count=1, longest=(6000, 6000), seed=7, artifacts=0.0), tmp_path / "c")
@@ -353,6 +354,10 @@ def test_6000_px_phantom_slide_jpeg_budget(capsys, tmp_path: Path) -> None:
     png = tmp_path / "full.png"
     code, text, _ = run(capsys, "thumb", svs, "-N", "6000", "--out", png)
     assert code == 0 and "write a JPEG instead" in text
+    low = tmp_path / "low.jpg"
+    code, text, _ = run(capsys, "thumb", svs, "-N", "6000", "--quality", "60", "--out", low)
+    print(f"6000 px JPEG q60: {low.stat().st_size / 1e6:.2f} MB")
+    assert code == 0 and "needs fewer px" in text
 
 
 # --- damaged or hostile records ------------------------------------------------------------------

@@ -114,11 +114,16 @@ def thumb_command(
         norm = f"stain-normalised ({meta.normalizer})" if meta.normalizer else "no normaliser"
         console.print(f"  for {model.name if model else ''}: {meta.asked}, {norm}")
     if size > BUDGET_BYTES:
-        advice = (
-            "write a JPEG instead (--out case.jpg)"
-            if kind == "PNG"
-            else f"lower --quality (now {quality or JPEG_QUALITY}; 75 is often enough)"
-        )
+        q = quality or JPEG_QUALITY
+        if kind == "PNG":
+            advice = "write a JPEG instead (--out case.jpg)"
+        elif q > 75:
+            advice = f"lower --quality (now {q}; 75 is often enough)"
+        else:
+            advice = (
+                f"at --quality {q}, a smaller file needs fewer px: a model read at a smaller N "
+                "or a coarser um/px"
+            )
         console.print(
             f"[yellow]warning:[/] {out.name} is {size / 1e6:.1f} MB, over the "
             f"{BUDGET_BYTES / 1e6:.0f} MB a telemedicine link takes (1-3 MB): {advice}",
