@@ -192,8 +192,9 @@ def test_jfif_density_falls_back_to_dots_per_cm(tmp_path: Path) -> None:
 
 
 def test_name_can_be_withheld(capsys, slide: Path, tmp_path: Path) -> None:
-    out = tmp_path / "anon.jpg"
-    assert run(capsys, "thumb", slide, "-N", "400", "--name", "", "--out", out)[0] == 0
+    out = tmp_path / "[bold]anon[red].jpg"  # a name rich would take for markup
+    code, text, _ = run(capsys, "thumb", slide, "-N", "400", "--name", "", "--out", out)
+    assert code == 0 and "[bold]anon[red].jpg" in text
     assert record_of(out)["slide"] is None
     assert b"patient_42" not in out.read_bytes()
     code, text, _ = run(capsys, "info", out)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from slidesift.cli.options import output_console
 from slidesift.errors import ConfigError
@@ -92,7 +93,7 @@ def thumb_command(
 
         checkpoint = load_checkpoint(model)
     start = time.perf_counter()
-    with console.status(f"reading {slide.name}"):
+    with console.status(f"reading {escape(slide.name)}"):
         downsample = None if checkpoint is not None else Downsample(longest=longest, mpp=mpp)
         thumbnail = make_thumbnail(slide, downsample=downsample, checkpoint=checkpoint, name=name)
         size = write_thumbnail(out, thumbnail, quality=quality or JPEG_QUALITY)
@@ -107,12 +108,12 @@ def thumb_command(
         scale = f"{um[0]:.4g} x {um[1]:.4g} um/px"
     kind = thumb_format(out).upper()
     console.print(
-        f"wrote {out}: {meta.size[0]} x {meta.size[1]} px, {size / 1e6:.2f} MB {kind}, "
-        f"{scale}, in {seconds:.1f} s"
+        f"wrote {escape(str(out))}: {meta.size[0]} x {meta.size[1]} px, "
+        f"{size / 1e6:.2f} MB {kind}, {scale}, in {seconds:.1f} s"
     )
     if checkpoint is not None:
         norm = f"stain-normalised ({meta.normalizer})" if meta.normalizer else "no normaliser"
-        console.print(f"  for {model.name if model else ''}: {meta.asked}, {norm}")
+        console.print(f"  for {escape(model.name if model else '')}: {meta.asked}, {escape(norm)}")
     if size > BUDGET_BYTES:
         q = quality or JPEG_QUALITY
         if kind == "PNG":
@@ -125,7 +126,7 @@ def thumb_command(
                 "or a coarser um/px"
             )
         console.print(
-            f"[yellow]warning:[/] {out.name} is {size / 1e6:.1f} MB, over the "
+            f"[yellow]warning:[/] {escape(out.name)} is {size / 1e6:.1f} MB, over the "
             f"{BUDGET_BYTES / 1e6:.0f} MB a telemedicine link takes (1-3 MB): {advice}",
             highlight=False,
         )
