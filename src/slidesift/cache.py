@@ -210,6 +210,7 @@ class ThumbCache:
                         int(meta["level"]),
                         None if meta["mpp"] is None else tuple(meta["mpp"]),
                         str(Path(slide_path)),
+                        normalized=meta.get("normalized"),
                     ),
                     key,
                 )
@@ -222,6 +223,7 @@ class ThumbCache:
             "scale": list(thumb.scale),
             "level": thumb.level,
             "mpp": None if thumb.mpp is None else list(thumb.mpp),
+            "normalized": thumb.normalized,
         }
         atomic_write_text(meta_path, json.dumps(meta) + "\n")
         return thumb, key

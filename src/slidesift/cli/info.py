@@ -72,7 +72,8 @@ def describe_model(checkpoint: Checkpoint) -> str:
 
 
 def describe(slide: Slide) -> str:
-    """A few human-readable lines about a slide: format, levels and their readers, MPP."""
+    """A few human-readable lines about a slide: format, levels and their readers, MPP; for a
+    thumbnail `slidesift thumb` wrote, what its slidesift record says."""
     lines = [f"{slide.path.name}: {slide.format}, {slide.level_count} level(s)"]
     for i, ((w, h), d) in enumerate(
         zip(slide.level_dimensions, slide.level_downsamples, strict=True)
@@ -84,4 +85,6 @@ def describe(slide: Slide) -> str:
         lines.append("  MPP: none (the file carries no microns-per-pixel metadata)")
     if slide.mpp and slide.mpp[0] < 2.0:
         lines.append(f"  about {10.0 / slide.mpp[0]:.0f}x objective equivalent")
+    if slide.thumb_meta is not None:
+        lines.extend(slide.thumb_meta.describe())
     return "\n".join(lines)

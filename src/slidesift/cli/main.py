@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "select": "slidesift.cli.select_cmd:select_command",
     "report": "slidesift.cli.report_cmd:report",
     "evaluate": "slidesift.cli.evaluate_cmd:evaluate_command",
+    "thumb": "slidesift.cli.thumb_cmd:thumb_command",
     "doctor": "slidesift.cli.doctor_cmd:doctor",
     "export": "slidesift.cli.export_cmd:export_command",
 }
@@ -120,6 +121,8 @@ def cli() -> None:
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
     One HTML page with the scores, pictures and training curves (seg/report.html):
       slidesift report seg --run run
+    The thumbnail to send instead of a slide (1-3 MB, its um/px inside), at the model's scale:
+      slidesift thumb cohort/slides/paip_006.svs --model run/epoch_005.safetensors --out case.jpg
     Defaults from a TOML file, e.g. a [segment] table with smooth = 25 (flags win):
       slidesift --config slidesift.toml segment run/epoch_005.safetensors cohort/manifest.csv \\
         --split test --out seg_smooth

@@ -28,6 +28,7 @@ from slidesift.io.plain_image import read_plain_image, rgba_to_rgb
 from slidesift.io.resample import area_resample
 from slidesift.io.slide_probe import probe_slide, probe_wanted
 from slidesift.io.sniff import image_format
+from slidesift.io.thumb_meta import ThumbMeta, read_thumb_meta
 from slidesift.io.tiff_read import IncompleteTile, TiffTiles, TileCache, reader_choice
 
 __all__ = ["Slide", "Thumb", "open_slide", "read_thumb"]
@@ -59,6 +60,9 @@ class Thumb:
         What decoded the level: ``tifffile`` (its tiles, :mod:`slidesift.io.tiff_read`),
         ``openslide``, ``wsidicom`` (DICOM) or ``memory`` (plain images); ``None`` where not
         recorded (cached).
+    normalized
+        :func:`slidesift.stain.key_of` of the stain normaliser the pixels were already
+        normalised with (a thumbnail ``slidesift thumb --model`` wrote), else ``None``.
     """
 
     pixels: NDArray[np.uint8]
@@ -68,6 +72,7 @@ class Thumb:
     mpp: tuple[float, float] | None
     source: str
     reader: str | None = None
+    normalized: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -103,6 +108,9 @@ class Slide:
         Level-0 px per level px, per level.
     mpp
         ``(x, y)`` microns per level-0 pixel, or ``None`` when the file carries none.
+    thumb_meta
+        The slidesift record of a thumbnail ``slidesift thumb`` wrote (its um/px is
+        :attr:`mpp`), else ``None``.
     """
 
     def __init__(
@@ -117,12 +125,14 @@ class Slide:
         pixels: NDArray[np.uint8] | None = None,
         tiles: TiffTiles | None = None,
         dicom: DicomLevels | None = None,
+        thumb_meta: ThumbMeta | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
         self.level_dimensions = level_dimensions
         self.level_downsamples = level_downsamples
         self.mpp = mpp
+        self.thumb_meta = thumb_meta
         self._osr = osr
         self._pixels = pixels
         self._tiles = tiles
@@ -404,13 +414,26 @@ def _open_openslide(p: Path, vendor: str) -> Slide:
 
 
 def _open_plain(p: Path, kind: str) -> Slide:
+    """A plain image as a one-level slide; a thumbnail's slidesift record gives its MPP."""
     pixels, mpp = read_plain_image(p, kind)
     h, w = pixels.shape[:2]
-    return Slide(p, "image" if kind != "tiff" else "tiff", ((w, h),), (1.0,), mpp, pixels=pixels)
+    meta = read_thumb_meta(p, kind, (w, h)) if kind in ("png", "jpeg") else None
+    if meta is not None and meta.um_per_px is not None:
+        mpp = meta.um_per_px
+    fmt = "image" if kind != "tiff" else "tiff"
+    return Slide(p, fmt, ((w, h),), (1.0,), mpp, pixels=pixels, thumb_meta=meta)
 
 
 def _target_size(slide: Slide, longest: int | None, mpp: float | None) -> tuple[int, int]:
+    """``(w, h)`` to read ``slide`` at; a thumbnail read at the very target asked: its size.
+
+    A thumbnail written at ``mpp`` has whole px, so its recorded um/px is near the target, not
+    on it; a size recomputed from it can differ by a px (and resample the pixels again). Read
+    at the target it was written at, it is used as it is.
+    """
     target = Downsample(longest=longest, mpp=mpp)
+    if slide.thumb_meta is not None and slide.thumb_meta.asked == target:
+        return slide.dimensions
     return target.target_size(
         slide.dimensions, slide.mpp[0] if slide.mpp else None, slide.path.name
     )
@@ -483,4 +506,7 @@ def read_thumb(
     l0_w, l0_h = slide.dimensions
     scale = (l0_w / dst_w, l0_h / dst_h)
     th_mpp = (slide.mpp[0] * scale[0], slide.mpp[1] * scale[1]) if slide.mpp else None
-    return Thumb(pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path), used)
+    normalized = slide.thumb_meta.normalizer_key if slide.thumb_meta is not None else None
+    return Thumb(
+        pixels, (l0_w, l0_h), scale, level, th_mpp, str(slide.path), used, normalized=normalized
+    )
