@@ -32,7 +32,7 @@ from slidesift.errors import ConfigError, NoTilesWarning, OutOfDomainWarning
 from slidesift.inference import DENSE_STEP, OnnxTiles, classify_tiles, dense_applies
 from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.sift import SiftResult, measure_tiles, sift
-from slidesift.stain import StainNormalizer, key_of
+from slidesift.stain import normalized_pixels
 from slidesift.tiles import TileGrid, stride_for_overlap
 from slidesift.torch_inference import TorchTiles
 
@@ -42,7 +42,6 @@ __all__ = [
     "OutOfDomainWarning",
     "SegmentResult",
     "SegmentSpec",
-    "normalized_pixels",
     "segment",
     "segment_pixels",
 ]
@@ -425,52 +424,6 @@ def segment_pixels(
         inference=str(classifier.name),
         seconds=seconds,
     )
-
-
-def normalized_pixels(
-    thumb: Thumb, normalizer: StainNormalizer | None, name: str = ""
-) -> tuple[NDArray[np.uint8], str | None]:
-    """A thumbnail's pixels under a model's stain normaliser, each pixel normalised once.
-
-    Pixels that this normaliser already normalised (a thumbnail ``slidesift thumb --model``
-    wrote records its key: :attr:`Thumb.normalized`) are returned as they are.
-
-    Parameters
-    ----------
-    thumb
-        The thumbnail, ``(H, W, 3)`` uint8 pixels.
-    normalizer
-        The model's normaliser, or ``None``.
-    name
-        The slide's name, for the warning.
-
-    Returns
-    -------
-    (numpy.ndarray, str or None)
-        ``(H, W, 3)`` uint8 pixels, and the key (:func:`slidesift.stain.key_of`) of the
-        normaliser whose output they are, or ``None``.
-
-    Warns
-    -----
-    OutOfDomainWarning
-        The pixels were normalised for another model (they are normalised again, or, for a
-        model without a normaliser, used as they are).
-    """
-    key = None if normalizer is None else key_of(normalizer)
-    if thumb.normalized is not None and thumb.normalized == key:
-        return np.asarray(thumb.pixels), key
-    if thumb.normalized is not None:
-        warnings.warn(
-            f"{name or thumb.source}: its pixels were stain-normalised for another model "
-            f"(normaliser {thumb.normalized}); "
-            + ("this model's normaliser is applied on top" if key else "this model has none")
-            + ": make the thumbnail again with `slidesift thumb --model` for this model",
-            OutOfDomainWarning,
-            stacklevel=2,
-        )
-    if normalizer is None:
-        return np.asarray(thumb.pixels), thumb.normalized
-    return normalizer.apply(np.asarray(thumb.pixels)), key
 
 
 def segment(

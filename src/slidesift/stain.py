@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -27,7 +28,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.errors import ConfigError, StainError
+from slidesift.errors import ConfigError, OutOfDomainWarning, StainError
+from slidesift.io.thumb import Thumb
 from slidesift.sift import SiftSpec, to_gray
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "background_hint",
     "fit_normalizer",
     "key_of",
+    "normalized_pixels",
     "normalizer_from_dict",
 ]
 
@@ -426,3 +429,49 @@ def background_hint(spec: SiftSpec) -> str | None:
             "tile's most frequent values instead"
         )
     return None
+
+
+def normalized_pixels(
+    thumb: Thumb, normalizer: StainNormalizer | None, name: str = ""
+) -> tuple[NDArray[np.uint8], str | None]:
+    """A thumbnail's pixels under a model's stain normaliser, each pixel normalised once.
+
+    Pixels that this normaliser already normalised (a thumbnail ``slidesift thumb --model``
+    wrote records its key: :attr:`Thumb.normalized`) are returned as they are.
+
+    Parameters
+    ----------
+    thumb
+        The thumbnail, ``(H, W, 3)`` uint8 pixels.
+    normalizer
+        The model's normaliser, or ``None``.
+    name
+        The slide's name, for the warning.
+
+    Returns
+    -------
+    (numpy.ndarray, str or None)
+        ``(H, W, 3)`` uint8 pixels, and the key (:func:`slidesift.stain.key_of`) of the
+        normaliser whose output they are, or ``None``.
+
+    Warns
+    -----
+    OutOfDomainWarning
+        The pixels were normalised for another model (they are normalised again, or, for a
+        model without a normaliser, used as they are).
+    """
+    key = None if normalizer is None else key_of(normalizer)
+    if thumb.normalized is not None and thumb.normalized == key:
+        return np.asarray(thumb.pixels), key
+    if thumb.normalized is not None:
+        warnings.warn(
+            f"{name or thumb.source}: its pixels were stain-normalised for another model "
+            f"(normaliser {thumb.normalized}); "
+            + ("this model's normaliser is applied on top" if key else "this model has none")
+            + ": make the thumbnail again with `slidesift thumb --model` for this model",
+            OutOfDomainWarning,
+            stacklevel=2,
+        )
+    if normalizer is None:
+        return np.asarray(thumb.pixels), thumb.normalized
+    return normalizer.apply(np.asarray(thumb.pixels)), key

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from slidesift._version import __version__
 from slidesift.errors import ConfigError
 from slidesift.io.atomic import atomic_write_bytes
 from slidesift.io.downsample import Downsample
@@ -95,7 +96,7 @@ def make_thumbnail(
     method = None
     model = digest = None
     if checkpoint is not None:
-        from slidesift.segment import normalized_pixels
+        from slidesift.stain import normalized_pixels
 
         normalizer = checkpoint.normalizer
         pixels, norm_key = normalized_pixels(thumb, normalizer, Path(slide_path).name)
@@ -103,7 +104,9 @@ def make_thumbnail(
         if checkpoint.path is not None:
             from slidesift.cache import file_digest
 
-            model, digest = checkpoint.path.name, file_digest(checkpoint.path)
+            # a bundle: its source checkpoint's digest, as a checkpoint's own
+            model = checkpoint.path.name
+            digest = checkpoint.source_digest or file_digest(checkpoint.path)
     if norm_key is not None and method is None:  # pixels of a thumbnail normalised before
         src = slide.thumb_meta
         method = src.normalizer if src is not None else "unknown"
@@ -118,6 +121,7 @@ def make_thumbnail(
         normalizer_key=norm_key,
         model=model,
         model_digest=digest,
+        version=__version__,
     )
     return Thumbnail(np.ascontiguousarray(pixels), meta)
 

@@ -55,11 +55,14 @@ def export_command(
     serve the folder with any static web server.
 
     \b
-    Examples: a bundle, then segment a slide with it (no torch needed):
+    Examples (a run of `slidesift train cohort/manifest.csv --out run ...`):
       slidesift export run/epoch_005.safetensors --out model.slidesift
-      slidesift segment model.slidesift cohort/slides/paip_006.svs --out paip_006
-    The page and a thumbnail for it; then open http://localhost:8000 and drop case.png on it:
       slidesift export model.slidesift --web page
+
+    \b
+    Then segment a slide with the bundle (no torch needed), or make a thumbnail for the
+    page, serve the page and open http://localhost:8000 to drop case.png on it:
+      slidesift segment model.slidesift cohort/slides/paip_006.svs --out paip_006
       slidesift thumb cohort/slides/paip_006.svs --model model.slidesift --out case.png
       python3 -m http.server -d page 8000
     """

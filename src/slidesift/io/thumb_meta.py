@@ -5,11 +5,10 @@ says what it is, in two places:
 
 - its resolution, for any viewer: a PNG ``pHYs`` chunk (px per metre) or the JPEG's JFIF
   density (dots per inch, or per cm where inches overflow its 16 bits), from the um/px;
-- the slidesift record, a small JSON mapping (:class:`ThumbMeta`): a PNG ``iTXt`` chunk with
-  the keyword ``slidesift`` (``tEXt`` is read too), or a JPEG ``COM`` segment that starts with
-  ``slidesift:``. It holds the um/px exactly, the level-0 size and downsample of the source
-  slide, the target asked (N or um/px), the stain normaliser applied and the model, if any.
-  The slide's file name, not its path, is kept (``--name`` changes or drops it).
+- the slidesift record, a small JSON mapping (:class:`ThumbMeta`) in a PNG ``iTXt`` chunk
+  ``slidesift`` (``tEXt`` read too) or a JPEG ``COM`` segment starting ``slidesift:``: um/px,
+  level-0 size and downsample, target asked, normaliser and model if any, and the slide's
+  file name, never its path (``--name`` changes or drops it).
 
 :func:`read_thumb_meta` reads the record back when :func:`slidesift.io.slide.open_slide` opens
 a PNG or JPEG: the image opens as a slide whose MPP is the recorded um/px. Reading is bounded:
@@ -36,7 +35,6 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift._version import __version__
 from slidesift.errors import ConfigError, SlidesiftWarning
 from slidesift.io.downsample import Downsample
 
@@ -106,7 +104,7 @@ class ThumbMeta:
     model_digest
         BLAKE2b-128 hex digest of that file's bytes.
     version
-        The slidesift version that wrote it.
+        The slidesift version that wrote it (``io`` knows no version: the writer gives it).
     """
 
     size: tuple[int, int]
@@ -119,7 +117,7 @@ class ThumbMeta:
     normalizer_key: str | None = None
     model: str | None = None
     model_digest: str | None = None
-    version: str = __version__
+    version: str = ""
 
     def to_json(self) -> str:
         """The record as compact JSON (:meth:`from_json` reads it back)."""
@@ -193,7 +191,7 @@ class ThumbMeta:
             normalizer_key=None if norm is None else _name(norm, "key"),
             model=None if model is None else _name(model, "name"),
             model_digest=None if model is None else _name(model, "digest"),
-            version=_name(doc, "slidesift") or "?",
+            version=_name(doc, "slidesift") or "",
         )
 
     def describe(self) -> list[str]:
@@ -203,12 +201,10 @@ class ThumbMeta:
             f"  slidesift thumbnail of {self.slide or '(name withheld)'} "
             f"(level 0 {self.level0[0]} x {self.level0[1]} px, downsample "
             f"{self.downsample[0]:.4g} x {self.downsample[1]:.4g}), read at {asked}, "
-            f"slidesift {self.version}"
+            f"slidesift {self.version or '?'}"
         ]
-        if self.normalizer:
-            lines.append(f"  stain-normalised: {self.normalizer} (key {self.normalizer_key})")
-        else:
-            lines.append("  stain-normalised: no")
+        norm = f"{self.normalizer} (key {self.normalizer_key})" if self.normalizer else "no"
+        lines.append(f"  stain-normalised: {norm}")
         if self.model:
             lines.append(f"  made for model {self.model} (digest {self.model_digest})")
         return lines
