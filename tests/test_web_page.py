@@ -219,6 +219,28 @@ def test_export_writes_the_page_and_replaces_only_its_own(
 
 
 @pytest.mark.learn
+def test_the_page_opened_from_disk_says_how_to_serve_it(
+    small_checkpoint: Any, tmp_path: Path, fake_pins: dict[str, bytes]
+) -> None:
+    """file:// cannot load ES modules (origin null): the page's static text says what to do."""
+    chromium = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    out = export_web(
+        small_checkpoint, tmp_path / "page", runtime=_tgz(tmp_path / "o.tgz", fake_pins)
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto((out / "index.html").as_uri())
+            page.wait_for_load_state("load")
+            text = page.inner_text("#message")
+        finally:
+            browser.close()
+    assert "python3 -m http.server 8000" in text and "file://" in text
+
+
+@pytest.mark.learn
 def test_export_refuses_a_stain_normalised_model(small_checkpoint: Any, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -309,6 +331,11 @@ def _images(rng: np.random.Generator) -> Iterator[tuple[np.ndarray, int, int, Si
             pixels[h // 2 :, : w // 3] = rng.integers(10, 20, (h - h // 2, w // 3, 3))
         for spec in specs:
             yield np.ascontiguousarray(pixels), tile, stride, spec
+    # background exactly max_background (0.5): half of each first-row tile is glass
+    pixels, _ = he_like_image((120, 150), seed=9, tumor_fraction=0.5)
+    pixels[:16] = 245
+    for spec in specs:
+        yield np.ascontiguousarray(pixels), 32, 16, spec
 
 
 def test_the_page_sifts_exactly_as_python(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -332,7 +359,7 @@ def test_the_page_sifts_exactly_as_python(tmp_path: Path, rng: np.random.Generat
         })  # fmt: skip
         expected.append((stats, result))
     _run_node(tmp_path, cases)
-    edges = 0
+    edges = halves = 0
     for case, (stats, result) in zip(cases, expected, strict=True):
         n = stats.entropy.size
         raw = Path(case["out"]).read_bytes()
@@ -345,7 +372,9 @@ def test_the_page_sifts_exactly_as_python(tmp_path: Path, rng: np.random.Generat
         assert np.array_equal(keep, result.keep.ravel()), where
         lo, hi = case["rails"]["lo"], case["rails"]["hi"]
         edges += int(((entropy == lo) | (entropy == hi)).sum())
+        halves += int((background == 0.5).sum())
     assert edges >= len(cases)  # tiles sitting exactly on a rail were kept alike
+    assert halves > 0  # and tiles exactly at max_background
 
 
 def test_the_page_assembles_exactly_as_python(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -438,7 +467,12 @@ def test_the_page_writes_geojson_and_png_that_read_back_as_its_mask(
             painted = rasterize(parse_geojson(collection), (w, h), tuple(case["scale"]))
             assert np.array_equal(painted.astype(bool), m)
             for polygon in feature["geometry"]["coordinates"]:
-                assert all(ring[0] == ring[-1] and len(ring) >= 4 for ring in polygon)
+                for ring in polygon:  # closed, corners only (as CHAIN_APPROX_SIMPLE)
+                    assert ring[0] == ring[-1] and len(ring) >= 5
+                    pts = np.array(ring[:-1] + ring[:2], float)
+                    a, b = pts[1:-1] - pts[:-2], pts[2:] - pts[1:-1]
+                    turn = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+                    assert np.all(turn != 0), ring
         png = Image.open(case["png"])
         assert png.mode == Image.open(io.BytesIO(encode_png(m))).mode == "1"
         assert np.array_equal(np.asarray(png, bool), m)
@@ -503,8 +537,21 @@ def _thumbnail(learned: Any, checkpoint: Any, folder: Path, longest: int | None 
     with open_slide(entry.slide) as slide:
         thumb = read_thumb(slide, longest=n)
     path = folder / f"{Path(entry.slide).stem}_{n}.png"
-    Image.fromarray(thumb.pixels).save(path)
+    buf = io.BytesIO()
+    Image.fromarray(thumb.pixels).save(buf, "PNG")
+    path.write_bytes(_with_gamma(buf.getvalue()))
     return path
+
+
+def _with_gamma(png: bytes, gamma: float = 1.0) -> bytes:
+    """The PNG with a gAMA chunk after IHDR: a browser that colour-manages changes the pixels
+    (Pillow, and so slidesift, reads the stored values)."""
+    import struct
+    import zlib
+
+    body = b"gAMA" + struct.pack(">I", round(100000 / gamma))
+    chunk = struct.pack(">I", 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]
 
 
 def _python_view(png: Path, checkpoint: Any) -> dict[str, Any]:
@@ -633,6 +680,7 @@ def test_the_page_segments_as_python_in_chromium(served: Served, browser: Any, l
     print(f"\nweb page: {keep.sum()} kept tiles, labels agree on {agree:.2%}, max |dp| {diff:.1e};"
           f" timings {got['timings']}")  # fmt: skip
     assert agree >= 0.995
+    assert diff < 1e-3  # the same tiles, not shifted ones (measured 5e-7)
     assert 0 < (labels > 0).sum() < keep.sum()  # both classes present: a swap would show
     # the mask: assemble()'s on the page's probabilities, and what the page drew
     expected = assemble(grid, py["sift"].keep, probs.reshape(*grid.grid_shape, -1), classes).mask

@@ -12,7 +12,10 @@ const $ = (id) => document.getElementById(id);
 const state = { model: null, session: null, result: null, ort: null };
 window.slidesift = { state: 'loading' };
 
-function setMessage(text) { $('message').textContent = text; }
+function setMessage(text) {
+  $('message').classList.remove('warning');
+  $('message').textContent = text;
+}
 function setWarning(text) {
   $('warning').hidden = !text;
   $('warning').textContent = text || '';
@@ -359,6 +362,7 @@ function wire() {
 }
 
 wire();
+setMessage('Loading the model…');
 loadModel().then(() => {
   window.slidesift = { state: 'ready' };
   setMessage('Ready. Choose a thumbnail.');
