@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import shutil
 import tempfile
 import threading
 import time
@@ -163,7 +164,10 @@ def main() -> None:
             pngs[n] = root / f"thumb_{n}.png"
             Image.fromarray(thumb.pixels).save(pngs[n])
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="chromium", args=ARGS)
+            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+            if chromium is None:
+                raise SystemExit("no chromium on PATH (Debian: apt-get install chromium)")
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             try:
                 for isolated in (False, True):
                     with serve(out, isolated) as url:

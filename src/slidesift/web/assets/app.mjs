@@ -18,7 +18,7 @@ function setMessage(text) {
 }
 function setWarning(text) {
   $('warning').hidden = !text;
-  $('warning').textContent = text || '';
+  setRich($('warning'), text || '');
 }
 function fmt(x, digits = 2) { return Number(x).toFixed(digits); }
 
@@ -40,7 +40,7 @@ async function loadModel() {
   const m = model.model;
   $('model-line').textContent =
     `Model ${m.name} · epoch ${m.epoch} · classes ${m.classes.join(', ')} · tiles ${model.tile} px every ${model.stride} px`;
-  $('expect').textContent = expectation(model);
+  setRich($('expect'), expectation(model));
   const details = [
     ['Model file', m.name], ['Checkpoint digest', m.digest], ['Epoch', m.epoch],
     ['Classes', m.classes.join(', ')], ['Trained at', scaleText(model)],
@@ -79,6 +79,16 @@ function expectation(model) {
     return `This model expects a thumbnail at ${fmt(d.mpp)} µm/px, as \`slidesift thumb SLIDE --mpp ${d.mpp} --out case.png\` writes it.`;
   }
   return `This model expects a thumbnail whose longer side is ${d.longest} px, as \`slidesift thumb SLIDE -N ${d.longest} --out case.png\` writes it.`;
+}
+
+/** Text with `code` spans as <code> elements (no HTML parsing). */
+function setRich(el, text) {
+  el.replaceChildren(...text.split('`').map((part, i) => {
+    if (i % 2 === 0) return document.createTextNode(part);
+    const code = document.createElement('code');
+    code.textContent = part;
+    return code;
+  }));
 }
 
 async function getSession() {
@@ -280,11 +290,22 @@ function drawImage(img) {
 }
 
 function drawMask(img, mask) {
+  // Translucent yellow inside, a solid blue edge on the region's own border pixels (so the
+  // painted pixels are exactly the mask), both far from the pinks and purples of H&E.
   const ctx = sizeCanvas($('overlay'), img);
   const data = ctx.createImageData(img.w, img.h);
-  const px = data.data;
+  const px = data.data, w = img.w, h = img.h;
+  const edge = Math.max(1, Math.round(Math.max(w, h) / 600));
   for (let i = 0, p = 0; i < mask.length; i++, p += 4) {
-    if (mask[i]) { px[p] = 208; px[p + 1] = 32; px[p + 2] = 42; px[p + 3] = 115; }
+    if (!mask[i]) continue;
+    const x = i % w, y = (i - x) / w;
+    let border = false;
+    for (let d = 1; d <= edge && !border; d++) {
+      border = x < d || y < d || x >= w - d || y >= h - d
+        || !mask[i - d] || !mask[i + d] || !mask[i - d * w] || !mask[i + d * w];
+    }
+    if (border) { px[p] = 20; px[p + 1] = 60; px[p + 2] = 200; px[p + 3] = 255; }
+    else { px[p] = 255; px[p + 1] = 214; px[p + 2] = 0; px[p + 3] = 90; }
   }
   ctx.putImageData(data, 0, 0);
   $('overlay').hidden = !$('show-mask').checked;
