@@ -25,6 +25,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,7 @@ def test_export_writes_the_page_and_replaces_only_its_own(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
 
 
+@pytest.mark.slow
 @pytest.mark.learn
 def test_the_page_opened_from_disk_says_how_to_serve_it(
     small_checkpoint: Any, tmp_path: Path, fake_pins: dict[str, bytes]
@@ -502,14 +504,14 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
-@pytest.fixture(scope="module")
-def served(learned: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@contextmanager
+def _serve(learned: Any, site: Path) -> Iterator[Served]:
+    """Export the page for ``learned``'s best epoch into ``site/page`` and serve ``site``."""
     _chromium()
     pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
     found = _real_runtime()
     from slidesift.checkpoint import load_checkpoint
 
-    site = tmp_path_factory.mktemp("site")
     checkpoint = load_checkpoint(learned.best)
     out = export_web(checkpoint, site / "page", runtime=found.source)
     paths: list[str] = []
@@ -524,6 +526,12 @@ def served(learned: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(learned: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with _serve(learned, tmp_path_factory.mktemp("site")) as s:
+        yield s
 
 
 def _thumbnail(learned: Any, checkpoint: Any, folder: Path, longest: int | None = None) -> Path:
@@ -638,11 +646,13 @@ class _Page:
 
 
 @pytest.fixture(scope="module")
-def browser(served: Served) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    chromium = _chromium()
+    pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
@@ -657,7 +667,11 @@ def test_the_page_segments_as_python_in_chromium(served: Served, browser: Any, l
     png = _thumbnail(learned, served.checkpoint, tmp_path)
     py = _python_view(png, served.checkpoint)
     page = _Page(browser, served.base)
+    loaded = len(page.requests)
+    page.page.context.set_offline(True)  # once loaded, the page needs no network
     got = page.segment(png)
+    page.page.context.set_offline(False)
+    assert len(page.requests) == loaded
     grid = py["grid"]
     assert got["grid"] == {
         "h": grid.shape[0], "w": grid.shape[1], "tile": grid.tile, "stride": grid.stride,
@@ -730,3 +744,30 @@ def test_the_page_time_for_a_1500_px_thumbnail(served: Served, browser: Any, lea
           f"assemble {t['assemble_ms']:.0f} ms)")  # fmt: skip
     assert re.search(r"1500 px", " ".join(got["warnings"]))  # not at the model's N: said so
     page.page.close()
+
+
+@pytest.mark.slow
+def test_a_three_class_page_marks_the_dominant_subtype(
+    learned_subtypes: Any, browser: Any, tmp_path: Path
+) -> None:
+    with _serve(learned_subtypes, tmp_path / "site") as served:
+        png = _thumbnail(learned_subtypes, served.checkpoint, tmp_path)
+        py = _python_view(png, served.checkpoint)
+        page = _Page(browser, served.base)
+        got = page.segment(png)
+        grid, classes = py["grid"], served.checkpoint.classes
+        assert len(classes) == 3
+        keep = np.array(got["keep"], bool)
+        assert np.array_equal(keep, py["sift"].keep.ravel())
+        probs = np.array(got["probs"], np.float32).reshape(len(grid), len(classes))
+        agree = float((np.argmax(probs, 1) == np.argmax(py["probs"], 1))[keep].mean())
+        print(f"\nthree-class page: labels agree on {agree:.2%} of {keep.sum()} kept tiles")
+        assert agree >= 0.995
+        want = assemble(grid, py["sift"].keep, probs.reshape(*grid.grid_shape, -1), classes)
+        assert want.mode == "dominant" and want.dominant is not None and want.mask.any()
+        assert got["counts"] == want.counts and got["dominant"] == want.dominant
+        assert np.array_equal(page.mask(), want.mask)
+        assert np.array_equal(page.drawn(), want.mask)
+        assert page.page.is_disabled("#threshold")  # dominant takes no threshold
+        assert not page.problems, page.problems
+        page.page.close()

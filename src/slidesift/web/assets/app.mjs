@@ -384,7 +384,8 @@ function wire() {
 
 wire();
 setMessage('Loading the model…');
-loadModel().then(() => {
+// Everything is fetched before the page says it is ready: from then on it works offline.
+loadModel().then(() => getSession()).then(() => {
   window.slidesift = { state: 'ready' };
   setMessage('Ready. Choose a thumbnail.');
 }).catch((err) => {
