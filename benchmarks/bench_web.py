@@ -3,8 +3,9 @@
 Exports the page for a checkpoint (default: the binary model the tests train, from
 ``.cache/test-models``), serves it on localhost and times the page on a test slide of its
 cohort read at 1500 px (and at the model's N), single-threaded (any static server) and with
-the cross-origin isolation headers that let onnxruntime-web use threads. For scale, Python's
-ONNX Runtime (1 thread) classifies the same kept tiles. Writes ``bench-results/bench_web.json``;
+the cross-origin isolation headers that let onnxruntime-web use threads; then a T = 400 model
+(stride 80: the dense path) on a 3000-px phantom thumbnail. For scale, Python's ONNX Runtime
+(1 thread) classifies the same kept tiles the same way. Writes ``bench-results/bench_web.json``;
 ``--screenshot PATH`` also saves the page with its result at the model's N.
 
 Needs chromium on PATH, the dev extra (playwright) and the runtime (``make web-runtime``)::
@@ -129,12 +130,55 @@ def python_seconds(checkpoint: Any, png: Path) -> float:
     return time.perf_counter() - start
 
 
+def t400_rows(browser: Any, root: Path, longest: int) -> tuple[list[list[Any]], dict[str, Any]]:
+    """A T = 400 model (random weights, rails open: every tissue tile kept) on a phantom slide
+    read at ``longest`` px: stride 80, so the page takes the dense path; Python's fp32 dense
+    path on one thread for scale."""
+    from PIL import Image
+
+    from bench_segment import make_checkpoint
+    from slidesift.checkpoint import load_checkpoint
+    from slidesift.inference import DenseOnnx
+    from slidesift.io.slide import open_slide, read_thumb
+    from slidesift.phantom.cohort import CohortSpec, make_cohort
+    from slidesift.sift import measure_tiles, sift
+    from slidesift.tiles import TileGrid
+    from slidesift.web import export_web
+
+    cohort = make_cohort(CohortSpec(count=1, longest=(longest, longest), seed=4), root / "c")
+    checkpoint = load_checkpoint(make_checkpoint(root))
+    out = export_web(checkpoint, root / "page400")
+    with open_slide(next(iter(cohort)).slide) as s:
+        pixels = read_thumb(s, longest=longest).pixels
+    png = root / "t400.png"
+    Image.fromarray(pixels).save(png)
+    with serve(out, False) as url:
+        got = run_page(browser, url, png)
+    grid = TileGrid.from_stride(pixels.shape[:2], tile=400, stride=80)
+    keep = sift(measure_tiles(pixels, grid, checkpoint.sift), checkpoint.rails).keep
+    xy = grid.th_xy()[np.flatnonzero(keep.ravel())]
+    dense = DenseOnnx(checkpoint, threads=1)
+    start = time.perf_counter()
+    for _ in dense.classify(pixels, xy, 80):
+        pass
+    native = time.perf_counter() - start
+    t = got["timings"]
+    h, w = pixels.shape[:2]
+    row = [
+        f"T = 400, {w} x {h} px, dense (maps + head), 1 thread", got["tiles"], got["keep"],
+        t["sift_ms"] / 1000, t["load_ms"] / 1000, t["classify_ms"] / 1000, t["total_ms"] / 1000,
+        t["classify_ms"] / max(1, got["keep"]), native,
+    ]  # fmt: skip
+    return [row], {"t400_dense": {**got, "python_dense_1thread_s": native}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--t400-px", type=int, default=3000, help="thumbnail of the T = 400 run")
     args = parser.parse_args()
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -186,6 +230,9 @@ def main() -> None:
                                 1000 * t["classify_ms"] / 1000 / max(1, got["keep"]),
                                 native if native is not None else "",
                             ])  # fmt: skip
+                extra_rows, extra_runs = t400_rows(browser, root, args.t400_px)
+                rows += extra_rows
+                runs.update(extra_runs)
             finally:
                 browser.close()
     report(
@@ -200,7 +247,7 @@ def main() -> None:
             "network s",
             "total s",
             "ms / tile",
-            "python onnx 1 thread s",
+            "python 1 thread s",
         ],
         rows,
         {

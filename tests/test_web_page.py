@@ -193,6 +193,7 @@ def test_export_writes_the_page_and_replaces_only_its_own(
     assert doc["tile"] == 96 and doc["stride"] == 19  # SegmentSpec(): 80% overlap
     assert doc["rails"]["lo"] == ck.rails.lo and doc["sift"] == ck.sift.to_dict()
     assert doc["assembly"] == {"mode": "mean", "threshold": 0.5}
+    assert doc["dense"] is None and "maps.onnx" not in names  # stride 19: per tile, as segment
     assert doc["model"]["epoch"] == ck.epoch and doc["runtime"]["version"] == ORT_WEB_VERSION
     table = np.fromfile(out / "xlog2x.bin", "<f8")
     assert np.array_equal(table, _xlog2x(3 * 96 * 96))
@@ -771,3 +772,51 @@ def test_a_three_class_page_marks_the_dominant_subtype(
         assert page.page.is_disabled("#threshold")  # dominant takes no threshold
         assert not page.problems, page.problems
         page.page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.learn
+def test_a_t400_page_classifies_through_shared_feature_maps(browser: Any, tmp_path: Path) -> None:
+    """Stride 80 (a multiple of 16): the page runs maps + head, as segment's dense path."""
+    from PIL import Image
+
+    from conftest import discriminative_checkpoint
+
+    found = _real_runtime()
+    checkpoint = discriminative_checkpoint(400, tmp_path)
+    site = tmp_path / "site"
+    out = export_web(checkpoint, site / "page", runtime=found.source)
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["stride"] == 80 and doc["dense"]["maps"] == "maps.onnx" and doc["onnx"] is None
+    assert (out / "head.onnx").is_file() and not (out / "model.onnx").exists()
+    pixels, _ = he_like_image((1200, 1500), seed=3, tumor_fraction=0.4)
+    png = tmp_path / "case.png"
+    Image.fromarray(pixels).save(png)
+    py = _python_view(png, checkpoint)
+    paths: list[str] = []
+    handler = type("Handler", (_Quiet,), {"log": paths})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(site))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = _Page(browser, f"http://127.0.0.1:{server.server_address[1]}/page/")
+        got = page.segment(png)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got["inference"] == "dense"
+    keep = np.array(got["keep"], bool)
+    assert keep.sum() > 50 and np.array_equal(keep, py["sift"].keep.ravel())
+    probs = np.array(got["probs"], np.float32).reshape(-1, 2)
+    diff = float(np.abs(probs - py["probs"])[keep].max())
+    agree = float((probs.argmax(1) == py["probs"].argmax(1))[keep].mean())
+    print(f"\nT = 400 page (dense): {keep.sum()} kept tiles, labels agree on {agree:.2%}, "
+          f"max |dp| {diff:.1e}; network {got['timings']['classify_ms'] / 1000:.1f} s")  # fmt: skip
+    assert agree >= 0.995 and diff < 1e-3
+    assert 0 < (probs.argmax(1)[keep] > 0).sum() < keep.sum()
+    grid = py["grid"]
+    want = assemble(grid, py["sift"].keep, probs.reshape(*grid.grid_shape, -1), checkpoint.classes)
+    assert np.array_equal(page.mask(), want.mask)
+    assert all(p.startswith("/page/") for p in paths) and not page.problems, page.problems
+    page.page.close()

@@ -3,9 +3,12 @@
 Layout of ``OUT/``::
 
     index.html, style.css, app.mjs,     the page (no build step, no framework)
-    sift.mjs, mask.mjs, imagemeta.mjs
+    sift.mjs, mask.mjs, imagemeta.mjs,
+    dense.mjs
     model.json                          T, stride, sift spec, rails, classes, assembly, scale
-    model.onnx                          the fp32 per-tile network (uint8 NHWC in, probabilities out)
+    model.onnx                          the fp32 per-tile network (uint8 NHWC in, probs out), or
+    maps.onnx, head.onnx                when the stride is a multiple of 16 (T = 400: stride 80)
+                                        the dense path's trunk and head, as segment uses them
     xlog2x.bin                          c * log2(c) for c = 0 .. N, float64 little-endian
     ort/                                onnxruntime-web's WebAssembly build (pinned, hashed)
 
@@ -49,11 +52,15 @@ ASSETS = (
     "sift.mjs",
     "mask.mjs",
     "imagemeta.mjs",
+    "dense.mjs",
 )
 #: OpenCV's fixed-point RGB -> grey for 8-bit pixels: ``(R r + G g + B b + 2^(s-1)) >> s``.
 GRAY = {"r": 9798, "g": 19235, "b": 3735, "shift": 15}
 #: Tiles per network call in the page.
 BATCH = 16
+#: Largest side of the image region the page runs through the feature layers at once (dense
+#: path): about 128 x BLOCK_PX^2 bytes of WebAssembly memory for the first layer's activations.
+BLOCK_PX = 1024
 
 
 def is_web_export(folder: Path) -> bool:
@@ -104,7 +111,7 @@ def _refuse_unsupported(checkpoint: Checkpoint) -> None:
         )
 
 
-def _model_json(checkpoint: Checkpoint, digest: str, stride: int) -> dict[str, Any]:
+def _model_json(checkpoint: Checkpoint, digest: str, stride: int, dense: bool) -> dict[str, Any]:
     sift = checkpoint.sift
     total = 3 * checkpoint.tile**2 if sift.entropy == "rgb" else checkpoint.tile**2
     classes = list(checkpoint.classes)
@@ -134,7 +141,12 @@ def _model_json(checkpoint: Checkpoint, digest: str, stride: int) -> dict[str, A
             "log2_total": float(np.log2(total)),
         },
         "assembly": {"mode": default_mode(len(classes)), "threshold": 0.5},
-        "onnx": {"file": "model.onnx", "input": "x", "output": "y", "batch": BATCH},
+        "onnx": (
+            None if dense else {"file": "model.onnx", "input": "x", "output": "y", "batch": BATCH}
+        ),
+        "dense": (
+            {"maps": "maps.onnx", "head": "head.onnx", "block_px": BLOCK_PX} if dense else None
+        ),
         "runtime": {"package": "onnxruntime-web", "version": ORT_WEB_VERSION},
     }
 
@@ -182,11 +194,19 @@ def export_web(
     runtime_files = find_runtime(runtime).read()  # before the (slow) ONNX export
 
     from slidesift.inference import _digest as checkpoint_digest
-    from slidesift.inference import export_onnx
+    from slidesift.inference import dense_applies, export_onnx
 
-    onnx_path = export_onnx(checkpoint, part="whole")
     stride = SegmentSpec().stride_for(checkpoint.tile)
-    doc = _model_json(checkpoint, checkpoint_digest(checkpoint), stride)
+    # Shared feature maps where slidesift segment uses them: a stride that is a multiple of 16.
+    dense = dense_applies(stride)
+    if dense:  # the per-tile graph is not needed (11 MB at T = 400)
+        graphs = {
+            "maps.onnx": export_onnx(checkpoint, part="maps"),
+            "head.onnx": export_onnx(checkpoint, part="head"),
+        }
+    else:
+        graphs = {"model.onnx": export_onnx(checkpoint, part="whole")}
+    doc = _model_json(checkpoint, checkpoint_digest(checkpoint), stride, dense)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -196,7 +216,8 @@ def export_web(
         assets = resources.files("slidesift.web") / "assets"
         for name in ASSETS:
             (tmp / name).write_bytes((assets / name).read_bytes())
-        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        for name, path in graphs.items():
+            shutil.copyfile(path, tmp / name)
         _xlog2x(doc["entropy_table"]["total"]).astype("<f8").tofile(tmp / "xlog2x.bin")
         (tmp / "ort").mkdir()
         for name, data in runtime_files.items():

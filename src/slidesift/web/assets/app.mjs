@@ -7,9 +7,11 @@
 import { gridFromStride, measureTiles, siftTiles } from './sift.mjs';
 import { assemble, maskGeojson, maskPng } from './mask.mjs';
 import { readImageMeta } from './imagemeta.mjs';
+import { classifyDense } from './dense.mjs';
 
 const $ = (id) => document.getElementById(id);
 const state = { model: null, session: null, result: null, ort: null };
+let netCalls = 0;
 window.slidesift = { state: 'loading' };
 
 function setMessage(text) {
@@ -97,11 +99,53 @@ async function getSession() {
   state.ort = ort;
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.proxy = false;
-  const modelBytes = await (await fetchOwn(state.model.onnx.file)).arrayBuffer();
-  state.session = await ort.InferenceSession.create(modelBytes, {
-    executionProviders: ['wasm'], graphOptimizationLevel: 'all',
-  });
+  const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
+  const load = async (name) => ort.InferenceSession.create(
+    await (await fetchOwn(name)).arrayBuffer(), options);
+  const m = state.model;
+  state.session = m.dense
+    ? { maps: await load(m.dense.maps), head: await load(m.dense.head) }
+    : { whole: await load(m.onnx.file) };
   return state.session;
+}
+
+/** Probabilities of the kept tiles, per tile (the whole network on each). */
+async function classifyTiles(img, grid, kept, session, model, onProgress) {
+  const C = model.model.classes.length, T = model.tile, batch = model.onnx.batch;
+  const probs = new Float32Array(kept.length * C);
+  const buf = new Uint8Array(batch * T * T * 3);
+  for (let j = 0; j < kept.length; j += batch) {
+    const part = kept.slice(j, j + batch);
+    part.forEach((i, k) => cutTile(img, grid, i, buf, k * T * T * 3));
+    const x = new state.ort.Tensor('uint8', buf.subarray(0, part.length * T * T * 3), [part.length, T, T, 3]);
+    const out = await session.whole.run({ [model.onnx.input]: x });
+    const y = out[model.onnx.output].data;
+    for (let k = 0; k < part.length; k++) {
+      for (let c = 0; c < C; c++) probs[(j + k) * C + c] = y[k * C + c];
+    }
+    onProgress((j + part.length) / kept.length, 'tiles');
+  }
+  return probs;
+}
+
+/** Probabilities of the kept tiles through shared feature maps (stride a multiple of 16). */
+async function classifyShared(img, grid, kept, session, model, onProgress) {
+  const ort = state.ort;
+  const run = {
+    maps: async (region, h, w) => {
+      const out = await session.maps.run({ x: new ort.Tensor('uint8', region, [1, h, w, 3]) });
+      const t = out.y;
+      return { data: t.data, c: t.dims[1], h: t.dims[2], w: t.dims[3] };
+    },
+    head: async (feats, b, c, side) => {
+      const out = await session.head.run({ x: new ort.Tensor('float32', feats, [b, c, side, side]) });
+      return out.y.data;
+    },
+  };
+  return classifyDense(img, grid, kept, run, {
+    tile: model.tile, blockPx: model.dense.block_px, batch: 64,
+    nClasses: model.model.classes.length, onProgress,
+  });
 }
 
 /** Decode without colour management or premultiplication: the file's own 8-bit values. */
@@ -166,7 +210,7 @@ async function run(file) {
     const sifted = siftTiles(stats, model.sift, model.rails);
     const tSift = performance.now();
 
-    const C = model.model.classes.length, T = model.tile;
+    const C = model.model.classes.length;
     const probs = new Float32Array(grid.n * C);
     for (let i = 0; i < grid.n; i++) probs[i * C] = 1; // sifted-out tiles: non-tumor
     const kept = [];
@@ -175,19 +219,17 @@ async function run(file) {
     const session = await getSession();
     const tLoad = performance.now();
     const progress = $('progress');
-    progress.hidden = false; progress.max = Math.max(1, kept.length); progress.value = 0;
-    const batch = model.onnx.batch;
-    const buf = new Uint8Array(batch * T * T * 3);
-    for (let j = 0; j < kept.length; j += batch) {
-      const part = kept.slice(j, j + batch);
-      part.forEach((i, k) => cutTile(img, grid, i, buf, k * T * T * 3));
-      const x = new state.ort.Tensor('uint8', buf.subarray(0, part.length * T * T * 3), [part.length, T, T, 3]);
-      const out = await session.run({ [model.onnx.input]: x });
-      const y = out[model.onnx.output].data;
-      part.forEach((i, k) => { for (let c = 0; c < C; c++) probs[i * C + c] = y[k * C + c]; });
-      progress.value = j + part.length;
-      setMessage(`Classifying tiles: ${j + part.length} of ${kept.length}…`);
-    }
+    progress.hidden = false; progress.max = 1; progress.value = 0;
+    const onProgress = (fraction, what) => {
+      progress.value = fraction;
+      setMessage(what === 'maps'
+        ? `Computing feature maps for ${kept.length} tiles: ${Math.round(100 * fraction)}%…`
+        : `Classifying ${kept.length} tiles: ${Math.round(100 * fraction)}%…`);
+      netCalls++;
+    };
+    const classify = model.dense ? classifyShared : classifyTiles;
+    const keptProbs = kept.length ? await classify(img, grid, kept, session, model, onProgress) : new Float32Array(0);
+    kept.forEach((i, k) => { for (let c = 0; c < C; c++) probs[i * C + c] = keptProbs[k * C + c]; });
     progress.hidden = true;
     const tNet = performance.now();
     state.result = { model, img, grid, stats, sifted, probs, meta, name: file.name };
@@ -197,7 +239,9 @@ async function run(file) {
       read_ms: tRead - t0, sift_ms: tSift - tRead, load_ms: tLoad - tSift,
       classify_ms: tNet - tLoad, assemble_ms: tEnd - tNet, total_ms: tEnd - t0,
     };
-    Object.assign(window.slidesift, { state: 'done', timings, warnings });
+    Object.assign(window.slidesift, {
+      state: 'done', timings, warnings, inference: model.dense ? 'dense' : 'tiles', netCalls,
+    });
     setMessage(`Done in ${fmt(timings.total_ms / 1000, 1)} s: ${kept.length} of ${grid.n} tiles classified.`);
   } catch (err) {
     console.error(err);
