@@ -265,6 +265,7 @@ import { pathToFileURL } from 'node:url';
 const job = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const sift = await import(pathToFileURL(job.assets + '/sift.mjs'));
 const mask = await import(pathToFileURL(job.assets + '/mask.mjs'));
+const meta = await import(pathToFileURL(job.assets + '/imagemeta.mjs'));
 const bin = (p, T) => {
   const b = readFileSync(p);
   return new T(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
@@ -272,6 +273,10 @@ const bin = (p, T) => {
 const raw = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const results = [];
 for (const c of job.cases) {
+  if (c.kind === 'meta') {
+    results.push(meta.readImageMeta(new Uint8Array(readFileSync(c.file))));
+    continue;
+  }
   const grid = sift.gridFromStride(c.h, c.w, c.tile, c.stride);
   if (c.kind === 'sift') {
     const xlog2x = bin(c.table, Float64Array);
@@ -479,6 +484,37 @@ def test_the_page_writes_geojson_and_png_that_read_back_as_its_mask(
         png = Image.open(case["png"])
         assert png.mode == Image.open(io.BytesIO(encode_png(m))).mode == "1"
         assert np.array_equal(np.asarray(png, bool), m)
+
+
+def test_the_page_reads_the_scale_a_thumbnail_states(tmp_path: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    img = Image.new("RGB", (8, 6), (200, 120, 160))
+    files: dict[str, dict[str, Any]] = {}
+
+    def save(name: str, want: dict[str, Any], **kw: Any) -> None:
+        img.save(tmp_path / name, **kw)
+        files[name] = want
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("slidesift", json.dumps({"mpp": [3.0, 3.0], "scale": [12.5, 12.5]}))
+    save("json.png", {"mpp": [3.0, 3.0], "mppFrom": "metadata", "scale": [12.5, 12.5]},
+         pnginfo=info)  # fmt: skip
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Comment", json.dumps({"slidesift": {"downsample": 4, "l0_size": [32, 24]}}))
+    save("itxt.png", {"scale": [4, 4], "l0Size": [32, 24]}, pnginfo=info)
+    save("dpi.png", {"mpp": [2.0, 2.0], "mppFrom": "resolution tag"}, dpi=(12700, 12700))
+    save("screen.png", {}, dpi=(96, 96))  # a screen resolution is no scan's
+    comment = json.dumps({"mpp": 8.0, "scale": [2.0, 3.0]}).encode()
+    save("comment.jpg", {"mpp": [8.0, 8.0], "mppFrom": "metadata", "scale": [2.0, 3.0]},
+         comment=comment)  # fmt: skip
+    save("dpi.jpg", {"mpp": [2.0, 2.0], "mppFrom": "resolution tag"}, dpi=(12700, 12700))
+    save("plain.jpg", {})
+    got = _run_node(tmp_path, [{"kind": "meta", "file": str(tmp_path / n)} for n in files])
+    for (name, want), found in zip(files.items(), got, strict=True):
+        assert found.keys() == want.keys(), (name, found)
+        for key, value in want.items():
+            assert found[key] == (value if isinstance(value, str) else pytest.approx(value)), name
 
 
 # --- the page in Chromium ---------------------------------------------------------------------
@@ -720,6 +756,19 @@ def test_the_page_segments_as_python_in_chromium(served: Served, browser: Any, l
     assert np.array_equal(painted.astype(bool), lower)
     assert collection["features"][0]["properties"]["classification"]["name"] == "Tumor"
     assert collection["properties"]["slidesift"]["frame"] == "thumbnail px"
+    # a thumbnail that states its downsample gets GeoJSON in level-0 px
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("slidesift", json.dumps({"scale": [3.0, 3.0]}))
+    stated = tmp_path / "stated.png"
+    Image.open(png).save(stated, pnginfo=info)
+    page.segment(stated)
+    assert "level-0 px" in page.page.inner_text("#frame-note")
+    collection = json.loads(page.download("#download-geojson"))
+    assert collection["properties"]["slidesift"]["frame"] == "level-0 px"
+    painted = rasterize(parse_geojson(collection), (grid.shape[1], grid.shape[0]), (3.0, 3.0))
+    assert np.array_equal(painted.astype(bool), page.mask())
     # nothing left the page's folder
     outside = [u for u in page.requests if not u.startswith((served.base, "blob:", "data:"))]
     assert not outside, outside
