@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 INFER_VENV  := .venv-infer
 INFER_STAMP := $(INFER_VENV)/.installed
 
-.PHONY: demo test quick bench lint typecheck clean setup
+.PHONY: demo test quick bench lint typecheck clean setup web-runtime
 
 setup: $(STAMP)
 
@@ -54,6 +54,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/reliability_table.py --write docs/reliability.md
 	$(BIN)/python benchmarks/readme_table.py
+
+# onnxruntime-web for the browser page (slidesift export --web): fetched once with npm into the
+# slidesift cache (as pip fetches wheels; the page never downloads anything), not in git nor in
+# the wheel (15 MB of WebAssembly). The check verifies the version and the SHA-256 pinned in
+# src/slidesift/web/runtime.py. Another folder: SLIDESIFT_CACHE=... make web-runtime.
+ORT_WEB := 1.31.1
+web-runtime: $(STAMP)
+	@dir="$$($(BIN)/python -m slidesift.web dir)" && mkdir -p "$$dir" && \
+	  { [ -f "$$dir/onnxruntime-web-$(ORT_WEB).tgz" ] || \
+	    npm pack --silent onnxruntime-web@$(ORT_WEB) --pack-destination "$$dir" >/dev/null; } && \
+	  $(BIN)/python -m slidesift.web check
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
