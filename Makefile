@@ -30,7 +30,7 @@ $(INFER_STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/slidesift demo
 
-test: $(STAMP) $(INFER_STAMP)
+test: $(STAMP) $(INFER_STAMP) web-runtime
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy

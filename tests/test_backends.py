@@ -312,5 +312,5 @@ def test_int8_weights_are_7_bit_so_no_cpu_saturates(checkpoint: Checkpoint, cach
         assert weights, f"{path.name} holds no int8 weights"
         low = min(int(w.min()) for w in weights)
         high = max(int(w.max()) for w in weights)
-        assert -64 <= low and high <= 64, (path.name, low, high)
+        assert low >= -64 and high <= 64, (path.name, low, high)
         assert high >= 60 or low <= -60  # the 7-bit range is used, not left empty

@@ -37,6 +37,7 @@ from slidesift.assemble import assemble
 from slidesift.errors import ConfigError, OutputError, SlidesiftError
 from slidesift.io.geojson import mask_to_geojson, parse_geojson
 from slidesift.io.polygons import rasterize
+from slidesift.io.tiff import write_pyramidal_tiff
 from slidesift.phantom import he_like_image
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec, _xlog2x, measure_tiles, sift
@@ -515,6 +516,26 @@ def test_the_page_reads_the_scale_a_thumbnail_states(tmp_path: Path) -> None:
         assert found.keys() == want.keys(), (name, found)
         for key, value in want.items():
             assert found[key] == (value if isinstance(value, str) else pytest.approx(value)), name
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_the_page_reads_the_scale_slidesift_thumb_writes(tmp_path: Path, ext: str) -> None:
+    """A thumbnail of ``slidesift thumb`` tells the page its um/px and its level-0 scale (the
+    GeoJSON is then in level-0 px), from the PNG iTXt record and from the JPEG comment."""
+    from slidesift.io.downsample import Downsample
+    from slidesift.thumbnail import make_thumbnail, write_thumbnail
+
+    pixels, _ = he_like_image((300, 400), seed=4, tumor_fraction=0.3)
+    slide = write_pyramidal_tiff(tmp_path / "case.svs", pixels, mpp=0.5, flavor="aperio")
+    thumb = make_thumbnail(slide, downsample=Downsample(longest=100))
+    write_thumbnail(tmp_path / f"case.{ext}", thumb)
+    (found,) = _run_node(tmp_path, [{"kind": "meta", "file": str(tmp_path / f"case.{ext}")}])
+    meta = thumb.meta
+    assert meta.um_per_px is not None
+    assert found["mppFrom"] == "metadata"
+    assert found["mpp"] == pytest.approx(list(meta.um_per_px))
+    assert found["scale"] == pytest.approx(list(meta.downsample))
+    assert found["l0Size"] == [400, 300]
 
 
 # --- the page in Chromium ---------------------------------------------------------------------

@@ -193,8 +193,8 @@ def export_web(
     _check_gray()
     runtime_files = find_runtime(runtime).read()  # before the (slow) ONNX export
 
-    from slidesift.inference import _digest as checkpoint_digest
     from slidesift.inference import dense_applies, export_onnx
+    from slidesift.onnx_cache import checkpoint_digest
 
     stride = SegmentSpec().stride_for(checkpoint.tile)
     # Shared feature maps where slidesift segment uses them: a stride that is a multiple of 16.

@@ -3,8 +3,10 @@
 // Read from the file's bytes (nothing is decoded): PNG pHYs (pixels per metre) and text chunks
 // (tEXt, iTXt uncompressed), JPEG JFIF density and comment (COM) segments. A text value that
 // is a JSON object is read for "mpp" (um/px: a number or [x, y]), "scale" or "downsample"
-// (level-0 px per thumbnail px: a number or [sx, sy]) and "l0_size" ([W, H] of level 0), also
-// inside a "slidesift" object; a text key "mpp", "scale" or "downsample" with a number works too.
+// (level-0 px per thumbnail px: a number or [sx, sy]) and "l0_size" or "level0" ([W, H] of level
+// 0), also inside a "slidesift" object; a text key "mpp", "scale" or "downsample" with a number
+// works too. `slidesift thumb`'s record (um_per_px, downsample, level0; in a PNG iTXt chunk or a
+// JPEG comment "slidesift:{...}") is read so.
 
 function pair(v) {
   if (typeof v === 'number' && Number.isFinite(v) && v > 0) return [v, v];
@@ -19,12 +21,14 @@ function fromObject(obj, found) {
   if (mpp && !found.mpp) { found.mpp = mpp; found.mppFrom = 'metadata'; }
   const scale = pair(obj.scale ?? obj.downsample);
   if (scale && !found.scale) found.scale = scale;
-  const l0 = pair(obj.l0_size ?? obj.level0_size);
+  const l0 = pair(obj.l0_size ?? obj.level0_size ?? obj.level0);
   if (l0 && !found.l0Size) found.l0Size = l0;
 }
 
 function fromText(key, value, found) {
-  const text = value.trim();
+  let text = value.trim();
+  // `slidesift thumb` writes its JPEG record as a comment "slidesift:{...}"
+  if (text.startsWith('slidesift:')) text = text.slice('slidesift:'.length).trim();
   if (text.startsWith('{')) {
     try { fromObject(JSON.parse(text), found); } catch { /* not JSON: ignore */ }
     return;
