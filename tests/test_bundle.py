@@ -237,3 +237,28 @@ def test_info_describes_a_bundle_and_a_checkpoint(made, capsys) -> None:
     assert "maps-rgbx.int8.onnx" in out
     assert f"{made['checkpoint'].name}: slidesift checkpoint, epoch 1" in out
     assert out.count("classes: non-tumor, tumor") == 2
+
+
+def test_the_web_page_of_a_bundle_is_its_checkpoints(made, tmp_path, monkeypatch, capsys) -> None:
+    """``export model.slidesift --web page`` ships the very graphs and model.json that the
+    checkpoint's page does (the runtime from ``make web-runtime``)."""
+    from slidesift.web import export_web
+    from slidesift.web.runtime import WebRuntimeError, find_runtime
+
+    try:
+        runtime = find_runtime(None).source
+    except WebRuntimeError:
+        pytest.skip("no onnxruntime-web here: `make web-runtime` fetches it")
+    monkeypatch.setenv("SLIDESIFT_CACHE", str(tmp_path / "cache"))  # the bundle's graphs alone
+    page = export_web(load_checkpoint(made["checkpoint"]), tmp_path / "a", runtime=runtime)
+    args = ["export", str(made["bundle"]), "--web", str(tmp_path / "b"), "--runtime", str(runtime)]
+    assert main(args) == 0
+    assert "python3 -m http.server" in " ".join(capsys.readouterr().out.split())
+    graphs = sorted(p.name for p in page.glob("*.onnx"))
+    assert graphs
+    for name in graphs:
+        assert (tmp_path / "b" / name).read_bytes() == (page / name).read_bytes(), name
+    want, got = (json.loads((d / "model.json").read_text()) for d in (page, tmp_path / "b"))
+    assert got["model"].pop("name") == f"model.slidesift (from {made['checkpoint'].name})"
+    want["model"].pop("name")
+    assert got == want  # digest, epoch, T, stride, sift, rails, classes, scale

@@ -119,6 +119,9 @@ def _model_json(checkpoint: Checkpoint, digest: str, stride: int, dense: bool) -
     name = checkpoint.path.name if checkpoint.path is not None else "(in memory)"
     if checkpoint.path is not None and checkpoint.path.parent.name:
         name = f"{checkpoint.path.parent.name}/{name}"
+    if checkpoint.is_bundle:  # the page names the checkpoint the bundle came from
+        source = (checkpoint.meta.get("bundle_source") or {}).get("name")
+        name = f"{checkpoint.path.name if checkpoint.path else 'bundle'} (from {source})"
     return {
         "format": FORMAT,
         "slidesift_version": __version__,
