@@ -262,3 +262,30 @@ def test_the_web_page_of_a_bundle_is_its_checkpoints(made, tmp_path, monkeypatch
     assert got["model"].pop("name") == f"model.slidesift (from {made['checkpoint'].name})"
     want["model"].pop("name")
     assert got == want  # digest, epoch, T, stride, sift, rails, classes, scale
+
+
+def test_the_export_help_examples_run_as_written(made, tmp_path, monkeypatch, capsys) -> None:
+    """Both forms of ``slidesift export --help``, run in a folder laid out as they say."""
+    import shlex
+
+    from slidesift.cli.main import cli
+    from slidesift.web.runtime import WebRuntimeError, find_runtime
+    from test_help_examples import example_blocks, example_lines
+
+    try:
+        find_runtime(None)
+    except WebRuntimeError:
+        pytest.skip("no onnxruntime-web here: `make web-runtime` fetches it")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "epoch_005.safetensors").write_bytes(made["checkpoint"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    (block,) = example_blocks(cli.commands["export"].help or "")
+    lines = example_lines(block)
+    assert len(lines) == 2
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert load_bundle(tmp_path / "model.slidesift").meta["bundle_source"]["name"] == (
+        "epoch_005.safetensors"
+    )
+    assert (tmp_path / "page" / "index.html").is_file()
+    assert (tmp_path / "page" / "model.json").is_file()
