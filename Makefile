@@ -41,7 +41,7 @@ test: $(STAMP) $(INFER_STAMP) web-runtime
 quick: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) web-runtime
 	$(BIN)/python benchmarks/bench_sift.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_phantom.py
@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_segment.py
 	$(BIN)/python benchmarks/bench_e2e.py
 	$(BIN)/python benchmarks/bench_cohort.py
+	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_fuzz.py
 	$(BIN)/python benchmarks/bench_reliability.py
