@@ -16,7 +16,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +49,10 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """Two 1000-px phantom slides with truth, a T = 96 checkpoint and its ONNX files."""
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Two 1000-px phantom slides with truth, a T = 96 checkpoint and its ONNX files; the
+    module's cache folder (``SLIDESIFT_CACHE`` for this module only: it once leaked into every
+    later test module, and the browser tests found no onnxruntime-web there)."""
     from slidesift.phantom.cohort import CohortSpec, make_cohort
 
     root = tmp_path_factory.mktemp("disk_full")
@@ -63,8 +65,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         first = next(csv.DictReader(fh))
     w = World(root, root / "model" / "t96.safetensors", manifest,
               root / "cohort" / first["slide"], root / "cohort" / first["annotation"])  # fmt: skip
-    os.environ.setdefault("SLIDESIFT_CACHE", str(root / "cache"))
-    return w
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("SLIDESIFT_CACHE"):
+            mp.setenv("SLIDESIFT_CACHE", str(root / "cache"))
+        yield w
 
 
 #: Job -> (its command line in a folder, the writes of a clean rerun into that folder).
