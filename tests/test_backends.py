@@ -9,6 +9,7 @@ they do not depend on timing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,23 @@ def test_int8_weights_are_7_bit_so_no_cpu_saturates(checkpoint: Checkpoint, cach
         high = max(int(w.max()) for w in weights)
         assert low >= -64 and high <= 64, (path.name, low, high)
         assert high >= 60 or low <= -60  # the 7-bit range is used, not left empty
+
+
+def test_quantising_leaves_the_root_logger_as_it_was(checkpoint: Checkpoint, tmp_path) -> None:
+    """ONNX Runtime's quantisation calls ``logging.warning``, which installs a root handler
+    when there is none: left installed, the demo then printed every INFO line of Dask's
+    scheduler and workers. Run in a fresh process (pytest's own handlers hide it here)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from slidesift.checkpoint import load_checkpoint\n"
+        "from slidesift.quantize import quantized\n"
+        "quantized(load_checkpoint(sys.argv[1]), cache_dir=sys.argv[2])\n"
+        "print(len(logging.getLogger().handlers), logging.getLogger().level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(checkpoint.path), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", str(logging.WARNING)]

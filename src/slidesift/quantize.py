@@ -337,14 +337,18 @@ def quantized(
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """ONNX Runtime's quantisation logs its advice to the root logger: silence it."""
+    """ONNX Runtime's quantisation logs its advice to the root logger: silence it, and take
+    back the handler its module-level ``logging.warning`` calls install (``basicConfig``):
+    left there, it printed every INFO line of Dask's scheduler and workers afterwards."""
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
 
 
 def _save(model: Any, target: Path, digest: str) -> Path:
