@@ -130,6 +130,26 @@ def test_skips_are_the_keras_expand_activations(net: UnetEffB0) -> None:
         assert isinstance(net.encoder.features[i][0].block[0][2], nn.SiLU)
 
 
+def test_every_skip_reaches_the_output() -> None:
+    torch.manual_seed(0)
+    net = UnetEffB0().eval()
+    fill(net.encoder.features)  # at init, eval-mode features fade to ~1e-13 at the bottom
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = net(x)
+        for i in range(5):  # 0: the bottom, 1-4: the skips, deepest first
+
+            def zero(_m: nn.Module, _x: object, out: list[torch.Tensor], i: int = i) -> list:
+                return [torch.zeros_like(t) if j == i else t for j, t in enumerate(out)]
+
+            hook = net.encoder.register_forward_hook(zero)
+            try:
+                change = (net(x) - plain).abs().max() / plain.abs().max()
+                assert change > 1e-3, f"feature {i} is unused"
+            finally:
+                hook.remove()
+
+
 def test_eval_is_deterministic_and_training_drops_paths(net: UnetEffB0) -> None:
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
