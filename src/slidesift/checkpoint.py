@@ -30,8 +30,10 @@ from slidesift.sift import SiftSpec
 from slidesift.stain import StainNormalizer, normalizer_from_dict
 
 __all__ = [
+    "CNN",
     "FORMAT",
     "NOT_CHECKPOINT_KINDS",
+    "UNET",
     "Checkpoint",
     "CheckpointError",
     "load_checkpoint",
@@ -40,6 +42,11 @@ __all__ = [
     "write_safetensors",
 ]
 
+#: ``architecture`` of the paper's lightweight CNN (:mod:`slidesift.model`), the default.
+CNN = "lightweight-cnn"
+#: ``architecture`` of the U-Net/EfficientNet-B0 baseline (:mod:`slidesift.unet_model`).
+UNET = "unet-effb0"
+ARCHITECTURES = (CNN, UNET)
 #: Format tag written in every checkpoint's metadata.
 FORMAT = "slidesift-checkpoint/1"
 _META_KEY = "slidesift"
@@ -208,6 +215,11 @@ class Checkpoint:
         return self.source_digest is not None
 
     @property
+    def architecture(self) -> str:
+        """:data:`CNN` (the paper's lightweight CNN) or :data:`UNET` (the U-Net baseline)."""
+        return str(self.meta.get("architecture", CNN))
+
+    @property
     def tile(self) -> int:
         """Tile side T in px."""
         return int(self.meta["tile"])
@@ -253,8 +265,18 @@ class Checkpoint:
         Raises
         ------
         CheckpointError
-            This is a model bundle: it carries ONNX graphs, not the weights.
+            This is a model bundle: it carries ONNX graphs, not the weights; or a U-Net
+            baseline checkpoint (:func:`slidesift.unet_infer.unet_from_checkpoint` builds it).
         """
+        if self.architecture != CNN:
+            raise CheckpointError(
+                self.path or "<memory>",
+                f"this is a {self.architecture} checkpoint (the U-Net baseline), not the "
+                "lightweight CNN",
+                "segment, evaluate, select and report run it through torch (--inference auto "
+                "or torch); ONNX inference, bundles (export) and the web page take the "
+                "lightweight CNN only",
+            )
         if self.is_bundle:
             raise CheckpointError(
                 self.path or "<memory>",
@@ -348,6 +370,8 @@ def check_meta(ckpt: Checkpoint, p: Path) -> None:
         if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
             raise ValueError(f"classes {list(classes)!r} are not 2 or more names")
         _ = (ckpt.downsample, ckpt.rails, ckpt.sift, ckpt.normalizer, ckpt.epoch, ckpt.metrics)
+        if ckpt.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {ckpt.architecture!r} is none of {ARCHITECTURES}")
     except (SlidesiftError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(p, f"its metadata is damaged ({exc})") from exc
     first = ckpt.state.get("head.2.weight")  # the first dense layer is T wide (model.py)

@@ -27,7 +27,7 @@ from slidesift.stain import Method, StainNormalizer, fit_normalizer, normalizer_
 from slidesift.subsets import draw_validation
 from slidesift.tileset import SlideImage, TileSet, TileSetSpec
 
-__all__ = ["Prepared", "prepare_tilesets"]
+__all__ = ["Prepared", "PreparedSlides", "prepare_slides", "prepare_tilesets"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,85 @@ class Prepared:
     normalization: dict[str, Any] | None
     manifest: Manifest
     holdout_split: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedSlides:
+    """A manifest's slides read at N (and stain-normalised), before any tiling.
+
+    Attributes
+    ----------
+    train, holdout
+        The training slides, and the held-out slides (``val`` rows, else ``test``; empty when
+        not asked for or when the manifest has neither).
+    normalizer
+        The fitted stain normaliser, or ``None``.
+    manifest
+        The manifest (with the drawn ``val`` rows, if any).
+    holdout_split
+        ``val`` or ``test``: the rows the held-out slides are.
+    """
+
+    train: list[SlideImage]
+    holdout: list[SlideImage]
+    normalizer: StainNormalizer | None
+    manifest: Manifest
+    holdout_split: str
+
+
+def prepare_slides(
+    manifest: Manifest | str | os.PathLike[str],
+    *,
+    longest: int | None,
+    mpp: float | None,
+    normalize: Method | None = None,
+    normalization: dict[str, Any] | None = None,
+    stain_reference: np.ndarray | None = None,
+    holdout: bool = True,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    cache: ThumbCache | None = None,
+    on_slide: Callable[[ManifestEntry], None] | None = None,
+) -> PreparedSlides:
+    """Read a manifest's training (and held-out) slides at N, stain-normalised when asked.
+
+    The options are :func:`prepare_tilesets`'s; ``longest``/``mpp`` are the downsample target.
+    Any model's training starts here (the lightweight CNN's tile sets, the U-Net's tiles).
+    """
+    cache = cache or ThumbCache()
+    m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
+    if val_fraction is not None:
+        if m.split("val"):
+            raise ConfigError(
+                "val_fraction", val_fraction,
+                f"none: the manifest already has {len(m.split('val'))} val rows (use them, or "
+                "clear their split to draw anew)",
+            )  # fmt: skip
+        m = Manifest(m.path, tuple(draw_validation(list(m), val_fraction, seed=seed)))
+    train_rows = [e for e in m if e.split in (None, "train")]
+    held_split = "val" if m.split("val") else "test"
+    test_rows = m.split(held_split) if holdout else []
+    if not train_rows:
+        raise DatasetError(
+            f"the manifest has no training rows (split empty or 'train') among {len(m)} slides"
+        )
+
+    def load(rows: list[ManifestEntry]) -> list[SlideImage]:
+        return load_slides(rows, longest=longest, mpp=mpp, cache=cache, on_slide=on_slide)
+
+    train_slides, test_slides = load(train_rows), load(test_rows)
+    normalizer: StainNormalizer | None = normalizer_from_dict(normalization)
+    if normalizer is None and normalize is not None:
+        images = (
+            [stain_reference]
+            if stain_reference is not None
+            else [np.asarray(s.pixels) for s in train_slides]
+        )
+        normalizer = fit_normalizer(normalize, images)
+    if normalizer is not None:
+        train_slides = normalize_slides(train_slides, normalizer, cache=cache)
+        test_slides = normalize_slides(test_slides, normalizer, cache=cache)
+    return PreparedSlides(train_slides, test_slides, normalizer, m, held_split)
 
 
 def prepare_tilesets(
@@ -96,39 +175,13 @@ def prepare_tilesets(
         Called after each slide is read.
     """
     spec = spec or TileSetSpec()
-    cache = cache or ThumbCache()
-    m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
-    if val_fraction is not None:
-        if m.split("val"):
-            raise ConfigError(
-                "val_fraction", val_fraction,
-                f"none: the manifest already has {len(m.split('val'))} val rows (use them, or "
-                "clear their split to draw anew)",
-            )  # fmt: skip
-        m = Manifest(m.path, tuple(draw_validation(list(m), val_fraction, seed=seed)))
-    train_rows = [e for e in m if e.split in (None, "train")]
-    held_split = "val" if m.split("val") else "test"
-    test_rows = m.split(held_split) if holdout else []
-    if not train_rows:
-        raise DatasetError(
-            f"the manifest has no training rows (split empty or 'train') among {len(m)} slides"
-        )
-
-    def load(rows: list[ManifestEntry]) -> list[SlideImage]:
-        return load_slides(rows, longest=spec.longest, mpp=spec.mpp, cache=cache, on_slide=on_slide)
-
-    train_slides, test_slides = load(train_rows), load(test_rows)
-    normalizer: StainNormalizer | None = normalizer_from_dict(normalization)
-    if normalizer is None and normalize is not None:
-        images = (
-            [stain_reference]
-            if stain_reference is not None
-            else [np.asarray(s.pixels) for s in train_slides]
-        )
-        normalizer = fit_normalizer(normalize, images)
-    if normalizer is not None:
-        train_slides = normalize_slides(train_slides, normalizer, cache=cache)
-        test_slides = normalize_slides(test_slides, normalizer, cache=cache)
+    slides = prepare_slides(
+        manifest, longest=spec.longest, mpp=spec.mpp, normalize=normalize,
+        normalization=normalization, stain_reference=stain_reference, holdout=holdout,
+        val_fraction=val_fraction, seed=seed, cache=cache, on_slide=on_slide,
+    )  # fmt: skip
+    train_slides, test_slides, normalizer = slides.train, slides.holdout, slides.normalizer
+    m, held_split = slides.manifest, slides.holdout_split
     train_set = build_tileset(train_slides, spec)
     holdout_set = None
     if test_slides:

@@ -20,24 +20,32 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from slidesift.assemble import Assembly, AssemblyMode, assemble, shrink, smooth
 from slidesift.backends import build_backend, probe, probing_enabled
-from slidesift.checkpoint import Checkpoint
+from slidesift.checkpoint import UNET, Checkpoint
 from slidesift.errors import ConfigError, NoTilesWarning, OutOfDomainWarning
-from slidesift.inference import DENSE_STEP, OnnxTiles, classify_tiles, dense_applies
+from slidesift.inference import OnnxTiles, classify_tiles, dense_applies
 from slidesift.io.slide import Thumb, open_slide, read_thumb
+from slidesift.segment_types import (
+    DENSE_MODES,
+    InferenceMode,
+    SegmentResult,
+    SegmentSpec,
+    assemble_and_clean,
+)
 from slidesift.sift import SiftResult, measure_tiles, sift
 from slidesift.stain import normalized_pixels
-from slidesift.tiles import TileGrid, stride_for_overlap
+from slidesift.tiles import TileGrid
 from slidesift.torch_inference import TorchTiles
 
 __all__ = [
+    "DENSE_MODES",
     "Classifiers",
+    "InferenceMode",
     "NoTilesWarning",
     "OutOfDomainWarning",
     "SegmentResult",
@@ -46,10 +54,6 @@ __all__ = [
     "segment_pixels",
 ]
 
-InferenceMode = Literal["auto", "dense", "int8", "bf16", "tiles", "torch"]
-#: Modes that classify through shared feature maps (a stride that is a multiple of 16).
-DENSE_MODES = ("dense", "int8", "bf16")
-
 
 #: Below this share of tissue tiles (tiles passing the background sift) admitted by the
 #: rails, a slide is out of the rails' domain: its entropy range is not the training slides'.
@@ -57,75 +61,6 @@ RAILS_ADMIT_FLOOR = 0.2
 #: A slide whose um per thumbnail px (or, without MPP, level-0 size) differs from the
 #: training slides' median by this factor or more is out of the model's domain.
 SCALE_FACTOR_LIMIT = 2.0
-
-
-@dataclass(frozen=True)
-class SegmentSpec:
-    """How a slide is segmented (defaults as METHOD.md section 5).
-
-    Attributes
-    ----------
-    overlap, stride
-        Tile overlap (paper: 0.8, stride 80 at T = 400), or an explicit stride.
-    round_stride
-        Round the stride to the nearest multiple of 16 so the dense path applies.
-    mode
-        Assembly; default ``dominant`` for multi-class models, ``mean`` for binary.
-    threshold
-        Mean-probability threshold: tumor where the mean is strictly above it.
-    smooth
-        Opening kernel diameter in thumbnail px (0 = none; paper: 50-150 at N = 6000).
-    shrink
-        Isomorphic shrink fraction (0 = none; paper tried 0.05 and 0.10).
-    rails
-        Sift by the checkpoint's rails (``False``: background only, the paper's ablation).
-    inference
-        ``auto`` (CUDA torch when present, else where the dense path applies the dense backend
-        the probe chose for this machine and checkpoint, see :mod:`slidesift.backends`, else
-        ONNX Runtime per tile), ``dense`` (fp32 ONNX Runtime), ``int8`` (the int8 trunk and
-        head, :mod:`slidesift.quantize`), ``bf16`` (the trunk in bfloat16 through torch),
-        ``tiles`` (ONNX Runtime per tile) or ``torch``.
-    batch
-        Tiles per classifier call.
-    """
-
-    overlap: float = 0.8
-    stride: int | None = None
-    round_stride: bool = False
-    mode: AssemblyMode | None = None
-    threshold: float = 0.5
-    smooth: int = 0
-    shrink: float = 0.0
-    rails: bool = True
-    inference: InferenceMode = "auto"
-    batch: int = 32
-
-    def __post_init__(self) -> None:
-        if self.stride is None:
-            stride_for_overlap(400, self.overlap)  # checks the overlap's range
-        elif isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ConfigError("stride", self.stride, "a positive number of px, or None")
-        if self.mode is not None and self.mode not in get_args(AssemblyMode):
-            raise ConfigError("mode", self.mode, f"one of {get_args(AssemblyMode)} or None")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError("threshold", self.threshold, "a probability in [0, 1]")
-        if isinstance(self.smooth, bool) or not isinstance(self.smooth, int) or self.smooth < 0:
-            raise ConfigError("smooth", self.smooth, "an opening diameter in px >= 0 (0 = none)")
-        if not 0.0 <= self.shrink < 1.0:
-            raise ConfigError("shrink", self.shrink, "a fraction in [0, 1) (0 = none)")
-        if self.inference not in get_args(InferenceMode):
-            raise ConfigError("inference", self.inference, f"one of {get_args(InferenceMode)}")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError("batch", self.batch, "a positive number of tiles per call")
-
-    def stride_for(self, tile: int) -> int:
-        """The stride to use for tile side ``tile``."""
-        s = self.stride if self.stride is not None else stride_for_overlap(tile, self.overlap)
-        if self.round_stride:
-            s = max(DENSE_STEP, DENSE_STEP * round(s / DENSE_STEP))
-        if s < 1:
-            raise ConfigError("stride", s, "a positive number of px")
-        return int(s)
 
 
 @dataclass
@@ -146,9 +81,15 @@ class Classifiers:
     _made: dict[str, Any] = field(default_factory=dict)
 
     def get(self, kind: str) -> Any:
-        """``dense``, ``int8``, ``bf16``, ``tiles`` or ``torch`` (CUDA when present)."""
+        """``dense``, ``int8``, ``bf16``, ``tiles``, ``torch`` (CUDA when present) or ``unet``
+        (a U-Net baseline checkpoint, :class:`slidesift.unet_infer.UnetTiles`)."""
         if kind not in self._made:
-            if kind in DENSE_MODES:
+            if kind == "unet":
+                from slidesift.unet_infer import UnetTiles
+
+                device = "cuda" if _cuda_available() else "cpu"
+                self._made[kind] = UnetTiles(self.checkpoint, device=device, threads=self.threads)
+            elif kind in DENSE_MODES:
                 self._made[kind] = build_backend(
                     kind, self.checkpoint, threads=self.threads, cache_dir=self.cache_dir
                 )
@@ -169,82 +110,6 @@ class Classifiers:
                 else "dense"
             )
         return str(self._made["auto"])
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """A segmented slide.
-
-    Attributes
-    ----------
-    pixels
-        ``(H, W, 3)`` uint8 thumbnail (after stain normalisation, if any).
-    grid
-        The tile grid.
-    sifted
-        Background fractions, entropies and both sifts' decisions.
-    probs
-        ``(n_rows, n_cols, C)`` float32 class probabilities; tiles not classified hold
-        ``[1, 0, ...]`` (non-tumor).
-    classified
-        ``(n_rows, n_cols)`` bool: tiles that went through the network.
-    classes
-        Class names (0 non-tumor).
-    assembly
-        The raw mask and the tile votes.
-    mask
-        ``(H, W)`` bool after smoothing and shrinking.
-    inference
-        Which classifier ran (``onnx dense``, ``onnx per tile``, ``torch cuda``, ...).
-    seconds
-        Seconds per stage: ``sift``, ``classify``, ``assemble`` (``read`` added by
-        :func:`segment`).
-    """
-
-    pixels: NDArray[np.uint8] = field(repr=False)
-    grid: TileGrid
-    sifted: SiftResult = field(repr=False)
-    probs: NDArray[np.float32] = field(repr=False)
-    classified: NDArray[np.bool_] = field(repr=False)
-    classes: tuple[str, ...]
-    assembly: Assembly = field(repr=False)
-    mask: NDArray[np.bool_] = field(repr=False)
-    inference: str
-    seconds: dict[str, float]
-    thumb: Thumb | None = None
-
-    @property
-    def keep(self) -> NDArray[np.bool_]:
-        """``(n_rows, n_cols)`` tiles that passed the sifts used."""
-        return self.sifted.keep
-
-    @property
-    def vote(self) -> str | None:
-        """The slide's class by majority vote of tile labels (dominant subtype)."""
-        return self.assembly.dominant
-
-    def remask(self, spec: SegmentSpec) -> NDArray[np.bool_]:
-        """The mask under other assembly/post-processing options, without classifying again.
-
-        ``spec.rails`` False uses every tile that passed the background sift (all must have
-        been classified, see :func:`segment_pixels`'s ``classify_background``).
-        """
-        keep = self.sifted.keep_background if not spec.rails else self.sifted.keep
-        if not spec.rails and not self.classified[keep].all():
-            raise ConfigError("rails", False, "a result classified with classify_background=True")
-        return _assemble_and_clean(self.grid, keep, self.probs, self.classes, spec)[1]
-
-
-def _assemble_and_clean(
-    grid: TileGrid,
-    keep: NDArray[np.bool_],
-    probs: NDArray[np.float32],
-    classes: tuple[str, ...],
-    spec: SegmentSpec,
-) -> tuple[Assembly, NDArray[np.bool_]]:
-    """Assemble the kept tiles, then smooth and shrink: the raw assembly and the final mask."""
-    a = assemble(grid, keep, probs, classes, mode=spec.mode, threshold=spec.threshold)
-    return a, shrink(smooth(a.mask, spec.smooth), spec.shrink)
 
 
 def _warn_if_rails_reject_tissue(sifted: SiftResult, rails_used: bool) -> None:
@@ -368,6 +233,10 @@ def segment_pixels(
     """
     spec = spec or SegmentSpec()
     classifiers = classifiers or Classifiers(checkpoint)
+    if checkpoint.architecture == UNET:  # the paper's baseline: its own tiling and tile rule
+        from slidesift.unet_segment import segment_unet
+
+        return segment_unet(pixels, checkpoint, spec, classifiers.get("unet"))
     t = checkpoint.tile
     if min(pixels.shape[:2]) < t:
         raise ConfigError(
@@ -410,7 +279,7 @@ def segment_pixels(
     seconds["classify"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    a, mask = _assemble_and_clean(grid, sifted.keep, probs, classes, spec)
+    a, mask = assemble_and_clean(grid, sifted.keep, probs, classes, spec)
     seconds["assemble"] = time.perf_counter() - start
     return SegmentResult(
         pixels=pixels,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from slidesift.tile_truth import (
     score_raw_tiles,
 )
 from slidesift.tiles import stride_for_overlap
-from slidesift.tileset import TileSet
+from slidesift.tileset import SlideImage, TileSet
 from slidesift.train_data import EpochSampler, TileBatches, collate_batch
 from slidesift.train_run import (
     already_trained,
@@ -70,7 +70,8 @@ __all__ = ["checkpoint_meta", "train", "training_scale"]
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _device(spec: TrainSpec) -> str:
+def train_device(spec: TrainSpec) -> str:
+    """The device a run trains on: ``spec.device``, ``auto`` resolved (CUDA when present)."""
     import torch
 
     if spec.device == "cuda" and not torch.cuda.is_available():
@@ -89,16 +90,16 @@ def _workers(spec: TrainSpec, device: str) -> int:
     return 0 if cores <= 2 else min(4, cores // 4 or 1)
 
 
-def training_scale(tiles: TileSet) -> dict[str, Any]:
+def training_scale(slides: Sequence[SlideImage]) -> dict[str, Any]:
     """The training slides' median um per thumbnail px (``None`` when none has an MPP), their
     median level-0 longer side, and how many slides had no MPP; segmentation warns when a
     slide is 2x or more away (:func:`slidesift.segment.scale_warnings`)."""
-    ums = [s.um_per_px for s in tiles.slides if s.um_per_px is not None]
-    sizes = [s.l0_longest for s in tiles.slides if s.l0_longest is not None]
+    ums = [s.um_per_px for s in slides if s.um_per_px is not None]
+    sizes = [s.l0_longest for s in slides if s.l0_longest is not None]
     return {
         "um_per_px": float(np.median(ums)) if ums else None,
         "l0_longest": int(np.median(sizes)) if sizes else None,
-        "slides_without_mpp": len(tiles.slides) - len(ums),
+        "slides_without_mpp": len(slides) - len(ums),
     }
 
 
@@ -119,7 +120,7 @@ def checkpoint_meta(
         "tumor_max_background": ts.tumor_sift.max_background,
         "classes": list(tiles.classes),
         "normalization": normalization,
-        "training_scale": training_scale(tiles),
+        "training_scale": training_scale(tiles.slides),
         "epoch": epoch,
         "metrics": metrics,
         "slidesift_version": __version__,
@@ -259,7 +260,7 @@ def train(
     if run_exists(out) and not resume:
         raise TrainingError(*already_trained(out))
     remove_stale_temporaries(out)  # a run killed inside a write (kill -9) leaves its temp file
-    device = _device(spec)
+    device = train_device(spec)
     n_classes = len(tiles.classes)
     fp = fingerprint(tiles, spec)
 

@@ -1,14 +1,17 @@
-"""``slidesift train``: tile sets from a manifest, then the CNN, with a checkpoint per epoch."""
+"""``slidesift train``: tile sets from a manifest, then the CNN (or the U-Net baseline), with a
+checkpoint per epoch."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.progress import Progress
 
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
+from slidesift.checkpoint import CNN, UNET
 from slidesift.cli.options import (
     downsample_options,
     hold_output_folder,
@@ -20,18 +23,43 @@ from slidesift.cli.options import (
 from slidesift.cli.views import tiles_table, training_progress
 from slidesift.errors import TrainingError
 from slidesift.manifest import write_manifest
-from slidesift.prepare import prepare_tilesets
+from slidesift.prepare import prepare_slides, prepare_tilesets
 from slidesift.sift import SiftSpec
 from slidesift.stain import background_hint
 from slidesift.tileset import TileSet, TileSetSpec
 from slidesift.train import train
-from slidesift.train_run import RUN_FILE, already_trained, read_resume_options, run_exists
+from slidesift.train_run import (
+    RUN_FILE,
+    already_trained,
+    read_resume_options,
+    read_run,
+    run_exists,
+)
 from slidesift.train_spec import TrainSpec
+from slidesift.unet_train import UNET_EPOCHS, UNET_LR, UNET_TILES
 
 
 @click.command("train")
 @click.argument(
     "manifest", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True)
+)
+@click.option(
+    "--arch",
+    type=click.Choice([CNN, UNET]),
+    default=CNN,
+    show_default=True,
+    help=f"{CNN}: the paper's five-layer CNN with entropy rails. {UNET}: the paper's baseline, "
+    "a U-Net with an EfficientNet-B0 encoder (10 M parameters) on Otsu-thresholded tiles, a "
+    "tile tumor when >= 70% of its pixels are; T a multiple of 32 [default 256], 20 epochs, "
+    "lr 1e-3 [defaults], binary only.",
+)
+@click.option(
+    "--encoder-weights",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help=f"{UNET} only: start the encoder from ImageNet EfficientNet-B0 weights in this "
+    "safetensors file (torchvision's key names; docs/results.md says how to make one) "
+    "[default: from scratch].",
 )
 @click.option(
     "--out",
@@ -163,6 +191,8 @@ from slidesift.train_spec import TrainSpec
 )
 def train_command(
     manifest: Path | None,
+    arch: str,
+    encoder_weights: Path | None,
     out: Path,
     longest: int | None,
     mpp: float | None,
@@ -220,19 +250,35 @@ def train_command(
         --normalize reinhard --hed-jitter 0.2 --rotations --scale-jitter 0.1 --epochs 2
     Only the tile sets, as PNGs in ImageFolder layout:
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
+    The paper's baseline, U-Net/EfficientNet-B0 (T 256, 20 epochs by default; here 2):
+      slidesift train cohort/manifest.csv --arch unet-effb0 --out unet -N 1500 \
+        --val-fraction 0.25 --epochs 2
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
     console = output_console()
     if not tiles_only:  # before minutes of tile preparation: a second run is refused at once
         hold_output_folder(out)
     normalization = None
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    saved_arch = read_run(out).get("arch", CNN) if resume and (out / RUN_FILE).exists() else arch
+    if UNET in (arch, saved_arch):
+        cnn_only = [n for n in CNN_ONLY if given(n)]
+        if cnn_only or classes != "binary":
+            names = ", ".join("--" + n.replace("_", "-") for n in cnn_only or ["classes"])
+            raise click.UsageError(f"{names}: the lightweight CNN's, not --arch {UNET}'s")
+    elif encoder_weights is not None:
+        raise click.UsageError(f"--encoder-weights is for --arch {UNET}")
     if resume and (out / RUN_FILE).exists():
         saved = read_resume_options(out)
         manifest, tileset_spec = saved["manifest"], saved["tileset"]
         normalization = saved["normalization"]
-        ctx = click.get_current_context()
-        given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-        train_spec = TrainSpec(**dict(saved["train"], **({"epochs": epochs} if given else {})))
+        train_spec = TrainSpec(
+            **dict(saved["train"], **({"epochs": epochs} if given("epochs") else {}))
+        )
         console.print(f"resuming {out} (options from {out / RUN_FILE})")
     else:
         if manifest is None:
@@ -243,6 +289,10 @@ def train_command(
             raise TrainingError(*already_trained(out))
         spec: SiftSpec = sift_spec(background, max_background, entropy)
         downsample = resolve_downsample(longest, mpp)
+        if arch == UNET:
+            tile = tile if given("tile") else UNET_TILES["paip"]
+            epochs = epochs if given("epochs") else UNET_EPOCHS
+            lr = lr if given("lr") else UNET_LR
         tileset_spec = TileSetSpec(
             tile=tile,
             longest=downsample.longest,
@@ -271,6 +321,14 @@ def train_command(
 
         with open_slide(stain_reference) as ref:
             reference = read_thumb(ref, longest=2000).pixels
+    if UNET in (arch, saved_arch):
+        _train_unet(
+            manifest, out, tileset_spec, train_spec, normalize=normalize,
+            normalization=normalization, reference=reference,
+            val_fraction=None if resume else val_fraction, resume=resume, cache=cache,
+            encoder_weights=encoder_weights,
+        )  # fmt: skip
+        return
     with console.status("reading slides (cached after the first run)") as status:
         prepared = prepare_tilesets(
             manifest,
@@ -342,3 +400,72 @@ def train_command(
 def tile_of(tiles: TileSet) -> int:
     """The set's tile side (for titles)."""
     return tiles.spec.tile
+
+
+#: Options that shape the lightweight CNN's tile sets or augmentation only.
+CNN_ONLY = (
+    "tumor_overlap", "non_tumor_overlap", "tumor_max_background", "balance", "tile_source",
+    "rotations", "hed_jitter", "scale_jitter", "export_tiles", "tiles_only",
+)  # fmt: skip
+
+
+def _train_unet(
+    manifest: Path,
+    out: Path,
+    tileset_spec: TileSetSpec,
+    train_spec: TrainSpec,
+    *,
+    normalize: str,
+    normalization: dict[str, Any] | None,
+    reference: Any,
+    val_fraction: float | None,
+    resume: bool,
+    cache: Path | None,
+    encoder_weights: Path | None,
+) -> None:
+    """``train --arch unet-effb0``: read the slides at N, then train with
+    :func:`slidesift.unet_train.train_unet`."""
+    from slidesift.unet_train import train_unet
+
+    console = output_console()
+    with console.status("reading slides (cached after the first run)") as status:
+        prepared = prepare_slides(
+            manifest, longest=tileset_spec.longest, mpp=tileset_spec.mpp,
+            normalize=None if normalize == "none" else normalize,  # type: ignore[arg-type]
+            normalization=normalization, stain_reference=reference, val_fraction=val_fraction,
+            seed=train_spec.seed, cache=ThumbCache(cache) if cache is not None else None,
+            on_slide=lambda e: status.update(f"read {e.name}"),
+        )  # fmt: skip
+    split = prepared.holdout_split if prepared.holdout else None
+    console.print(
+        f"U-Net/EfficientNet-B0 on {len(prepared.train)} training slides, T={tileset_spec.tile}, "
+        f"{train_spec.epochs} epochs; held out: {len(prepared.holdout)} {split or '-'} slides"
+    )
+    if split == "test":
+        console.print(
+            "[yellow]note:[/] held out on the test slides (no val rows): choose epochs on a val "
+            "split (--val-fraction 0.2) so that test is scored once"
+        )
+    used_manifest = Path(manifest).resolve()
+    if val_fraction is not None and not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        used_manifest = write_manifest(out / "manifest.csv", prepared.manifest.entries)
+        console.print(f"train/val/test split written to {used_manifest}")
+    progress, callbacks = training_progress(console)
+    with progress:
+        result = train_unet(
+            prepared.train, out, train_spec, tileset_spec, holdout=prepared.holdout,
+            normalization=(
+                prepared.normalizer.to_dict() if prepared.normalizer is not None else None
+            ),
+            encoder_weights=encoder_weights, resume=resume, callbacks=callbacks,
+            info={"manifest": str(used_manifest.resolve()), "holdout_split": split},
+        )  # fmt: skip
+    if result.records:
+        last = result.records[-1]
+        console.print(
+            f"trained {len(result.records)} epochs on {result.device}"
+            + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else "")
+            + f"; last: loss {last.train_loss:.4f}"
+        )
+    console.print(f"checkpoints and log.csv in [bold]{out}[/]")

@@ -119,11 +119,12 @@ def training_progress(console: Console) -> tuple[Progress, TrainCallbacks]:
         progress.remove_task(task["id"])
         held = (
             f"  held-out raw tiles: acc {r.holdout_raw_accuracy:.3f} "
-            f"(bal. {r.holdout_raw_balanced_accuracy:.3f}, {r.holdout_raw_tiles} tiles)  "
-            f"masked: {r.masked_holdout_accuracy:.3f}"
+            f"(bal. {r.holdout_raw_balanced_accuracy:.3f}, {r.holdout_raw_tiles} tiles)"
             if r.holdout_raw_accuracy is not None
             else ""
         )
+        if r.masked_holdout_accuracy is not None:  # the CNN's tiles, other class blacked out
+            held += f"  masked: {r.masked_holdout_accuracy:.3f}"
         console.print(
             f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.3f}{held}  "
             f"{r.tiles_per_second:.0f} tiles/s"

@@ -90,12 +90,23 @@ def _model_tile(run: TrainingRun | None) -> int | None:
     return tile if isinstance(tile, int) and not isinstance(tile, bool) else None
 
 
+#: How the report names each ``run.json`` ``arch``.
+MODEL_NAMES = {
+    "lightweight-cnn": "lightweight CNN with entropy rails",
+    "unet-effb0": "U-Net/EfficientNet-B0 (the paper's baseline)",
+}
+
+
 def _training_section(run: TrainingRun) -> str:
     facts = []
     info = run.info
     nested = info.get("tileset")
     tileset: dict[str, Any] = nested if isinstance(nested, dict) else {}
+    params = info.get("parameters")
+    trainable = params.get("trainable") if isinstance(params, dict) else None
     for label, value in (
+        ("model", MODEL_NAMES.get(str(info.get("arch", "lightweight-cnn")), info.get("arch"))),
+        ("trainable parameters", f"{trainable:,}" if isinstance(trainable, int) else None),
         ("classes", ", ".join(map(str, info.get("classes") or [])) or None),
         ("tile T", tileset.get("tile")),
         ("thumbnail N", tileset.get("longest")),
