@@ -12,10 +12,15 @@ centre would be:
 * train: the rest, in three mosaics, each laid out twice (the same pixels in new neighbourhoods).
 
 For each condition (tile source, stain normalisation, augmentation), the benchmark trains the
-lightweight CNN (T 96 at the patches' resolution), chooses the epoch on val
+lightweight CNN (T 96 at the patches' resolution) or, for the ``unet`` conditions, the paper's
+baseline U-Net/EfficientNet-B0 (T 64: the paper's 256-px U-Net tiles beside its 400-px CNN
+tiles, in proportion; 20 epochs as the paper's; Otsu input, the 70% tile rule), chooses the
+epoch on val
 (:func:`slidesift.select.select_epoch`), and evaluates that epoch once on test, beside the two
 references every evaluation carries: the all-tissue baseline and the tile-oracle ceiling.
 Goal (issue 12): model Jaccard at least 90% of the oracle's and at least 0.15 above all tissue.
+Beside the scores: trainable parameters, training seconds, kept tiles classified per second
+while evaluating, the checkpoint's size and the peak resident memory of the condition.
 
 The same comparison runs on a PAIP-like phantom cohort with ``--phantom`` (10 slides of 3000-3200
 px at 1 um/px, read at N 1000: 4 train, 2 val, 4 test), so that each recipe is measured on both.
@@ -33,6 +38,7 @@ real_pixels.json`` cover every condition done so far.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
@@ -45,15 +51,16 @@ import numpy as np
 from _common import report
 from slidesift.augment import AugmentSpec
 from slidesift.cache import ThumbCache
-from slidesift.checkpoint import load_checkpoint
+from slidesift.checkpoint import UNET, load_checkpoint
 from slidesift.evaluate import evaluate_slides, summary
 from slidesift.manifest import ManifestEntry, read_manifest, write_manifest
 from slidesift.mosaic import Patch, build_mosaic, read_patch_folder, write_mosaic
-from slidesift.prepare import prepare_tilesets
+from slidesift.prepare import prepare_slides, prepare_tilesets
 from slidesift.select import select_epoch
 from slidesift.tileset import TileSetSpec
 from slidesift.train import train
 from slidesift.train_spec import TrainSpec
+from slidesift.unet_train import UNET_EPOCHS, UNET_LR, train_unet
 
 #: The patches' resolution (RUMC slides; tumor_073 is UMC Utrecht's, about 0.226).
 PATCH_MPP = {"tumor_073": 0.226}
@@ -67,6 +74,8 @@ EPOCHS = 8
 LR = 5e-4
 PHANTOM_EPOCHS = 5
 PHANTOM_N = 1000
+#: The U-Net's tile: the paper's 256 px against its CNN's 400, at the CNN's 96 here.
+UNET_TILE = 64
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class Condition:
     source: str = "raw"
     normalize: str | None = None
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    arch: str = "lightweight-cnn"
 
 
 HED = AugmentSpec(hed=0.05)
@@ -109,8 +119,51 @@ CONDITIONS = {
         Condition(
             "masked+reinhard+all-aug", source="masked", normalize="reinhard", augment=ALL_AUG
         ),
+        Condition("unet", arch=UNET),
+        Condition("unet+reinhard", normalize="reinhard", arch=UNET),
     ]
 }
+
+
+def _reset_peak_memory() -> None:
+    """Restart this process's peak resident memory count (Linux ``clear_refs`` 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_memory_mb() -> float | None:
+    """This process's peak resident memory since the last reset, MB (``VmHWM``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _trainable(state: dict[str, Any]) -> int:
+    """Parameters of a state dict, BatchNorm's running statistics left out."""
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return int(sum(np.asarray(v).size for k, v in state.items() if not k.endswith(skip)))
+
+
+def _train_unet(
+    cond: Condition, manifest: Path, work: Path, epochs: int, downsample: dict[str, Any]
+) -> tuple[Any, int]:
+    """Train the U-Net baseline for ``cond``: the training result and its tile count."""
+    slides = prepare_slides(
+        manifest, normalize=cond.normalize, cache=ThumbCache(work.parent / "thumbs"),  # type: ignore[arg-type]
+        **downsample,
+    )  # fmt: skip
+    resume = (work / "run" / "run.json").exists()
+    result = train_unet(
+        slides.train, work / "run", TrainSpec(epochs=epochs, lr=UNET_LR),
+        TileSetSpec(tile=UNET_TILE, **downsample), holdout=slides.holdout,
+        normalization=slides.normalizer.to_dict() if slides.normalizer else None, resume=resume,
+    )  # fmt: skip
+    run = json.loads((work / "run" / "run.json").read_text())
+    return result, int(run["tiles"]["count"])
 
 
 def _groups(items: list[Patch], k: int, rng: np.random.Generator) -> list[list[Patch]]:
@@ -189,20 +242,26 @@ def run_condition(
     done = work / "result.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
-    spec = TileSetSpec(tile=TILE, source=cond.source, **downsample)  # type: ignore[arg-type]
+    _reset_peak_memory()
     started = time.perf_counter()
-    prepared = prepare_tilesets(
-        manifest,
-        spec,
-        normalize=cond.normalize,
-        cache=ThumbCache(work.parent / "thumbs"),  # type: ignore[arg-type]
-    )
-    resume = (work / "run" / "run.json").exists()  # an interrupted run continues
-    result = train(
-        prepared.train, work / "run",
-        TrainSpec(epochs=epochs, lr=LR, augment=cond.augment), holdout=prepared.holdout,
-        normalization=prepared.normalization, resume=resume,
-    )  # fmt: skip
+    if cond.arch == UNET:
+        epochs = UNET_EPOCHS if epochs <= 0 else epochs
+        result, n_tiles = _train_unet(cond, manifest, work, epochs, downsample)
+    else:
+        spec = TileSetSpec(tile=TILE, source=cond.source, **downsample)  # type: ignore[arg-type]
+        prepared = prepare_tilesets(
+            manifest,
+            spec,
+            normalize=cond.normalize,
+            cache=ThumbCache(work.parent / "thumbs"),  # type: ignore[arg-type]
+        )
+        resume = (work / "run" / "run.json").exists()  # an interrupted run continues
+        result = train(
+            prepared.train, work / "run",
+            TrainSpec(epochs=epochs, lr=LR, augment=cond.augment), holdout=prepared.holdout,
+            normalization=prepared.normalization, resume=resume,
+        )  # fmt: skip
+        n_tiles = len(prepared.train)
     trained = time.perf_counter() - started
     entries = read_manifest(manifest)
     selection = select_epoch(work / "run", entries.split("val"))
@@ -211,6 +270,8 @@ def run_condition(
     ck = load_checkpoint(selection.best.path)
     outcomes = evaluate_slides(entries.split("test"), ck)
     figures = summary(outcomes, ck.classes)
+    classify_s = sum(o.seconds.get("classify", 0.0) for o in outcomes)
+    kept = sum(o.kept_tiles for o in outcomes)
     per_slide = [
         {
             "slide": o.name,
@@ -226,10 +287,17 @@ def run_condition(
     record = {
         "condition": cond.name,
         "recipe": {
+            "arch": cond.arch,
+            "tile": UNET_TILE if cond.arch == UNET else TILE,
+            "epochs": epochs,
             "source": cond.source,
             "normalize": cond.normalize,
             "augment": asdict(cond.augment),
         },
+        "parameters": _trainable(ck.state),
+        "checkpoint_mb": round(selection.best.path.stat().st_size / 2**20, 2),
+        "inference_tiles_per_s": round(kept / classify_s, 1) if classify_s > 0 else None,
+        "peak_rss_mb": _peak_memory_mb(),
         "chosen_epoch": selection.best.epoch,
         "val_jaccard_by_epoch": [round(e.figures["mean_jaccard"], 4) for e in selection.epochs],
         "val_raw_balanced_accuracy_by_epoch": [
@@ -237,7 +305,7 @@ def run_condition(
         ],
         "test": {k: v for k, v in figures.items() if isinstance(v, float)},
         "test_slides": per_slide,
-        "train_tiles": len(prepared.train),
+        "train_tiles": n_tiles,
         "seconds": round(time.perf_counter() - started, 1),
         "train_seconds": round(trained, 1),
     }
@@ -253,8 +321,13 @@ def main() -> None:
     parser.add_argument("--conditions", default="raw,raw+reinhard,raw+reinhard+all-aug",
                         help=f"comma-separated, of: {', '.join(CONDITIONS)}; or 'all'")  # fmt: skip
     parser.add_argument("--test-source", default="tumor_073")
-    epochs_help = f"default {EPOCHS} (real pixels), {PHANTOM_EPOCHS} (phantom)"
+    epochs_help = (
+        f"default {EPOCHS} (real pixels), {PHANTOM_EPOCHS} (phantom); the unet conditions "
+        f"train --unet-epochs"
+    )
     parser.add_argument("--epochs", type=int, default=None, help=epochs_help)
+    parser.add_argument("--unet-epochs", type=int, default=UNET_EPOCHS,
+                        help=f"epochs of the unet conditions (paper: {UNET_EPOCHS})")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     mpp_help = "um/px the mosaics are read at (a 96-px tile covers 23 um at 0.243)"
     parser.add_argument("--mpp", type=float, default=DEFAULT_MPP, help=mpp_help)
@@ -289,7 +362,9 @@ def main() -> None:
     records = []
     for cname in names:
         print(f"== {cname}", flush=True)
-        records.append(run_condition(CONDITIONS[cname], manifest, root / cname, epochs, downsample))
+        cond = CONDITIONS[cname]
+        n = args.unet_epochs if cond.arch == UNET else epochs
+        records.append(run_condition(cond, manifest, root / cname, n, downsample))
     rows = []
     for r in records:
         t = r["test"]
@@ -302,6 +377,9 @@ def main() -> None:
             r["condition"], r["chosen_epoch"], j, t["mean_precision"], t["mean_recall"],
             oracle, tissue, j / oracle if oracle else float("nan"), j - tissue,
             "yes" if j >= 0.9 * oracle and j >= tissue + 0.15 else "no",
+            r["parameters"] / 1e6 if "parameters" in r else float("nan"),
+            r["train_seconds"], r.get("inference_tiles_per_s"), r.get("checkpoint_mb"),
+            r.get("peak_rss_mb"),
         ])  # fmt: skip
     cohort = json.loads(cohort_info.read_text())
     report(
@@ -318,6 +396,11 @@ def main() -> None:
             "J / oracle",
             "J - all tissue",
             "goal met",
+            "params (M)",
+            "train s",
+            "tiles/s",
+            "MB",
+            "peak MB",
         ],
         rows,
         {

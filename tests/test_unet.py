@@ -254,7 +254,7 @@ def test_training_tiles_have_tissue_and_their_masks_flip_with_them() -> None:
     pixels = tissue_picture(rng)
     tumor = np.zeros(pixels.shape[:2], bool)
     tumor[40:100, 50:150] = True
-    tiles = seg_tiles([SlideImage("s", "tumor", pixels, tumor)], 32, min_tissue=0.1)
+    tiles = seg_tiles([SlideImage("s", "tumor", pixels, tumor)], 32, overlap=0.5, min_tissue=0.1)
     tissue = otsu_tissue(pixels)
     grid = TileGrid.from_stride(pixels.shape[:2], tile=32, stride=16)
     share = np.array([tissue[y : y + 32, x : x + 32].mean() for x, y in grid.th_xy()])

@@ -130,6 +130,9 @@ def test_segment_select_evaluate_and_report_take_unet_runs(
     assert rep.exit_code == 0, rep.output
     html = (out / "report.html").read_text()
     assert "U-Net/EfficientNet-B0" in html and "10,071,501" in html
+    info = runner.invoke(cli, ["info", str(run / "epoch_002.safetensors")])
+    assert info.exit_code == 0 and "U-Net/EfficientNet-B0" in info.output
+    assert "10,071,501" in info.output and ">= 70%" in info.output
     exp = runner.invoke(
         cli, ["export", str(run / "epoch_002.safetensors"), "--out", str(tmp_path / "m.slidesift")]
     )

@@ -3,8 +3,10 @@
 METHOD.md section 7: the baseline learns from "segmentation sets": image tiles of the
 downsampled slides, thresholded with Otsu's method before tiling (:func:`slidesift.otsu.otsu_image`,
 one threshold per slide), each paired with the same tile of the pathologist's mask. Tiles are
-cut at half-tile stride, and a tile is used when at least :data:`MIN_TISSUE` of its pixels are
-Otsu tissue (a tile of glass teaches the network nothing but costs as much as one of tissue).
+cut side by side (no overlap: the paper describes none, and an epoch then costs a quarter of a
+half-overlap one; flips vary them between epochs), and a tile is used when at least
+:data:`MIN_TISSUE` of its pixels are Otsu tissue (a tile of glass teaches the network nothing
+but costs as much as one of tissue).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ __all__ = ["MIN_TISSUE", "TRAIN_OVERLAP", "SegTiles", "seg_tiles"]
 #: Share of a tile's pixels that must be Otsu tissue for it to be a training tile.
 MIN_TISSUE = 0.1
 #: Overlap of the training tiles.
-TRAIN_OVERLAP = 0.5
+TRAIN_OVERLAP = 0.0
 
 
 @dataclass(frozen=True)

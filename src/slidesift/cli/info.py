@@ -58,6 +58,14 @@ def describe_model(checkpoint: Checkpoint) -> str:
         f"{sift.background}, at most {sift.max_background:.0%} a tile",
         f"  stain normalisation: {norm.method if norm is not None else 'none'}",
     ]
+    if checkpoint.architecture == "unet-effb0":  # the baseline sifts by Otsu, not by rails
+        params = checkpoint.meta.get("parameters") or {}
+        rule = checkpoint.meta.get("tile_rule", 0.7)
+        lines[3] = (
+            f"  model: U-Net/EfficientNet-B0 (the paper's baseline), "
+            f"{params.get('trainable', '?'):,} trainable parameters; Otsu-thresholded input, a "
+            f"tile tumor when >= {rule:.0%} of its pixels are"
+        )
     shown = {k: v for k, v in checkpoint.metrics.items() if isinstance(v, (int, float))}
     if shown:
         lines.append("  metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())))
