@@ -271,3 +271,20 @@ def test_training_tiles_have_tissue_and_their_masks_flip_with_them() -> None:
         np.testing.assert_array_equal(x_u8[i], img)
         np.testing.assert_array_equal(y_u8[i], msk)
         assert tiles.tumor_fraction[i] == pytest.approx(tumor[y : y + 32, x : x + 32].mean())
+
+
+def test_remask_keeps_the_unets_union_unless_told_otherwise() -> None:
+    """Ablations re-assemble a result: a U-Net result stays a union of its tiles."""
+    from slidesift.checkpoint import Checkpoint
+    from slidesift.segment import SegmentSpec
+    from slidesift.unet_infer import decision_probabilities
+    from slidesift.unet_segment import segment_unet
+
+    pixels = tissue_picture(np.random.default_rng(0))
+    ckpt = Checkpoint(None, unet_meta(32), {})
+    result = segment_unet(
+        pixels, ckpt, SegmentSpec(), lambda t: decision_probabilities(RowsTumor(), t, "cpu")
+    )
+    np.testing.assert_array_equal(result.remask(SegmentSpec()), result.mask)
+    mean = result.remask(SegmentSpec(mode="mean"))
+    assert mean.sum() < result.mask.sum()  # the case tells the two apart

@@ -5,7 +5,7 @@ baseline)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -150,11 +150,13 @@ class SegmentResult:
         """The mask under other assembly/post-processing options, without classifying again.
 
         ``spec.rails`` False uses every tile that passed the background sift (all must have
-        been classified, see :func:`segment_pixels`'s ``classify_background``).
+        been classified, see :func:`segment_pixels`'s ``classify_background``). Without a
+        ``spec.mode`` the result's own assembly is kept (``union`` for the U-Net baseline).
         """
         keep = self.sifted.keep_background if not spec.rails else self.sifted.keep
         if not spec.rails and not self.classified[keep].all():
             raise ConfigError("rails", False, "a result classified with classify_background=True")
+        spec = spec if spec.mode is not None else replace(spec, mode=self.assembly.mode)
         return assemble_and_clean(self.grid, keep, self.probs, self.classes, spec)[1]
 
 
