@@ -209,12 +209,12 @@ def test_the_command_prints_the_table_rows_n_columns_t(
     text = capsys.readouterr().out
     assert code == 0, text
     assert text.count("resumed") == 4  # every cell was the reference's
-    lines = [line for line in text.splitlines() if re.search(r"\b(N|640|800)\b.*│", line)]
+    lines = [line for line in text.splitlines() if re.search(r"\b(N|640|800)\b.*[│┃]", line)]
     header = next(line for line in lines if "T 96" in line)
     assert header.index("T 96") < header.index("T 112")
     j = [[f"{reference.table()[i][k]:.3f}" for k in range(2)] for i in range(2)]
-    row1 = next(line for line in lines if line.strip("│ ").startswith("640"))
-    row2 = next(line for line in lines if line.strip("│ ").startswith("800"))
+    row1 = next(line for line in lines if line.strip("│┃ ").startswith("640"))
+    row2 = next(line for line in lines if line.strip("│┃ ").startswith("800"))
     for row, (a, b) in ((row1, j[0]), (row2, j[1])):  # rows N, columns T: (N, 96) then (N, 112)
         assert row.index(a) < row.index(b, row.index(a) + 5), (row, a, b)
     best = reference.best
@@ -228,12 +228,17 @@ def test_the_report_draws_table_2_and_the_heatmap(reference: SweepResult) -> Non
     rows = re.findall(r"<tr><th>N (\d+)</th>(.*?)</tr>", table)
     assert [r[0] for r in rows] == ["640", "800"]
     by_key = {c["key"]: c for c in reference.cells}
+    best = reference.best
+    assert best is not None
     for n, body in rows:
+        tds = re.findall(r"<td([^>]*)>", body)
+        marked = [t for t, attrs in zip(TS, tds, strict=True) if 'class="best"' in attrs]
+        assert marked == ([best["t"]] if best["n"] == int(n) else []), (n, marked, best["key"])
         cells = re.findall(r'<span class="j">([\d.]+)', body)
         assert cells == [f"{by_key[f'N{n}_T{t}']['test']['jaccard']:.3f}" for t in TS]
         epochs = re.findall(r"epoch (\d+)", body)
         assert epochs == ["1", "1"]
-    assert page.count(" ★") == 1 and 'class="best"' in table
+    assert table.count("★") == 1 and table.count('class="best"') == 1
     assert 'id="heatmap"' in page and "data:image/png;base64," in page
     assert "N640_T112" in page[page.index('id="cells"') :]
 

@@ -63,8 +63,7 @@ def _cell_line(cell: dict[str, Any], metric: str) -> str:
 def grid_table(result: SweepResult) -> Table:
     """Test figure by N (rows) and T (columns), the best cell marked."""
     spec = result.spec
-    metric = spec.metric
-    table = Table(title=f"test {metric}: rows {spec.axis}, columns T (* best)")
+    table = Table()
     table.add_column(spec.axis if spec.axis == "N" else "um/px", justify="right")
     for t in spec.ts:
         table.add_column(f"T {t}", justify="right")
@@ -234,6 +233,8 @@ def sweep_command(
         console, manifest, out, spec, scheduler=scheduler, workers=workers, force=force,
         cache=cache,
     )  # fmt: skip
+    axis = "N" if spec.axis == "N" else "um/px"
+    console.print(f"test {metric} by {axis} (rows) and tile side T (columns), * the best:")
     console.print(grid_table(result))
     best = result.best
     if best is not None:
