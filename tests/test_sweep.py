@@ -96,7 +96,9 @@ def test_the_reference_sweep_has_every_cell(reference: SweepResult) -> None:
         assert (out / CELLS_DIR / c["key"] / "run" / "selection.json").is_file()
     doc = read_sweep(out)
     assert doc is not None and doc["rows"] == list(NS) and doc["columns"] == list(TS)
-    assert doc["best"] == reference.best["key"]  # type: ignore[index]
+    best = reference.best
+    assert best is not None and doc["best"] == best["key"]
+    assert best["test"]["jaccard"] == max(c["test"]["jaccard"] for c in reference.cells)
     rows = list(csv.DictReader((out / CSV_FILE).open()))
     assert [(int(r["n"]), int(r["t"])) for r in rows] == [(n, t) for n in NS for t in TS]
     assert (out / HEATMAP_FILE).read_bytes().startswith(b"\x89PNG")

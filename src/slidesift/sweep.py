@@ -322,7 +322,10 @@ def run_sweep(
                 todo.append(c)
             else:
                 records[c.key] = {**earlier, "status": "resumed"}
-        ordered = lambda: [records[c.key] for c in cells]  # noqa: E731
+
+        def ordered() -> list[dict[str, Any]]:
+            return [records[c.key] for c in cells]
+
         write_tables(root, spec, fp, m, ordered())
         for c in cells:
             if records[c.key]["status"] == "resumed" and on_cell is not None:

@@ -60,9 +60,10 @@ def sweep_heatmap_png(
     masked = np.ma.masked_invalid(values)
     cmap = _colormap()
     image = ax.imshow(masked, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    best = None
+    best: tuple[int, int] | None = None
     if np.isfinite(values).any():
-        best = np.unravel_index(int(np.nanargmax(values)), values.shape)
+        i_best, j_best = np.unravel_index(int(np.nanargmax(values)), values.shape)
+        best = (int(i_best), int(j_best))
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             v = values[i, j]

@@ -156,7 +156,8 @@ def sweep_report(
         picture = '<p class="note">No cell is scored yet.</p>'
     sections.append(f'<section id="heatmap"><h2>Heatmap</h2>{picture}</section>')
     sections.append(_cells_section(doc))
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    given = doc.get("spec")
+    spec: dict[str, Any] = given if isinstance(given, dict) else {}
     n_done = sum(c.get("status") in ("ok", "resumed") for c in doc["cells"])
     n_failed = sum(c.get("status") == "failed" for c in doc["cells"])
     made = made or dt.datetime.now().astimezone()
