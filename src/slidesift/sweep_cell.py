@@ -153,7 +153,8 @@ def _cell(job: CellJob, on_stage: Callable[[str], None]) -> dict[str, Any]:
     )
     result = train(
         prepared.train, run, spec, holdout=prepared.holdout, resume=resume, callbacks=callbacks,
-        info={"holdout_split": "val", "sweep_cell": job.key},
+        info={"manifest": str(folder.parent.parent / "manifest.csv"), "holdout_split": "val",
+              "sweep_cell": job.key},
     )  # fmt: skip
     on_stage("choosing the epoch on val")
     val = job.manifest.split("val")
