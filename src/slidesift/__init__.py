@@ -6,6 +6,7 @@ The pipeline as data (see the README)::
     manifest -> prepare_tilesets (TileSet: rails, balanced classes) -> train -> checkpoints
     checkpoint + slide -> segment -> SegmentResult (mask) -> scores (metrics)
     checkpoint + manifest -> evaluate_slides / run_cohort (Dask) -> select_epoch, ablate
+    manifest + SweepSpec -> run_sweep: a model per N x T, epoch chosen on val, test scored
     cohort folder -> build_report / write_report (one HTML page)
     CohortSpec -> make_cohort: phantom slides with exact truth
 
@@ -41,6 +42,7 @@ from slidesift.errors import (
     SlideReadError,
     SlidesiftError,
     StainError,
+    SweepError,
     TrainingError,
 )
 from slidesift.evaluate import SlideOutcome, evaluate_slide, evaluate_slides
@@ -72,6 +74,7 @@ from slidesift.sift import SiftResult, SiftSpec, TileStats, measure_tiles, sift
 from slidesift.sift_maps import SiftRun, sift_slide
 from slidesift.stain import MacenkoNormalizer, ReinhardNormalizer, VahadaneNormalizer
 from slidesift.subsets import make_subsets
+from slidesift.sweep import SweepResult, SweepSpec, run_sweep
 from slidesift.tiles import GridSpec, TileGrid
 from slidesift.tileset import TileSet, TileSetSpec
 from slidesift.train import train
@@ -128,6 +131,9 @@ __all__ = [
     "SlideReadError",
     "SlidesiftError",
     "StainError",
+    "SweepError",
+    "SweepResult",
+    "SweepSpec",
     "Thumb",
     "ThumbCache",
     "TileGrid",
@@ -162,6 +168,7 @@ __all__ = [
     "read_thumb",
     "read_truth",
     "run_cohort",
+    "run_sweep",
     "scores",
     "segment",
     "select_epoch",

@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slidesift.cohort_dask import WORKER_TRIES, Job, on_dask
+from slidesift.cohort_dask import check_options as _check_options
+from slidesift.cohort_dask import cores as _cores
 from slidesift.cohort_dask import distributed_module as _distributed  # noqa: F401 (a test)
 from slidesift.cohort_task import (
     OUTCOME_FILE,
@@ -71,7 +73,7 @@ from slidesift.cohort_task import (
     outcome_from_doc,
     segment_slide_task,
 )
-from slidesift.errors import CohortError, ConfigError, MissingExtraError
+from slidesift.errors import CohortError, MissingExtraError
 from slidesift.evaluate import SlideOutcome
 from slidesift.io.lock import output_lock
 from slidesift.manifest import ManifestEntry
@@ -200,28 +202,6 @@ def _in_process(todo: Sequence[ManifestEntry], job: Job) -> Iterator[SlideRun]:
         doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
                                  job.threads, job.outputs)  # fmt: skip
         yield _run_from_doc(doc)
-
-
-def _cores() -> int:
-    """CPU cores this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def _check_options(scheduler: str | None, workers: int | None, threads: int | None) -> None:
-    if scheduler is not None and scheduler != "sync" and ":" not in scheduler:
-        raise ConfigError(
-            "scheduler", scheduler, "'sync' or a Dask scheduler address like tcp://10.0.0.5:8786"
-        )
-    if workers is not None and workers < 0:
-        raise ConfigError("workers", workers, "0 (in process) or a positive number of processes")
-    if workers not in (None, 0) and scheduler is not None:
-        raise ConfigError(
-            "workers", workers, "left unset with a scheduler (its cluster has its own workers)"
-        )
-    if threads is not None and threads < 1:
-        raise ConfigError("threads", threads, "a positive number, or None")
 
 
 def _check_names(entries: Sequence[ManifestEntry]) -> None:

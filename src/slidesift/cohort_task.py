@@ -32,6 +32,7 @@ __all__ = [
     "OUTCOME_FILE",
     "failure_doc",
     "fingerprint",
+    "limit_threads",
     "outcome_doc",
     "outcome_from_doc",
     "segment_slide_task",
@@ -94,7 +95,7 @@ def _loaded(path: str, mtime_ns: int, threads: int | None) -> Classifiers:
     return Classifiers(load_checkpoint(path), threads=threads)
 
 
-def _limit_threads(threads: int | None) -> None:
+def limit_threads(threads: int | None) -> None:
     """Cap OpenCV's and torch's threads in this (worker) process; ``None`` leaves them."""
     if threads is None:
         return
@@ -158,7 +159,7 @@ def _segment_one(
     from slidesift.segment_outputs import write_segmentation
 
     (folder / OUTCOME_FILE).unlink(missing_ok=True)
-    _limit_threads(threads)
+    limit_threads(threads)
     classifiers = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads)
     ck = classifiers.checkpoint
     read_start = time.perf_counter()

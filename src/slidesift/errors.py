@@ -16,7 +16,7 @@ code  kind
 4     ground truth and tables: :class:`AnnotationError`, :class:`ManifestError`,
       :class:`ReportError`, :class:`PatchFolderError`
 5     the data cannot train or be fitted: :class:`DatasetError`, :class:`TrainingError`,
-      :class:`StainError`, :class:`SelectionError`
+      :class:`StainError`, :class:`SelectionError`, :class:`SweepError`
 6     model files: :class:`CheckpointError`, :class:`RailsError`
 7     an optional dependency is missing (:class:`MissingExtraError`)
 8     an output cannot be written (:class:`OutputError`)
@@ -51,6 +51,7 @@ __all__ = [
     "SlidesiftError",
     "SlidesiftWarning",
     "StainError",
+    "SweepError",
     "TrainingError",
     "WorkerDiedError",
     "require",
@@ -210,6 +211,10 @@ class StainError(TrainingError):
 
 class SelectionError(TrainingError):
     """Model selection has nothing to score: no epochs, no slides with truth, mixed scales."""
+
+
+class SweepError(TrainingError):
+    """An N x T sweep cannot run in its folder: it holds a sweep of another recipe."""
 
 
 class CheckpointError(_FileFault):

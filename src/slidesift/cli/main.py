@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "train": "slidesift.cli.train_cmd:train_command",
     "segment": "slidesift.cli.segment_cmd:segment_command",
     "select": "slidesift.cli.select_cmd:select_command",
+    "sweep": "slidesift.cli.sweep_cmd:sweep_command",
     "report": "slidesift.cli.report_cmd:report",
     "evaluate": "slidesift.cli.evaluate_cmd:evaluate_command",
     "thumb": "slidesift.cli.thumb_cmd:thumb_command",
@@ -119,6 +120,8 @@ def cli() -> None:
     Score every epoch on the test slides, then segment and score them with one (Dask):
       slidesift select run cohort/manifest.csv --round-stride
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
+    One model per downsample N and tile side T, each scored (the paper's Table 2):
+      slidesift sweep cohort/manifest.csv --N 1000,1500 --T 96,128 --epochs 2 --out sweep
     One HTML page with the scores, pictures and training curves (seg/report.html):
       slidesift report seg --run run
     The thumbnail to send instead of a slide (1-3 MB, its um/px inside), at the model's scale:

@@ -45,7 +45,8 @@ def report(
     summary.json, the per-slide pictures, ablation.json). The page holds the cohort summary, a
     sortable metrics table, each slide's overlay, error map and tile locations, the rails spread
     against tile size and the training curves; every picture is embedded, so the file opens
-    anywhere without a network.
+    anywhere without a network. The --out folder of `slidesift sweep` (sweep.json) gets the
+    sweep's page instead: test scores by N and T (the paper's Table 2) and their heatmap.
 
     \b
     Examples (seg of `slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv
@@ -54,6 +55,8 @@ def report(
       slidesift report seg --run run --output seg_report.html
     With the rails spread of `slidesift rails ... --spread-out rails_spread.json`:
       slidesift report seg --run run --rails-spread rails_spread.json
+    A sweep's table and heatmap (sweep of `slidesift sweep cohort/manifest.csv --out sweep`):
+      slidesift report sweep
     """
     console = output_console()
     with console.status("writing the report"):

@@ -46,6 +46,7 @@ from slidesift.report.inputs import (
 )
 from slidesift.report.pictures import png_img
 from slidesift.report.slides import legend_css, slide_article
+from slidesift.report.sweep_page import is_sweep, sweep_report
 
 __all__ = [
     "MAX_IMAGE_PX",
@@ -157,6 +158,9 @@ def build_report(
     cohort_dir
         Output folder of ``slidesift segment ... --out`` (or ``slidesift evaluate``): holds
         ``scores.csv``, usually ``summary.json``, maybe ``ablation.json`` and per-slide PNGs.
+        A folder of ``slidesift sweep`` (``sweep.json``) gets the sweep's page instead
+        (:func:`slidesift.report.sweep_page.sweep_report`: Table 2 and its heatmap; the other
+        options but ``title`` do not apply).
     run
         A training run folder (``log.csv``, ``run.json``, maybe ``selection.json``): adds the
         training curves.
@@ -183,6 +187,8 @@ def build_report(
     """
     if max_image_px is not None and max_image_px < 16:
         raise ReportError(None, f"max_image_px={max_image_px} is too small; use at least 16")
+    if is_sweep(cohort_dir):  # an N x T sweep (slidesift sweep --out): Table 2 and its heatmap
+        return sweep_report(cohort_dir, title=title, made=made)
     cohort = read_cohort(cohort_dir)
     training = read_run(run) if run is not None else None
     spread = _spread(rails_spread, cohort, training)
