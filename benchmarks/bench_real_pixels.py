@@ -334,6 +334,8 @@ def main() -> None:
     mpp_help = "um/px the mosaics are read at (a 96-px tile covers 23 um at 0.243)"
     parser.add_argument("--mpp", type=float, default=DEFAULT_MPP, help=mpp_help)
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-real-pixels"))
+    name_help = "JSON name under bench-results/ [default: from the options]"
+    parser.add_argument("--name", default=None, help=name_help)
     args = parser.parse_args()
     names = list(CONDITIONS) if args.conditions == "all" else args.conditions.split(",")
     unknown = [n for n in names if n not in CONDITIONS]
@@ -386,7 +388,7 @@ def main() -> None:
         ])  # fmt: skip
     cohort = json.loads(cohort_info.read_text())
     report(
-        name,
+        args.name or name,
         f"{title} (T {TILE}, {epochs} epochs)",
         [
             "condition",

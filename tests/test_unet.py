@@ -124,18 +124,29 @@ class RowsTumor(torch.nn.Module):
         return torch.where(rows < k.view(b, 1, 1), 8.0, -8.0).unsqueeze(1)
 
 
+class RasterTumor(torch.nn.Module):
+    """A stand-in network: logit +8 on each tile's first ``k`` pixels in raster order (a full
+    row, then part of the next), -8 after, with ``k`` twice the tile's red at its corner."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        k = 2 * torch.round(x[:, 0, 0, 0] * 255).long()
+        order = torch.arange(h * w).view(1, h, w).expand(b, h, w)
+        return torch.where(order < k.view(b, 1, 1), 8.0, -8.0).unsqueeze(1)
+
+
 def test_decisions_count_the_share_of_pixels_predicted_tumor() -> None:
     from slidesift.unet_infer import decision_probabilities, pixel_probabilities
 
-    t = 20
-    rows = np.array([0, 10, 13, 14, 15, 20])  # shares 0, .5, .65, .7, .75, 1
-    tiles = np.zeros((rows.size, t, t, 3), np.uint8)
-    tiles[:, 0, 0, 0] = rows
-    p = pixel_probabilities(RowsTumor(), tiles, "cpu")
-    assert p.shape == (rows.size, t, t)
-    np.testing.assert_allclose((p > 0.5).mean(axis=(1, 2)), rows / t)
-    d = decision_probabilities(RowsTumor(), tiles, "cpu")
-    assert d.shape == (rows.size, 2) and d.dtype == np.float32
+    t = 20  # 400 px a tile
+    red = np.array([0, 100, 139, 140, 150, 200])  # shares 0, .5, .695, .7, .75, 1
+    tiles = np.zeros((red.size, t, t, 3), np.uint8)
+    tiles[:, 0, 0, 0] = red
+    p = pixel_probabilities(RasterTumor(), tiles, "cpu")
+    assert p.shape == (red.size, t, t)
+    np.testing.assert_allclose((p > 0.5).mean(axis=(1, 2)), 2 * red / (t * t))
+    d = decision_probabilities(RasterTumor(), tiles, "cpu")
+    assert d.shape == (red.size, 2) and d.dtype == np.float32
     np.testing.assert_array_equal(d[:, 1], [0, 0, 0, 1, 1, 1])
     np.testing.assert_array_equal(d.sum(axis=1), 1)
 
