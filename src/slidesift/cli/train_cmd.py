@@ -250,8 +250,9 @@ def train_command(
         --normalize reinhard --hed-jitter 0.2 --rotations --scale-jitter 0.1 --epochs 2
     Only the tile sets, as PNGs in ImageFolder layout:
       slidesift train cohort/manifest.csv -N 1500 -T 96 --tiles-only --export-tiles tiles
-    The paper's baseline, U-Net/EfficientNet-B0 (T 256, 20 epochs by default; here 2):
-      slidesift train cohort/manifest.csv --arch unet-effb0 --out unet -N 1500 \
+    The paper's baseline, U-Net/EfficientNet-B0 (20 epochs by default, here 2; T 64 at
+    N 1500 covers what the paper's 256 px covered at N 6000):
+      slidesift train cohort/manifest.csv --arch unet-effb0 --out unet -N 1500 -T 64 \\
         --val-fraction 0.25 --epochs 2
     The paper's settings (N 6000, T 400, 75 epochs) are the defaults.
     """
