@@ -216,8 +216,9 @@ def make_cohort(patches: list[Patch], out: Path, test_source: str, seed: int) ->
     return manifest
 
 
-def make_phantom_cohort(out: Path, seed: int) -> Path:
-    """A PAIP-like phantom cohort with a val split (see the module docs); returns the manifest."""
+def make_phantom_cohort(out: Path, seed: int, regime: str = "paip") -> Path:
+    """A PAIP-like (or CAMELYON-like: lymph nodes, metastases small and large, half the slides
+    normal) phantom cohort with a val split (see the module docs); returns the manifest."""
     from slidesift.phantom.cohort import CohortSpec
     from slidesift.phantom.cohort import make_cohort as make_phantoms
     from slidesift.subsets import draw_validation
@@ -225,12 +226,16 @@ def make_phantom_cohort(out: Path, seed: int) -> Path:
     manifest = out / "manifest_val.csv"
     if manifest.exists():
         return manifest
-    spec = CohortSpec(count=10, longest=(3000, 3200), mpp=1.0, seed=seed + 11, artifacts=0.0)
+    if regime == "camelyon":
+        spec = CohortSpec(count=12, longest=(4000, 4400), mpp=1.0, regime="camelyon", subtypes=1,
+                          seed=seed + 11, artifacts=0.0)  # fmt: skip
+    else:
+        spec = CohortSpec(count=10, longest=(3000, 3200), mpp=1.0, seed=seed + 11, artifacts=0.0)
     made = make_phantoms(spec, out)
     write_manifest(manifest, draw_validation(list(made), 1 / 3, seed=seed))
     rows = read_manifest(manifest)
     splits = {s: len(rows.split(s)) for s in ("train", "val", "test")}
-    cohort = {"spec": "CohortSpec(count=10, longest=(3000, 3200), mpp=1.0)", "splits": splits}
+    cohort = {"spec": repr(spec), "splits": splits}
     (out / "bench_cohort.json").write_text(json.dumps(cohort, indent=1) + "\n")
     return manifest
 
@@ -320,6 +325,8 @@ def main() -> None:
     parser.add_argument("patches", type=Path, nargs="?",
                         help="folder with tumor/*.png and normal/*.png")  # fmt: skip
     parser.add_argument("--phantom", action="store_true", help="a phantom cohort instead")
+    parser.add_argument("--regime", choices=("paip", "camelyon"), default="paip",
+                        help="the phantom cohort's kind")  # fmt: skip
     parser.add_argument("--conditions", default="raw,raw+reinhard,raw+reinhard+all-aug",
                         help=f"comma-separated, of: {', '.join(CONDITIONS)}; or 'all'")  # fmt: skip
     parser.add_argument("--test-source", default="tumor_073")
@@ -345,11 +352,13 @@ def main() -> None:
         parser.error("give PATCH_FOLDER or --phantom")
     epochs = args.epochs or (PHANTOM_EPOCHS if args.phantom else EPOCHS)
     if args.phantom:
-        root = args.work / f"phantom-seed{args.seed}-e{epochs}"
-        manifest = make_phantom_cohort(root / "cohort", args.seed)
+        kind = "" if args.regime == "paip" else f"-{args.regime}"
+        root = args.work / f"phantom{kind}-seed{args.seed}-e{epochs}"
+        manifest = make_phantom_cohort(root / "cohort", args.seed, args.regime)
         downsample: dict[str, Any] = {"longest": PHANTOM_N, "mpp": None}
         cohort_info = root / "cohort" / "bench_cohort.json"
-        name, title = "real_pixels_phantom", "PAIP-like phantoms"
+        name = "real_pixels_phantom" + kind.replace("-", "_")
+        title = f"{args.regime.upper()}-like phantoms"
     else:
         patches = read_patch_folder(args.patches)
         at = "" if args.mpp == DEFAULT_MPP else f"-mpp{args.mpp:g}"
