@@ -82,8 +82,12 @@ def probe_slide(path: str | os.PathLike[str], *, timeout_s: float = TIMEOUT_S) -
             stderr=subprocess.PIPE, timeout=timeout_s, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
+        busy = (
+            "the file is probably corrupt, unless this machine is too busy to read a sample in "
+            f"{timeout_s:.0f} s; a trusted file can skip this check with {PROBE_ENV}=0"
+        )
         raise SlideReadError(
-            p, f"the slide reader did not finish a sample read in {timeout_s:.0f} s", hint
+            p, f"the slide reader did not finish a sample read in {timeout_s:.0f} s", busy
         ) from None
     code = done.returncode
     if code < 0:
