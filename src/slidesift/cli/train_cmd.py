@@ -35,7 +35,7 @@ from slidesift.train_run import (
     read_run,
     run_exists,
 )
-from slidesift.train_spec import TrainSpec
+from slidesift.train_spec import TrainResult, TrainSpec
 from slidesift.unet_train import UNET_EPOCHS, UNET_LR, UNET_TILES
 
 
@@ -388,14 +388,7 @@ def train_command(
                 "holdout_split": prepared.holdout_split,
             },
         )
-    if result.records:
-        last = result.records[-1]
-        console.print(
-            f"trained {len(result.records)} epochs on {result.device}"
-            + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else "")
-            + f"; last: loss {last.train_loss:.4f}"
-        )
-    console.print(f"checkpoints and log.csv in [bold]{out}[/]")
+    _print_trained(console, result, out)
 
 
 def tile_of(tiles: TileSet) -> int:
@@ -462,6 +455,11 @@ def _train_unet(
             encoder_weights=encoder_weights, resume=resume, callbacks=callbacks,
             info={"manifest": str(used_manifest.resolve()), "holdout_split": split},
         )  # fmt: skip
+    _print_trained(console, result, out)
+
+
+def _print_trained(console: Any, result: TrainResult, out: Path) -> None:
+    """The closing lines of a training run: epochs, device, resume point, last loss, folder."""
     if result.records:
         last = result.records[-1]
         console.print(
