@@ -115,7 +115,9 @@ def main(argv: list[str]) -> None:
         callbacks = TrainCallbacks(on_batch=on_batch)
     elif kind in ("before-resume", "before-log"):
         name = "save_resume" if kind == "before-resume" else "write_log"
-        train_module = sys.modules["slidesift.train"]  # the package's ``train`` is the function
+        # train_run.save_epoch writes an epoch's files (checkpoint, resume state, log) for
+        # every model's training loop: the writers are patched where it looks them up
+        train_module = sys.modules["slidesift.train_run"]
         real = getattr(train_module, name)
 
         def wrapped(out: Path, *args: Any) -> Any:

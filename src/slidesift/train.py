@@ -37,7 +37,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slidesift._version import __version__
-from slidesift.checkpoint import save_checkpoint
 from slidesift.errors import ConfigError, TrainingError, require
 from slidesift.io.atomic import remove_stale_temporaries
 from slidesift.io.lock import locks_output
@@ -58,7 +57,7 @@ from slidesift.train_run import (
     fingerprint,
     resume_point,
     run_exists,
-    save_resume,
+    save_epoch,
     write_log,
     write_run,
 )
@@ -374,16 +373,12 @@ def train(
                 masked_holdout_balanced_accuracy=h_bal,
             )
         records.append(record)
-        metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}
-        path = out / checkpoint_name(epoch)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(
-            path,
-            state,
-            checkpoint_meta(tiles, normalization=normalization, epoch=epoch, metrics=metrics),
-        )
-        save_resume(out, model, optimizer, epoch, fp, records)
-        write_log(out, records)
+        path = save_epoch(
+            out, model, optimizer, fp, records,
+            lambda m, e=epoch: checkpoint_meta(  # type: ignore[misc]
+                tiles, normalization=normalization, epoch=e, metrics=m
+            ),
+        )  # fmt: skip
         checkpoints.append(path)
         if cb.on_epoch_end:
             cb.on_epoch_end(record, path)

@@ -15,13 +15,13 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slidesift.checkpoint import read_safetensors, write_safetensors
+from slidesift.checkpoint import read_safetensors, save_checkpoint, write_safetensors
 from slidesift.errors import CheckpointError, TrainingError
 from slidesift.io.atomic import atomic_write_json, atomic_write_text
 from slidesift.tileset import TileSet, TileSetSpec
@@ -40,6 +40,7 @@ __all__ = [
     "read_run",
     "resume_point",
     "run_exists",
+    "save_epoch",
     "save_resume",
     "write_log",
     "write_run",
@@ -147,6 +148,27 @@ def write_log(out: Path, records: Sequence[EpochRecord]) -> Path:
             ]
         )
     return atomic_write_text(out / LOG_FILE, buf.getvalue())
+
+
+def save_epoch(
+    out: Path,
+    model: Any,
+    optimizer: Any,
+    fp: str,
+    records: Sequence[EpochRecord],
+    meta_for: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Path:
+    """Write the files of the epoch ``records[-1]`` ends, in the order :func:`resume_point`
+    relies on: its checkpoint (metadata ``meta_for(metrics)``), then ``resume.safetensors``,
+    then ``log.csv``. Any model's training loop ends its epochs here. Returns the checkpoint."""
+    record = records[-1]
+    metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}
+    path = out / checkpoint_name(record.epoch)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, state, meta_for(metrics))
+    save_resume(out, model, optimizer, record.epoch, fp, records)
+    write_log(out, records)
+    return path
 
 
 def save_resume(

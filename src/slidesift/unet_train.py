@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from slidesift._version import __version__
-from slidesift.checkpoint import UNET, save_checkpoint
+from slidesift.checkpoint import UNET
 from slidesift.errors import ConfigError, TrainingError, require
 from slidesift.io.atomic import remove_stale_temporaries
 from slidesift.io.lock import locks_output
@@ -48,7 +48,7 @@ from slidesift.train_run import (
     checkpoint_name,
     resume_point,
     run_exists,
-    save_resume,
+    save_epoch,
     write_log,
     write_run,
 )
@@ -276,15 +276,13 @@ def train_unet(
                 holdout_raw_ambiguous=score.ambiguous,
             )
         records.append(record)
-        metrics = {k: v for k, v in record.to_dict().items() if k != "epoch" and v is not None}
-        path = out / checkpoint_name(epoch)
-        meta = unet_checkpoint_meta(
-            tileset, slides, normalization=normalization, epoch=epoch, metrics=metrics,
-            parameters=parameters,
+        path = save_epoch(
+            out, model, optimizer, fp, records,
+            lambda m, e=epoch: unet_checkpoint_meta(  # type: ignore[misc]
+                tileset, slides, normalization=normalization, epoch=e, metrics=m,
+                parameters=parameters,
+            ),
         )  # fmt: skip
-        save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()}, meta)
-        save_resume(out, model, optimizer, epoch, fp, records)
-        write_log(out, records)
         checkpoints.append(path)
         if cb.on_epoch_end:
             cb.on_epoch_end(record, path)
