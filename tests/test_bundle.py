@@ -106,7 +106,7 @@ def test_what_needs_the_weights_says_so(made, fresh_cache) -> None:
     bundle = load_checkpoint(made["bundle"])
     with pytest.raises(CheckpointError, match="not the network's weights"):
         bundle.model()
-    for mode in ("torch", "bf16"):
+    for mode in ("torch", "torch-dense", "bf16"):
         with pytest.raises(CheckpointError, match="checkpoint it was exported from"):
             segment_pixels(thumbnail(), bundle, SegmentSpec(inference=mode, stride=48))  # type: ignore[arg-type]
 

@@ -18,7 +18,7 @@ from slidesift.checkpoint import Checkpoint
 from slidesift.errors import ConfigError
 from slidesift.model import probabilities, to_input
 from slidesift.phantom import he_like_image
-from slidesift.torch_inference import TorchTiles, fold_batchnorms
+from slidesift.torch_inference import TorchHead, TorchMaps, TorchTiles, fold_batchnorms, torch_dense
 
 T = 96
 
@@ -77,3 +77,102 @@ def test_checkpoint_weights_load_as_numpy_and_build_the_same_model(
     again = load_checkpoint(checkpoint.path)
     assert all(isinstance(v, np.ndarray) for v in again.state.values())
     assert np.array_equal(TorchTiles(again)(tiles), TorchTiles(checkpoint)(tiles))
+
+
+# --- dense in torch (what a CUDA device runs, checked here on the CPU) --------------------------
+
+
+def _dense_probs(net, image: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    from slidesift.tiles import TileGrid
+
+    xy = TileGrid.from_stride(image.shape[:2], tile=T, stride=stride).th_xy()
+    p = np.full((len(xy), 2), np.nan, np.float32)
+    for idx, q in net.classify(image, xy, stride):
+        p[idx] = q
+    return xy, p
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    pixels, _ = he_like_image((T + 16 * 13, T + 16 * 18), seed=3, tumor_fraction=0.4)
+    return pixels
+
+
+def test_torch_dense_fp32_equals_the_network_on_each_tile(
+    checkpoint: Checkpoint, image: np.ndarray
+) -> None:
+    net = torch_dense(checkpoint)
+    assert net.name == "torch dense cpu fp32"
+    xy, got = _dense_probs(net, image, 16)
+    tiles = np.stack([image[y : y + T, x : x + T] for x, y in xy])
+    with torch.no_grad():
+        expected = probabilities(checkpoint.model()(to_input(tiles))).numpy()
+    assert expected[:, 1].std() > 0.1  # tiles the model tells apart
+    assert np.abs(got - expected).max() <= 1e-4  # every tile, every crop offset
+
+
+def test_torch_dense_pieces_are_the_onnx_dense_pieces(
+    checkpoint: Checkpoint, image: np.ndarray
+) -> None:
+    """Trunk and head one by one against the ONNX graphs they stand in for."""
+    from slidesift.inference import DenseOnnx, _side_after
+
+    onnx = DenseOnnx(checkpoint)
+    region = np.ascontiguousarray(image[None, : T + 32, : T + 48])
+    ours = TorchMaps(checkpoint)(region)
+    theirs = onnx.run_maps(region)
+    assert ours.shape == theirs.shape and ours.shape[1] == 64
+    assert np.abs(ours - theirs).max() <= 1e-3 * max(1.0, float(np.abs(theirs).max()))
+    side = _side_after(T, 5)
+    feats = np.random.default_rng(1).random((5, 64, side, side), dtype=np.float32) * 3
+    np.testing.assert_allclose(TorchHead(checkpoint)(feats), onnx.run_head(feats), atol=1e-5)
+
+
+def test_torch_dense_bf16_runs_in_lower_precision_and_follows_fp32(
+    checkpoint: Checkpoint, image: np.ndarray
+) -> None:
+    net = torch_dense(checkpoint, precision="bf16")
+    assert net.name == "torch dense cpu bf16"
+    _, fp32 = _dense_probs(torch_dense(checkpoint), image, 32)
+    _, bf16 = _dense_probs(net, image, 32)
+    assert np.abs(fp32 - bf16).max() > 0  # really bf16
+    assert float(np.corrcoef(fp32[:, 1], bf16[:, 1])[0, 1]) >= 0.9
+    with pytest.raises(ConfigError, match="fp16 on CUDA only"):
+        torch_dense(checkpoint, precision="fp16")
+
+
+def test_segment_runs_torch_dense_and_auto_takes_it_where_cuda_is(
+    checkpoint: Checkpoint, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from slidesift.segment import Classifiers, SegmentSpec, segment_pixels
+
+    seg = importlib.import_module("slidesift.segment")
+    ours = segment_pixels(image, checkpoint, SegmentSpec(stride=32, inference="torch-dense"))
+    onnx = segment_pixels(image, checkpoint, SegmentSpec(stride=32, inference="dense"))
+    assert ours.inference == "torch dense cpu fp32" and onnx.inference == "onnx dense"
+    np.testing.assert_allclose(ours.probs, onnx.probs, atol=1e-4)
+    assert ours.mask.any() and (ours.mask == onnx.mask).all()
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        segment_pixels(image, checkpoint, SegmentSpec(stride=30, inference="torch-dense"))
+    # what auto picks when torch sees a GPU: dense where exact, per tile otherwise
+    monkeypatch.setattr(seg, "_cuda_available", lambda: True)
+    classifiers = Classifiers(checkpoint, probe=False)
+    monkeypatch.setattr(classifiers, "get", lambda kind: _Named(kind))
+    picked = [segment_pixels(image, checkpoint, SegmentSpec(stride=s),
+                             classifiers=classifiers).inference for s in (32, 30)]  # fmt: skip
+    assert picked == ["torch-dense", "torch"]
+
+
+class _Named:
+    """Stands in for a classifier to show which one segmentation asked for (answers 0.0)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def classify(self, pixels: np.ndarray, xy: np.ndarray, stride: int):  # type: ignore[no-untyped-def]
+        yield np.arange(len(xy)), np.tile(np.float32([1.0, 0.0]), (len(xy), 1))
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        return np.tile(np.float32([1.0, 0.0]), (len(tiles), 1))

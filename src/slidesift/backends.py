@@ -46,13 +46,14 @@ from numpy.typing import NDArray
 from slidesift.assemble import assemble
 from slidesift.cache import default_cache_dir
 from slidesift.checkpoint import Checkpoint
-from slidesift.errors import ConfigError, require
+from slidesift.errors import ConfigError
 from slidesift.inference import DENSE_STEP, DenseOnnx, _ort
 from slidesift.io.atomic import atomic_write_text
 from slidesift.onnx_cache import checkpoint_digest as _digest
 from slidesift.quantize import int8_dense, phantom_thumbnails
 from slidesift.sift import measure_tiles, sift
 from slidesift.tiles import TileGrid, stride_for_overlap
+from slidesift.torch_inference import TorchMaps
 
 __all__ = [
     "AGREEMENT_GATE",
@@ -98,8 +99,9 @@ _ISA = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vn
 Factory = Callable[[Checkpoint, "int | None", "Path | None"], DenseOnnx]
 
 
-class Bf16Maps:
-    """The float32 ``maps`` trunk (BatchNorms folded) in bfloat16 through torch (oneDNN).
+class Bf16Maps(TorchMaps):
+    """The float32 ``maps`` trunk (BatchNorms folded) in bfloat16 through torch (oneDNN) on
+    the CPU: :class:`slidesift.torch_inference.TorchMaps` with ``precision="bf16"``.
 
     Parameters
     ----------
@@ -110,25 +112,7 @@ class Bf16Maps:
     """
 
     def __init__(self, checkpoint: Checkpoint, *, threads: int | None = None) -> None:
-        require("torch", "learn", "bf16 inference")
-        import torch
-
-        from slidesift.inference import _folded_maps
-
-        if threads:
-            torch.set_num_threads(threads)
-        net = _folded_maps(checkpoint.model().features).to(torch.bfloat16)
-        self.module = net.to(memory_format=torch.channels_last).eval()
-
-    def __call__(self, x: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """``(1, H, W, 3)`` uint8 -> ``(1, C5, H5, W5)`` float32 conv-5 maps (pixels 0-255
-        are exact in bfloat16; the trunk's 1/255 is folded into conv 1)."""
-        import torch
-
-        pixels = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-        with torch.no_grad():
-            y = self.module(pixels.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-        return np.ascontiguousarray(y.float().numpy())
+        super().__init__(checkpoint, device="cpu", precision="bf16", threads=threads)
 
 
 def build_backend(

@@ -281,9 +281,9 @@ class Checkpoint:
             raise CheckpointError(
                 self.path or "<memory>",
                 "a model bundle carries ONNX graphs, not the network's weights",
-                "inference 'torch' or 'bf16', quantising anew and training need the checkpoint "
-                f"it was exported from (digest {self.source_digest}); the ONNX modes (auto, "
-                "dense, int8, tiles) run from the bundle",
+                "inference 'torch', 'torch-dense' or 'bf16', quantising anew and training need "
+                f"the checkpoint it was exported from (digest {self.source_digest}); the ONNX "
+                "modes (auto, dense, int8, tiles) run from the bundle",
             )
         import torch
 

@@ -7,6 +7,8 @@ Every classifier maps uint8 RGB tiles to class probabilities ``(B, C)`` (column 
   beside the checkpoint: its folder may be read-only) and checked against torch on random
   tiles (max abs difference <= 1e-4) when exported.
 - :class:`TorchTiles`: the network itself (CUDA: bf16 autocast, channels_last).
+- :func:`slidesift.torch_inference.torch_dense`: the dense path below with its trunk and head
+  run by torch (CUDA where present).
 - :class:`DenseOnnx`: shared feature maps. With a stride that is a multiple of 16, the first
   four conv+pool blocks and the fifth convolution of every tile are crops of the same layers
   run once over the thumbnail (valid convolutions; the 2x2 pooling grids stay aligned because
@@ -36,6 +38,7 @@ from slidesift.onnx_cache import onnx_cache_dir, provide_graph
 __all__ = [
     "DENSE_STEP",
     "DenseOnnx",
+    "HeadRunner",
     "MapsRunner",
     "OnnxTiles",
     "TileClassifier",
@@ -58,6 +61,9 @@ _PARITY_ATOL = 1e-4
 #: Runs the conv trunk: ``(1, H, W, 3)`` uint8 image -> ``(1, C5, H5, W5)`` float32 conv-5 maps
 #: (after ReLU, before pooling), as the exported ``maps`` graph.
 MapsRunner = Callable[[NDArray[np.uint8]], NDArray[np.float32]]
+#: Runs BatchNorm 5 and the head: ``(B, C5, S, S)`` float32 pooled conv-5 features ->
+#: ``(B, C)`` float32 probabilities, as the exported ``head`` graph.
+HeadRunner = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
 
 class TileClassifier(Protocol):
@@ -309,7 +315,8 @@ class DenseOnnx:
         Another runner of the conv trunk (an int8 or bf16 one, see
         :mod:`slidesift.backends`); default the fp32 ``maps`` graph in ONNX Runtime.
     head
-        Another ONNX graph of BatchNorm 5 and the head (e.g. int8); default the fp32 ``head``.
+        Another ONNX graph of BatchNorm 5 and the head (e.g. int8), or a :data:`HeadRunner`
+        (e.g. :class:`slidesift.torch_inference.TorchHead`); default the fp32 ``head`` graph.
     name
         What :attr:`name` reports; default ``onnx dense``.
     """
@@ -323,7 +330,7 @@ class DenseOnnx:
         block_px: int = 1600,
         threads: int | None = None,
         maps: MapsRunner | None = None,
-        head: str | os.PathLike[str] | None = None,
+        head: str | os.PathLike[str] | HeadRunner | None = None,
         name: str | None = None,
     ) -> None:
         self.tile = checkpoint.tile
@@ -332,15 +339,23 @@ class DenseOnnx:
         #: conv-5 cells per region side
         self.cells = max(1, (block_px - _MAPS_MARGIN) // DENSE_STEP)
         if maps is None:
-            session = _session(export_onnx(checkpoint, part="maps"), threads)
+            maps_session = _session(export_onnx(checkpoint, part="maps"), threads)
 
             def fp32_maps(x: NDArray[np.uint8]) -> NDArray[np.float32]:
-                out: NDArray[np.float32] = session.run(None, {"x": x})[0]
+                out: NDArray[np.float32] = maps_session.run(None, {"x": x})[0]
                 return out
 
             maps = fp32_maps
         self.run_maps: MapsRunner = maps
-        self.head = _session(Path(head or export_onnx(checkpoint, part="head")), threads)
+        if head is None or isinstance(head, (str, os.PathLike)):
+            head_session = _session(Path(head or export_onnx(checkpoint, part="head")), threads)
+
+            def onnx_head(feats: NDArray[np.float32]) -> NDArray[np.float32]:
+                out: NDArray[np.float32] = head_session.run(None, {"x": feats})[0]
+                return out
+
+            head = onnx_head
+        self.run_head: HeadRunner = head
         if name is not None:
             self.name = name
 
@@ -433,7 +448,7 @@ class DenseOnnx:
                 if key not in pooled:
                     pooled[key] = _pool2(maps[:, key[0] :, key[1] :])
                 feats[k] = pooled[key][:, a // 2 : a // 2 + side, c // 2 : c // 2 + side]
-            yield idx.astype(np.int64), self.head.run(None, {"x": feats})[0]
+            yield idx.astype(np.int64), self.run_head(feats)
 
 
 def _pool2(maps: NDArray[np.float32]) -> NDArray[np.float32]:

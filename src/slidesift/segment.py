@@ -40,7 +40,7 @@ from slidesift.segment_types import (
 from slidesift.sift import SiftResult, measure_tiles, sift
 from slidesift.stain import normalized_pixels
 from slidesift.tiles import TileGrid
-from slidesift.torch_inference import TorchTiles
+from slidesift.torch_inference import TorchTiles, torch_dense
 
 __all__ = [
     "DENSE_MODES",
@@ -81,7 +81,8 @@ class Classifiers:
     _made: dict[str, Any] = field(default_factory=dict)
 
     def get(self, kind: str) -> Any:
-        """``dense``, ``int8``, ``bf16``, ``tiles``, ``torch`` (CUDA when present) or ``unet``
+        """``dense``, ``int8``, ``bf16``, ``torch-dense``, ``tiles``, ``torch`` (the last two
+        in torch: CUDA when present) or ``unet``
         (a U-Net baseline checkpoint, :class:`slidesift.unet_infer.UnetTiles`)."""
         if kind not in self._made:
             if kind == "unet":
@@ -89,6 +90,9 @@ class Classifiers:
 
                 device = "cuda" if _cuda_available() else "cpu"
                 self._made[kind] = UnetTiles(self.checkpoint, device=device, threads=self.threads)
+            elif kind == "torch-dense":
+                device = "cuda" if _cuda_available() else "cpu"
+                self._made[kind] = torch_dense(self.checkpoint, device=device, threads=self.threads)
             elif kind in DENSE_MODES:
                 self._made[kind] = build_backend(
                     kind, self.checkpoint, threads=self.threads, cache_dir=self.cache_dir
@@ -196,7 +200,7 @@ def _cuda_available() -> bool:
 def _pick(spec: SegmentSpec, stride: int, classifiers: Classifiers) -> str:
     if spec.inference == "auto":
         if not classifiers.checkpoint.is_bundle and _cuda_available():  # a bundle: ONNX only
-            return "torch"
+            return "torch-dense" if dense_applies(stride) else "torch"
         return classifiers.dense_choice() if dense_applies(stride) else "tiles"
     if spec.inference in DENSE_MODES and not dense_applies(stride):
         raise ConfigError(

@@ -20,9 +20,9 @@ from slidesift.tiles import TileGrid, stride_for_overlap
 
 __all__ = ["DENSE_MODES", "InferenceMode", "SegmentResult", "SegmentSpec", "assemble_and_clean"]
 
-InferenceMode = Literal["auto", "dense", "int8", "bf16", "tiles", "torch"]
+InferenceMode = Literal["auto", "dense", "int8", "bf16", "torch-dense", "tiles", "torch"]
 #: Modes that classify through shared feature maps (a stride that is a multiple of 16).
-DENSE_MODES = ("dense", "int8", "bf16")
+DENSE_MODES = ("dense", "int8", "bf16", "torch-dense")
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,14 @@ class SegmentSpec:
     rails
         Sift by the checkpoint's rails (``False``: background only, the paper's ablation).
     inference
-        ``auto`` (CUDA torch when present, else where the dense path applies the dense backend
-        the probe chose for this machine and checkpoint, see :mod:`slidesift.backends`, else
-        ONNX Runtime per tile), ``dense`` (fp32 ONNX Runtime), ``int8`` (the int8 trunk and
-        head, :mod:`slidesift.quantize`), ``bf16`` (the trunk in bfloat16 through torch),
-        ``tiles`` (ONNX Runtime per tile) or ``torch``.
+        ``auto`` (with a CUDA device, ``torch-dense`` where the dense path applies, else
+        ``torch``; on the CPU, where the dense path applies, the dense backend the probe chose
+        for this machine and checkpoint, see :mod:`slidesift.backends`, else ONNX Runtime per
+        tile), ``dense`` (fp32 ONNX Runtime), ``int8`` (the int8 trunk and head,
+        :mod:`slidesift.quantize`), ``bf16`` (the trunk in bfloat16 through torch on the CPU),
+        ``torch-dense`` (the dense path in torch: bf16 on CUDA when present, else fp32 on the
+        CPU, :func:`slidesift.torch_inference.torch_dense`), ``tiles`` (ONNX Runtime per tile)
+        or ``torch`` (per tile, CUDA when present).
     batch
         Tiles per classifier call.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 from rich.console import Console
@@ -14,6 +14,7 @@ from slidesift.io.downsample import Downsample
 from slidesift.io.lock import output_lock
 from slidesift.segment import SegmentSpec
 from slidesift.segment_outputs import MIN_PREVIEW_PX, OUTPUT_KINDS, PREVIEW_PX, OutputSpec
+from slidesift.segment_types import InferenceMode
 from slidesift.sift import SiftSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,11 +166,12 @@ def segment_options(f: F) -> F:
             click.option("--no-rails", is_flag=True, help="Sift by background only (ablation)."),
             click.option(
                 "--inference",
-                type=click.Choice(["auto", "dense", "int8", "bf16", "tiles", "torch"]),
+                type=click.Choice(list(get_args(InferenceMode))),
                 default="auto",
                 show_default=True,
-                help="auto: CUDA torch, else the dense backend (fp32, int8, bf16) the probe "
-                "chose where exact, else ONNX per tile.",
+                help="auto: with a CUDA GPU, torch-dense (the dense path on the GPU, bf16); "
+                "on the CPU, the dense backend (fp32, int8, bf16) the probe chose where exact, "
+                "else ONNX per tile. torch: per tile in torch.",
             ),
         ]
     ):
