@@ -20,7 +20,10 @@ Where the tasks run (``scheduler``):
 - ``"tcp://host:8786"``: an existing Dask cluster (:class:`distributed.Client`). The
   checkpoint, the slides and the output folder must be at the same paths on its workers (a
   shared file system).
-- ``"sync"`` (or ``workers=0``): in this process, one slide after another, without Dask.
+- ``"sync"`` (or ``workers=0``): in this process, without Dask, as a pipeline
+  (:mod:`slidesift.cohort_pipeline`: the next slide read and the last one written on threads
+  while this one is classified; what a GPU wants), or strictly one slide after another with
+  ``pipeline=False``.
 
 A task loads the checkpoint itself (once per process, keyed by path and mtime) and never raises:
 a slide that fails (unreadable file, bad annotation, any exception) comes back as a ``failed``
@@ -67,6 +70,7 @@ from slidesift.cohort_dask import WORKER_TRIES, Job, on_dask
 from slidesift.cohort_dask import check_options as _check_options
 from slidesift.cohort_dask import cores as _cores
 from slidesift.cohort_dask import distributed_module as _distributed  # noqa: F401 (a test)
+from slidesift.cohort_pipeline import pipelined
 from slidesift.cohort_task import (
     OUTCOME_FILE,
     fingerprint,
@@ -197,7 +201,10 @@ def _resumable(folder: Path, stamp: dict[str, Any]) -> SlideRun | None:
         return None
 
 
-def _in_process(todo: Sequence[ManifestEntry], job: Job) -> Iterator[SlideRun]:
+def _in_process(todo: Sequence[ManifestEntry], job: Job, pipeline: bool) -> Iterator[SlideRun]:
+    if pipeline and len(todo) > 1:
+        yield from (_run_from_doc(doc) for doc in pipelined(todo, job))
+        return
     for e in todo:
         doc = segment_slide_task(job.checkpoint, e, job.spec, job.out, job.stamps[e.name],
                                  job.threads, job.outputs)  # fmt: skip
@@ -225,12 +232,13 @@ def _execute(
     job: Job,
     scheduler: str | None,
     workers: int | None,
+    pipeline: bool,
 ) -> Iterator[SlideRun]:
     """Run ``todo`` where the options say; yields rows as slides finish."""
     if not todo:
         return
     if scheduler == "sync" or workers == 0:
-        yield from _in_process(todo, job)
+        yield from _in_process(todo, job, pipeline)
         return
     n = min(len(todo), workers or _cores())
     if scheduler is None and job.threads is None:
@@ -283,6 +291,7 @@ def run_cohort(
     force: bool = False,
     on_slide: Callable[[SlideRun], None] | None = None,
     outputs: OutputSpec | str | Iterable[str] | None = None,
+    pipeline: bool = True,
 ) -> CohortResult:
     """Segment and score every slide, one Dask task per slide; write scores.csv, summary.json.
 
@@ -311,6 +320,11 @@ def run_cohort(
     outputs
         Each slide's files (:class:`~slidesift.segment_outputs.OutputSpec` or kind names;
         default: all, previews at 2000 px). Part of the fingerprint: another choice recomputes.
+    pipeline
+        In this process (``workers=0`` or ``scheduler="sync"``), read the next slide and write
+        the last one on threads while this one is classified
+        (:func:`slidesift.cohort_pipeline.pipelined`); ``False``: strictly one slide after
+        another. The outputs are the same.
 
     Returns
     -------
@@ -349,7 +363,7 @@ def run_cohort(
                 strict=True,
             ))  # fmt: skip
         job = Job(str(ck_path), spec, str(root), stamps, threads, chosen)
-        return _run(entries, job, classes, force, scheduler, workers, on_slide)
+        return _run(entries, job, classes, force, (scheduler, workers, pipeline), on_slide)
 
 
 def _run(
@@ -357,8 +371,7 @@ def _run(
     job: Job,
     classes: Sequence[str],
     force: bool,
-    scheduler: str | None,
-    workers: int | None,
+    where: tuple[str | None, int | None, bool],
     on_slide: Callable[[SlideRun], None] | None,
 ) -> CohortResult:
     """Resume what matches, compute the rest, write the tables (under the folder's lock)."""
@@ -373,7 +386,7 @@ def _run(
         found[e.name] = earlier
         if on_slide is not None:
             on_slide(earlier)
-    for row in _execute(todo, job, scheduler, workers):
+    for row in _execute(todo, job, *where):
         found[row.name] = row
         if on_slide is not None:
             on_slide(row)

@@ -16,13 +16,17 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from slidesift.ceilings import Ceilings
 from slidesift.errors import SlidesiftError
 from slidesift.evaluate import SlideOutcome
+from slidesift.io.slide import Thumb
 from slidesift.manifest import ManifestEntry
 from slidesift.metrics import Scores
 from slidesift.segment import Classifiers, SegmentSpec
@@ -30,12 +34,17 @@ from slidesift.segment_outputs import OutputSpec
 
 __all__ = [
     "OUTCOME_FILE",
+    "Evaluated",
+    "SlideRead",
+    "evaluate_stage",
     "failure_doc",
     "fingerprint",
     "limit_threads",
     "outcome_doc",
     "outcome_from_doc",
+    "read_stage",
     "segment_slide_task",
+    "write_stage",
 ]
 
 #: Per-slide record, written last in ``OUT/<name>/``.
@@ -149,32 +158,87 @@ def _ceilings_from_doc(doc: dict[str, Any] | None) -> Ceilings | None:
     )
 
 
-def _segment_one(
+@dataclass
+class SlideRead:
+    """A slide's thumbnail and truth as :func:`slidesift.evaluate.read_slide` returns them,
+    the seconds reading took, or the exception it raised (kept to become the slide's failure
+    document when its turn comes)."""
+
+    read: tuple[Thumb, NDArray[np.bool_] | None] | None
+    seconds: float
+    error: BaseException | None = None
+
+
+@dataclass
+class Evaluated:
+    """A slide segmented and scored, its outputs not yet written."""
+
+    entry: ManifestEntry
+    outcome: SlideOutcome
+    read: tuple[Thumb, NDArray[np.bool_] | None]
+    read_seconds: float
+
+
+def read_stage(checkpoint: Path, entry: ManifestEntry, threads: int | None) -> SlideRead:
+    """Read one slide at the checkpoint's downsample; never raises (see :class:`SlideRead`)."""
+    from slidesift.evaluate import read_slide
+
+    start = time.perf_counter()
+    try:
+        limit_threads(threads)
+        ck = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads).checkpoint
+        return SlideRead(read_slide(entry, ck.downsample), time.perf_counter() - start)
+    except Exception as exc:
+        return SlideRead(None, time.perf_counter() - start, exc)
+
+
+def evaluate_stage(
     checkpoint: Path, entry: ManifestEntry, spec: SegmentSpec, folder: Path,
-    stamp: dict[str, Any], threads: int | None, start: float, outputs: OutputSpec,
-) -> dict[str, Any]:  # fmt: skip
-    """Segment, score and write one slide; outcome.json last."""
-    from slidesift.evaluate import evaluate_slide, read_slide
-    from slidesift.io.atomic import atomic_write_text
-    from slidesift.segment_outputs import write_segmentation
+    threads: int | None, read: SlideRead | None = None,
+) -> Evaluated:  # fmt: skip
+    """Segment and score one slide (reading it first unless ``read`` is given); deletes its
+    outcome.json first. Raises what reading or segmenting raised."""
+    from slidesift.evaluate import evaluate_slide
 
     (folder / OUTCOME_FILE).unlink(missing_ok=True)
     limit_threads(threads)
     classifiers = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads)
-    ck = classifiers.checkpoint
-    read_start = time.perf_counter()
-    read = read_slide(entry, ck.downsample)
-    read_s = time.perf_counter() - read_start
-    outcome = evaluate_slide(entry, ck, spec, read=read, classifiers=classifiers, keep_result=True)
+    read = read or read_stage(checkpoint, entry, threads)
+    if read.error is not None:
+        raise read.error
+    assert read.read is not None
+    outcome = evaluate_slide(
+        entry, classifiers.checkpoint, spec, read=read.read, classifiers=classifiers,
+        keep_result=True,
+    )  # fmt: skip
+    return Evaluated(entry, outcome, read.read, read.seconds)
+
+
+def write_stage(
+    evaluated: Evaluated, folder: Path, stamp: dict[str, Any], threads: int | None,
+    outputs: OutputSpec, started: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Write one evaluated slide's files, then its outcome.json; returns the document.
+
+    ``seconds`` holds the stages' own times (``read``, ``sift``, ``classify``, ...,
+    ``write``) and ``total``: the wall time since ``started`` (a ``time.perf_counter()``),
+    or without it (stages that overlapped other slides' in a pipeline) the stages' sum.
+    """
+    from slidesift.io.atomic import atomic_write_text
+    from slidesift.segment_outputs import write_segmentation
+
+    outcome = evaluated.outcome
     assert outcome.result is not None
     written = time.perf_counter()
     files = write_segmentation(
-        folder, entry.name, outcome.result, read[1], outputs=outputs, threads=threads
-    )
+        folder, evaluated.entry.name, outcome.result, evaluated.read[1], outputs=outputs,
+        threads=threads,
+    )  # fmt: skip
     doc = outcome_doc(outcome)
-    now = time.perf_counter()
-    doc["seconds"] = {**outcome.seconds, "read": outcome.seconds.get("read", 0.0) + read_s,
-                      "write": now - written, "total": now - start}  # fmt: skip
+    seconds = {**outcome.seconds, "read": outcome.seconds.get("read", 0.0) +
+               evaluated.read_seconds, "write": time.perf_counter() - written}  # fmt: skip
+    total = sum(seconds.values()) if started is None else time.perf_counter() - started
+    doc["seconds"] = {**seconds, "total": total}
     doc.update(
         status="ok",
         files=sorted(p.name for p in files.values()),
@@ -243,8 +307,7 @@ def segment_slide_task(
     start = time.perf_counter()
     folder = Path(out) / entry.name
     try:
-        return _segment_one(
-            Path(checkpoint), entry, spec, folder, stamp, threads, start, outputs or OutputSpec()
-        )
+        evaluated = evaluate_stage(Path(checkpoint), entry, spec, folder, threads)
+        return write_stage(evaluated, folder, stamp, threads, outputs or OutputSpec(), start)
     except Exception as exc:
         return failure_doc(entry, exc, time.perf_counter() - start)

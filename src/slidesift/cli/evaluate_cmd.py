@@ -52,7 +52,8 @@ def _entries(manifest: Path, split: str | None) -> list[ManifestEntry]:
     type=click.IntRange(min=0),
     default=None,
     help="Worker processes of the local cluster [default: one a slide, at most one a core]; "
-    "0 runs in this process without Dask.",
+    "0 runs in this process without Dask, reading the next slide and writing the last one "
+    "while this one is classified (the way to feed one GPU).",
 )
 @click.option("--force", is_flag=True, help="Recompute slides an earlier run finished.")
 @output_options
@@ -81,7 +82,7 @@ def evaluate_command(
     \b
     Examples:
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --split test --out seg
-    In this process, no Dask, every split, the mask smoothed:
+    In this process, no Dask (with a GPU: the model stays on it), every split, smoothed:
       slidesift evaluate run/epoch_005.safetensors cohort/manifest.csv --workers 0 \\
         --smooth 25 --out seg_all
     On a running cluster (dask scheduler; dask worker tcp://127.0.0.1:8786):
