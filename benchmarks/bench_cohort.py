@@ -1,9 +1,11 @@
-"""A 40-slide phantom cohort through ``evaluate`` three ways: slides/min, speed-up, worker RSS.
+"""A 40-slide phantom cohort through ``evaluate`` four ways: slides/min, speed-up, worker RSS.
 
 The same slides, model and options go through :func:`slidesift.cohort.run_cohort` (what
 ``slidesift evaluate`` calls):
-  1. in process, one slide after another, without Dask (``scheduler="sync"``); each task uses
-     every core (``threads=None``);
+  1. in process, one slide after another, without Dask (``scheduler="sync"``,
+     ``pipeline=False``); each task uses every core (``threads=None``);
+  1b. in process as a pipeline (``pipeline=True``, what ``--workers 0`` runs): the next slide
+     read and the last one written on threads while this one is classified;
   2. on the local cluster ``run_cohort`` starts itself (``scheduler=None, workers=2``: a
      :class:`distributed.LocalCluster` of 2 one-thread worker processes, each task capped at
      ``cores // 2`` threads); its start and shutdown are inside the timing, as for a user;
@@ -72,7 +74,12 @@ SEED = 15
 #: The issue's bound on each worker's peak resident memory.
 RSS_TARGET_MIB = 1536
 #: The ways, in the order they run; the first is the speed-up's reference.
-WAYS = ("in process (sync)", "LocalCluster", "dask scheduler + workers (tcp)")
+WAYS = (
+    "in process (sync)",
+    "in process, pipelined",
+    "LocalCluster",
+    "dask scheduler + workers (tcp)",
+)
 #: The child prints its result on one line after this marker.
 MARKER = "BENCH_COHORT_RESULT "
 
@@ -196,6 +203,7 @@ def run_way(
     scheduler: str | None,
     workers: int | None,
     threads: int | None,
+    pipeline: bool = False,
 ) -> dict[str, Any]:
     """Segment every slide of the cohort with :func:`run_cohort`; time the call.
 
@@ -205,7 +213,7 @@ def run_way(
         Cohort, model and stride.
     out
         The output folder (should be new: slides finished there are resumed).
-    scheduler, workers, threads
+    scheduler, workers, threads, pipeline
         As :func:`slidesift.cohort.run_cohort` takes them.
 
     Returns
@@ -223,7 +231,7 @@ def run_way(
     spec = SegmentSpec(stride=inputs.stride)
     start = time.perf_counter()
     result = run_cohort(inputs.checkpoint, entries, spec, out=out, scheduler=scheduler,
-                        workers=workers, threads=threads)  # fmt: skip
+                        workers=workers, threads=threads, pipeline=pipeline)  # fmt: skip
     seconds = time.perf_counter() - start
     stages: dict[str, float] = {}
     for outcome in result.outcomes:
@@ -265,6 +273,7 @@ def measure(
     scheduler: str | None,
     workers: int | None,
     threads: int | None,
+    pipeline: bool = False,
 ) -> dict[str, Any]:
     """:func:`run_way` in a fresh Python process, its tree sampled; the way's figures.
 
@@ -276,7 +285,7 @@ def measure(
         The way's new output folder.
     log
         Where the child's stderr goes (Dask's logging).
-    scheduler, workers, threads
+    scheduler, workers, threads, pipeline
         As :func:`run_way` takes them.
 
     Returns
@@ -293,7 +302,7 @@ def measure(
     """
     args = {"manifest": str(inputs.manifest), "checkpoint": str(inputs.checkpoint),
             "stride": inputs.stride, "out": str(out), "scheduler": scheduler,
-            "workers": workers, "threads": threads}  # fmt: skip
+            "workers": workers, "threads": threads, "pipeline": pipeline}  # fmt: skip
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(args)]
     with log.open("wb") as err, TreeSampler() as sampler:
         proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=err,
@@ -326,7 +335,7 @@ def child(doc: str) -> None:
     a = json.loads(doc)
     inputs = Inputs(Path(a["manifest"]), Path(a["checkpoint"]), int(a["stride"]))
     result = run_way(inputs, Path(a["out"]), scheduler=a["scheduler"], workers=a["workers"],
-                     threads=a["threads"])  # fmt: skip
+                     threads=a["threads"], pipeline=bool(a.get("pipeline")))  # fmt: skip
     print(MARKER + json.dumps(result), flush=True)
 
 
@@ -334,7 +343,7 @@ def child(doc: str) -> None:
 
 
 def run_all(inputs: Inputs, root: Path, workers: int = WORKERS) -> dict[str, dict[str, Any]]:
-    """The three ways, in :data:`WAYS` order, each into its own new folder under ``root``.
+    """The four ways, in :data:`WAYS` order, each into its own new folder under ``root``.
 
     Parameters
     ----------
@@ -354,12 +363,16 @@ def run_all(inputs: Inputs, root: Path, workers: int = WORKERS) -> dict[str, dic
     cores = os.cpu_count() or 1
     per_task = max(1, cores // workers)
     results: dict[str, dict[str, Any]] = {}
-    sync, local, _ = WAYS
+    sync, piped, local, _ = WAYS
     for way in WAYS:
         print(f"{way} ...", flush=True)
         out, log = root / f"out-{WAYS.index(way)}", root / f"way{WAYS.index(way)}.log"
         if way == sync:
             r = measure(inputs, out, log, scheduler="sync", workers=None, threads=None)
+            r.update(processes=1, threads=cores)
+        elif way == piped:
+            r = measure(inputs, out, log, scheduler="sync", workers=None, threads=None,
+                        pipeline=True)  # fmt: skip
             r.update(processes=1, threads=cores)
         elif way == local:
             r = measure(inputs, out, log, scheduler=None, workers=workers, threads=None)

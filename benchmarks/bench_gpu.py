@@ -6,9 +6,12 @@ Measured at T 400 on ``cuda``:
     median of 5 timed passes after warm-up, ``torch.cuda.synchronize`` around each;
   * training throughput at batch 16 and batch 256 (Adam, BCE, bf16 autocast, channels_last,
     random tiles already on the device: the network's ceiling), tiles/s;
-  * GPU busy share while ``segment`` runs the per-tile torch path over a phantom slide
-    (``torch.cuda.utilization`` sampled every 50 ms; needs NVML through ``pynvml``), the
-    target being 70% or more.
+  * the dense path in torch (``torch_dense``, bf16 on CUDA) over the full grid of a 6000-px
+    phantom thumbnail at stride 80, tiles/s;
+  * a 12-slide 6000-px phantom cohort through ``run_cohort`` in process (``auto``, which is
+    torch-dense on CUDA), one slide after another and pipelined (read ahead, write behind):
+    slides/min and the GPU busy share (``torch.cuda.utilization`` sampled every 50 ms; needs
+    NVML through ``pynvml``), the target being 70% or more.
 Each figure sits beside the issue's H200 anchors (eager bf16 10.0k, fp16 11.7k, compiled
 22.0k tiles/s). ``--dry-run`` runs every path on the CPU at T 96 with tiny counts, to check
 the script before spending device time; its numbers mean nothing.
@@ -20,6 +23,7 @@ Run: ``.venv/bin/python benchmarks/bench_gpu.py [--dry-run]``; writes
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +40,7 @@ from slidesift.checkpoint import load_checkpoint, save_checkpoint
 from slidesift.model import LightweightCNN, scale_input
 from slidesift.rails import Rails
 from slidesift.sift import SiftSpec
-from slidesift.torch_inference import TorchTiles
+from slidesift.torch_inference import TorchTiles, torch_dense
 
 ANCHORS = {"eager bf16": 10_000, "eager fp16": 11_700, "compiled bf16 (folded)": 22_000}
 
@@ -46,10 +50,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _checkpoint(folder: Path, tile: int) -> Path:
+def _checkpoint(folder: Path, tile: int, longest: int) -> Path:
     torch.manual_seed(0)
     meta = {
-        "tile": tile, "longest": 6000, "mpp": None, "classes": ["non-tumor", "tumor"],
+        "tile": tile, "longest": longest, "mpp": None, "classes": ["non-tumor", "tumor"],
         "rails": Rails(0.0, 8.0, tile=tile).to_dict(), "sift": SiftSpec().to_dict(),
         "epoch": 1, "normalization": None, "overlaps": {},
     }  # fmt: skip
@@ -119,37 +123,77 @@ def training_rate(device: str, tile: int, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def busy_share(ckpt: Path, device: str, longest: int, folder: Path) -> float | None:
-    """Share of 50-ms samples in which the GPU was busy while ``segment`` ran (None: no NVML)."""
-    if not device.startswith("cuda"):
-        return None
-    try:
-        torch.cuda.utilization()
-    except Exception:  # pynvml missing or not permitted
-        return None
-    from slidesift.phantom.cohort import CohortSpec, make_cohort
-    from slidesift.segment import SegmentSpec, segment
+def dense_rate(ckpt: Path, device: str, longest: int, stride: int, passes: int) -> float:
+    """Tiles/s of the dense path in torch (``torch_dense``) over the full grid of a phantom
+    thumbnail (every tile, no sift), median of ``passes`` after a warm-up."""
+    from slidesift.phantom import he_like_image
+    from slidesift.tiles import TileGrid
 
-    cohort = make_cohort(CohortSpec(count=1, longest=(longest, longest), seed=4), folder / "c")
-    slide = next(iter(cohort)).slide
     ck = load_checkpoint(ckpt)
-    spec = SegmentSpec(inference="torch", batch=256)
-    segment(slide, ck, spec)  # warm-up
-    samples: list[int] = []
-    done = threading.Event()
+    pixels, _ = he_like_image((longest * 4 // 5, longest), seed=2, tumor_fraction=0.4)
+    xy = TileGrid.from_stride(pixels.shape[:2], tile=ck.tile, stride=stride).th_xy()
+    net = torch_dense(ck, device=device)
+    times = []
+    for k in range(passes + 1):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in net.classify(pixels, xy, stride):
+            pass
+        _sync(device)
+        if k:
+            times.append(time.perf_counter() - start)
+    return len(xy) / statistics.median(times)
 
-    def sample() -> None:
-        while not done.is_set():
-            samples.append(int(torch.cuda.utilization()))
-            time.sleep(0.05)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    for _ in range(3):
-        segment(slide, ck, spec)
-    done.set()
-    sampler.join()
-    return float(np.mean([s > 0 for s in samples])) if samples else None
+def _sample(nvml: bool, done: threading.Event, samples: list[int]) -> None:
+    """GPU utilisation every 50 ms until ``done`` (nothing without NVML)."""
+    while nvml and not done.is_set():
+        samples.append(int(torch.cuda.utilization()))
+        time.sleep(0.05)
+
+
+def cohort_busy(ckpt: Path, device: str, count: int, longest: int, stride: int,
+                folder: Path) -> dict[str, Any]:  # fmt: skip
+    """A phantom cohort through ``run_cohort`` in process (``auto``: torch-dense on CUDA), one
+    slide after another and pipelined: wall seconds and the share of 50-ms samples in which
+    the GPU was busy (``torch.cuda.utilization``, NVML; ``None`` on the CPU or without it)."""
+    from slidesift.cohort import run_cohort
+    from slidesift.phantom.cohort import CohortSpec, make_cohort
+    from slidesift.segment import SegmentSpec
+
+    spec = CohortSpec(count=count, longest=(longest, longest), seed=4)
+    entries = list(make_cohort(spec, folder / "c"))
+    nvml = device.startswith("cuda")
+    if nvml:
+        try:
+            torch.cuda.utilization()
+        except Exception:  # pynvml missing or not permitted
+            nvml = False
+    seg = SegmentSpec(stride=stride)
+    run_cohort(ckpt, entries[:1], seg, out=folder / "warm", workers=0)  # export, compile
+    out: dict[str, Any] = {}
+    for pipeline in (False, True):
+        samples: list[int] = []
+        done = threading.Event()
+
+        sampler = threading.Thread(target=_sample, args=(nvml, done, samples), daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        result = run_cohort(ckpt, entries, seg, out=folder / f"out-{pipeline}", workers=0,
+                            pipeline=pipeline)  # fmt: skip
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        if result.failures:
+            raise RuntimeError(f"{result.failures[0].name}: {result.failures[0].error}")
+        key = "pipelined" if pipeline else "one after another"
+        out[key] = {
+            "seconds": seconds,
+            "slides_per_min": 60 * len(entries) / seconds,
+            "inference": result.outcomes[0].inference,
+            "busy_share": float(np.mean([x > 0 for x in samples])) if samples else None,
+        }
+    return out
 
 
 def main() -> None:
@@ -161,14 +205,18 @@ def main() -> None:
     if not dry and not torch.cuda.is_available():
         sys.exit("no CUDA device: run this where a GPU is lent, or with --dry-run to check it")
     device = "cpu" if dry else "cuda"
+    if dry:
+        os.environ["SLIDESIFT_PROBE"] = "0"  # auto is then fp32 dense: no CPU probe to wait for
     tile, batch, passes = (96, 16, 2) if dry else (400, 256, 5)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ckpt = _checkpoint(root, tile)
+        ckpt = _checkpoint(root, tile, 800 if dry else 6000)
         rates = inference_rates(ckpt, device, tile, batch, passes, dry)
         train16 = training_rate(device, tile, 16, 2 if dry else 50)
         train256 = training_rate(device, tile, 4 if dry else 256, 2 if dry else 20)
-        busy = busy_share(ckpt, device, 1500 if dry else 6000, root)
+        dense = dense_rate(ckpt, device, 600 if dry else 6000, 16 if dry else 80, passes)
+        cohort = cohort_busy(ckpt, device, 3 if dry else 12, 800 if dry else 6000,
+                             16 if dry else 80, root)  # fmt: skip
     name = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
     rows: list[list[Any]] = [
         [f"per tile, {k}, batch {batch}", v, f"H200 anchor {ANCHORS[k]}" if k in ANCHORS else ""]
@@ -177,15 +225,22 @@ def main() -> None:
     rows += [
         ["training, batch 16", train16, ""],
         [f"training, batch {4 if dry else 256}", train256, ""],
-        ["GPU busy during segment (share)", busy if busy is not None else "n/a", "target 0.7"],
+        [f"dense (torch-dense), full grid, stride {16 if dry else 80}", dense, "tiles/s"],
     ]
+    for way, r in cohort.items():
+        busy = r["busy_share"]
+        rows.append([f"cohort in process, {way}: slides/min", r["slides_per_min"],
+                     f"{r['inference']}; GPU busy {busy if busy is not None else 'n/a'} "
+                     "(target 0.7)"])  # fmt: skip
     report(
         "bench_gpu_dry" if dry else "bench_gpu",
         f"torch on {name}, T {tile} (tiles/s)",
         ["what", "value", "note"],
         rows,
         {"device": name, "tile": tile, "batch": batch, "inference_tiles_per_s": rates,
-         "train_tiles_per_s": {"16": train16, "256": train256}, "gpu_busy_share": busy,
+         "train_tiles_per_s": {"16": train16, "256": train256}, "dense_tiles_per_s": dense,
+         "cohort": cohort,
+         "gpu_busy_share": cohort["pipelined"]["busy_share"],
          "anchors_h200": ANCHORS, "dry_run": dry},
     )  # fmt: skip
 

@@ -176,3 +176,27 @@ class _Named:
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         return np.tile(np.float32([1.0, 0.0]), (len(tiles), 1))
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_every_path_in_a_dry_run(tmp_path: Path) -> None:
+    """The prepared GPU script must not fail on the device, where time is short: its dry run
+    takes every path (per tile, training, torch-dense, the cohort both ways) on the CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SLIDESIFT_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "bench_gpu.py"), "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((tmp_path / "bench_gpu_dry.json").read_text())
+    extra = doc.get("extra", doc)
+    assert extra["dry_run"] and extra["dense_tiles_per_s"] > 0
+    assert set(extra["cohort"]) == {"one after another", "pipelined"}
+    for way in extra["cohort"].values():
+        assert way["inference"] == "onnx dense" and way["slides_per_min"] > 0
