@@ -33,9 +33,10 @@ Inputs, made once and kept in ``$SLIDESIFT_BENCH_CACHE`` (default ``~/.cache/sli
 a PAIP-like phantom cohort (40 slides, level-0 longer side 2400-3000 px, one subtype) and a
 binary model with random weights (speed does not depend on them) at N = 2400, T = 160 (the
 paper's T / N of 1/15), segmented at stride 32 (80% overlap, the dense ONNX path), rails wide
-open so every tissue tile is classified. Before the timed ways, one slide is segmented here to
-export the ONNX graphs beside the checkpoint and compile the numba kernels (both cached on
-disk, as on any run after the first).
+open so every tissue tile is classified. Before the timed ways, one slide is segmented here
+with each thread count the ways use, to export the ONNX graphs, compile the numba kernels and
+have the backend probe answer for those thread counts (all cached on disk, as on any run
+after a machine's first).
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_cohort.py [--count 4]``.
 """
@@ -180,17 +181,23 @@ def make_inputs(
     return Inputs(folder / "manifest.csv", checkpoint, stride)
 
 
-def warm_caches(inputs: Inputs, scratch: Path) -> None:
-    """Segment one slide here: exports the ONNX graphs, compiles the numba kernels (on disk)."""
+def warm_caches(inputs: Inputs, scratch: Path, workers: int = WORKERS) -> None:
+    """Segment one slide here with every thread count a way uses (all cores, and
+    ``cores // workers`` per Dask task): exports the ONNX graphs, compiles the numba kernels
+    and has the backend probe answer for each thread count (it is keyed by them), all cached
+    on disk as on any run after a machine's first. Without it the Dask ways' first slides
+    waited about a minute for the probe (AMD EPYC, 2 cores)."""
     from slidesift.cohort import run_cohort
     from slidesift.manifest import read_manifest
     from slidesift.segment import SegmentSpec
 
     entries = list(read_manifest(inputs.manifest))[:1]
-    result = run_cohort(inputs.checkpoint, entries, SegmentSpec(stride=inputs.stride),
-                        out=scratch, scheduler="sync")  # fmt: skip
-    if result.failures:
-        raise RuntimeError(f"the warm-up slide failed: {result.failures[0].error}")
+    cores = os.cpu_count() or 1
+    for k, threads in enumerate(sorted({cores, max(1, cores // workers)})):
+        result = run_cohort(inputs.checkpoint, entries, SegmentSpec(stride=inputs.stride),
+                            out=scratch / str(k), scheduler="sync", threads=threads)  # fmt: skip
+        if result.failures:
+            raise RuntimeError(f"the warm-up slide failed: {result.failures[0].error}")
 
 
 # ---------------------------------------------------------------- one way, in this process
@@ -473,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          tile=args.tile, stride=args.stride)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as tmp:
         root = Path(tmp)
-        warm_caches(inputs, root / "warm")
+        warm_caches(inputs, root / "warm", args.workers)
         results = run_all(inputs, root, args.workers)
     geometry = {"count": args.count, "size": list(args.size), "longest": args.longest,
                 "tile": args.tile, "stride": args.stride, "workers": args.workers,

@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          stride=STRIDE)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as scratch:
         root = Path(scratch)
-        warm_caches(inputs, root / "warm")
+        warm_caches(inputs, root / "warm", args.workers)
         out, tmp = root / "out", root / "tmp"
         tmp.mkdir()
         print(f"{args.slides} slides on {args.workers} workers ...", flush=True)

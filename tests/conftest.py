@@ -243,6 +243,26 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
     """Make the cohort and train once; reused from ``.cache/test-models`` while the source, the
     libraries and these arguments are unchanged (``SLIDESIFT_TEST_RETRAIN=1`` trains anew)."""
     import csv as _csv
+    import fcntl
+
+    pytest.importorskip("torch", reason=NO_TORCH)
+    args = (cohort, classes, epochs, LEARN_N, LEARN_T, LEARN_LR)
+    root = REPO / ".cache" / "test-models" / f"{name}-{_source_digest(*args)}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer at a time (pytest-xdist workers, or two pytest runs in this checkout): the
+    # others wait, then reuse its model rather than train the same one and delete each other's
+    with (root.parent / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _train_once(root, name, cohort, classes, epochs)
+    run = root / "run"
+    rows = list(_csv.DictReader((run / "log.csv").open()))
+    best = max(rows, key=lambda r: (float(r["holdout_raw_balanced_accuracy"]), -int(r["epoch"])))
+    manifest = root / "cohort" / "manifest.csv"
+    return Learned(manifest, run, run / f"epoch_{int(best['epoch']):03d}.safetensors")
+
+
+def _train_once(root: Path, name: str, cohort: Any, classes: str, epochs: int) -> None:
+    """Make the cohort and train into ``root`` unless a finished model is there."""
     import shutil
     import tempfile
 
@@ -253,11 +273,7 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
     from slidesift.train import train
     from slidesift.train_spec import TrainSpec
 
-    pytest.importorskip("torch", reason=NO_TORCH)
-    args = (cohort, classes, epochs, LEARN_N, LEARN_T, LEARN_LR)
-    root = REPO / ".cache" / "test-models" / f"{name}-{_source_digest(*args)}"
     if not (root / "done").exists() or os.environ.get("SLIDESIFT_TEST_RETRAIN"):
-        root.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{name}-"))
         make_cohort(cohort, work / "cohort")
         spec = TileSetSpec(
@@ -274,11 +290,6 @@ def _learn(name: str, cohort: Any, classes: str, epochs: int) -> Learned:
         for stale in root.parent.glob(f"{name}-*"):  # models of an older source
             if stale != root:
                 shutil.rmtree(stale, ignore_errors=True)
-    run = root / "run"
-    rows = list(_csv.DictReader((run / "log.csv").open()))
-    best = max(rows, key=lambda r: (float(r["holdout_raw_balanced_accuracy"]), -int(r["epoch"])))
-    manifest = root / "cohort" / "manifest.csv"
-    return Learned(manifest, run, run / f"epoch_{int(best['epoch']):03d}.safetensors")
 
 
 @pytest.fixture(scope="session")
