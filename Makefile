@@ -34,12 +34,12 @@ test: $(STAMP) $(INFER_STAMP) web-runtime
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 # The inner loop: every test but those marked slow (whole-cohort renders, the demo, the
 # three-class model, T = 400 parity); under 90 s on the 2-core VM.
 quick: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto --dist loadfile -m "not slow"
 
 bench: $(STAMP) web-runtime
 	$(BIN)/python benchmarks/bench_sift.py
