@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TorchHead", "TorchMaps", "TorchTiles", "fold_batchnorms", "torch_dense"]
 
+#: The short name of each torch dtype a forward pass may run in.
+_PRECISION_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 #: Precision of the forward pass: ``auto`` is bf16 on CUDA and fp32 elsewhere.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -97,13 +99,9 @@ class TorchTiles:
         require("torch", "learn", "torch inference")
         import torch
 
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError("precision", precision, "'auto', 'fp32', 'bf16' or 'fp16'")
-        cuda = str(device).startswith("cuda")
-        if precision == "fp16" and not cuda:
-            raise ConfigError("precision", precision, "fp16 on CUDA only; bf16 or fp32 here")
+        cuda, dtype = _device_dtype(device, precision)
         self.device = device
-        self.precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
+        self.precision = _PRECISION_NAMES[str(dtype).removeprefix("torch.")]
         model = checkpoint.model()
         if compile:
             model = fold_batchnorms(model)
@@ -265,7 +263,6 @@ def torch_dense(
     from slidesift.inference import DenseOnnx
 
     maps = TorchMaps(checkpoint, device=device, precision=precision, threads=threads)
-    precision_name = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-    name = f"torch dense {device} {precision_name[str(maps.dtype).removeprefix('torch.')]}"
+    name = f"torch dense {device} {_PRECISION_NAMES[str(maps.dtype).removeprefix('torch.')]}"
     head = TorchHead(checkpoint, device=device)
     return DenseOnnx(checkpoint, maps=maps, head=head, name=name)
