@@ -207,3 +207,41 @@ def test_segment_cli_imports_no_torch_once_the_model_is_exported(
     assert rc == 0, done.stderr
     assert not torch_loaded
     assert (folder / "out" / "s" / "s_mask.png").is_file()
+
+
+class _StopBeforeReading(Exception):
+    pass
+
+
+@pytest.mark.parametrize("entry_point", ["segment", "evaluate_slide"])
+def test_the_sift_kernels_start_loading_before_the_slide_is_read(
+    checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, entry_point: str
+) -> None:
+    """numba's first call costs about 0.5 s a process: ``segment`` and ``evaluate_slide``
+    (what ``slidesift segment`` and the cohort run) start :func:`slidesift.sift.warm_up` for
+    the checkpoint's sift before they read the slide, so the two overlap."""
+    import importlib
+
+    from slidesift.manifest import ManifestEntry
+
+    # the modules (the package exports functions of the same names)
+    segment, evaluate, sift = (importlib.import_module(f"slidesift.{name}")
+                               for name in ("segment", "evaluate", "sift"))  # fmt: skip
+
+    monkeypatch.setattr(sift, "_WARMED", {})
+    seen: list[bool] = []
+
+    def reader(*args: object, **kwargs: object) -> None:
+        seen.append(checkpoint.sift in sift._WARMED)
+        raise _StopBeforeReading
+
+    slide = tmp_path / "s.png"
+    if entry_point == "segment":
+        monkeypatch.setattr(segment, "open_slide", reader)
+        with pytest.raises(_StopBeforeReading):
+            segment.segment(slide, checkpoint)
+    else:
+        monkeypatch.setattr(evaluate, "read_slide", reader)
+        with pytest.raises(_StopBeforeReading):
+            evaluate.evaluate_slide(ManifestEntry(slide), checkpoint)
+    assert seen == [True]

@@ -166,3 +166,49 @@ def test_image_grid_mismatch_is_refused(rng) -> None:
         measure_tiles(pixels, TileGrid.from_stride((30, 30), tile=10, stride=10))
     with pytest.raises(ConfigError):
         measure_tiles(pixels[..., 0], TileGrid.from_stride((20, 20), tile=10, stride=10))
+
+
+_WARM_CHILD = """
+import json, sys
+import numpy as np
+from slidesift._kernels import block_row_histograms, block_row_rgb_and_limits
+from slidesift.sift import SiftSpec, measure_tiles, warm_up
+from slidesift.tiles import TileGrid
+
+def compiled():
+    return sorted(str(s) for k in (block_row_histograms, block_row_rgb_and_limits)
+                  for s in k.signatures)
+
+spec = SiftSpec(**json.loads(sys.argv[1]))
+thread = warm_up(spec)
+same = warm_up(SiftSpec(**json.loads(sys.argv[1]))) is thread
+thread.join()
+warmed = compiled()
+rng = np.random.default_rng(0)
+for shape, tile, stride in (((700, 563), 400, 80), ((480, 480), 96, 16)):
+    pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    measure_tiles(pixels, TileGrid.from_stride(shape, tile=tile, stride=stride), spec)
+print(json.dumps({"same": same, "warmed": warmed, "after": compiled()}))
+"""
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{}, {"entropy": "gray"}, {"background": "peak-frequency"}, {"gray_low": 30}],
+    ids=["default", "gray-entropy", "peak-frequency", "other-limits"],
+)
+def test_warm_up_compiles_what_a_real_sift_then_uses(spec) -> None:
+    """In a fresh process, :func:`warm_up` loads the very kernel signatures that measuring a
+    slide with that spec needs (the real calls add none), and once per spec."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_CHILD, json.dumps(spec)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["same"]
+    assert got["warmed"], got  # something was compiled before any slide was measured
+    assert got["after"] == got["warmed"], got

@@ -182,11 +182,13 @@ class Evaluated:
 def read_stage(checkpoint: Path, entry: ManifestEntry, threads: int | None) -> SlideRead:
     """Read one slide at the checkpoint's downsample; never raises (see :class:`SlideRead`)."""
     from slidesift.evaluate import read_slide
+    from slidesift.sift import warm_up
 
     start = time.perf_counter()
     try:
         limit_threads(threads)
         ck = _loaded(str(checkpoint), checkpoint.stat().st_mtime_ns, threads).checkpoint
+        warm_up(ck.sift)  # a worker's first slide: the sift's kernels load during the read
         return SlideRead(read_slide(entry, ck.downsample), time.perf_counter() - start)
     except Exception as exc:
         return SlideRead(None, time.perf_counter() - start, exc)

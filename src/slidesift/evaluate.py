@@ -28,6 +28,7 @@ from slidesift.io.slide import Thumb, open_slide, read_thumb
 from slidesift.manifest import NORMAL_LABELS, ManifestEntry
 from slidesift.metrics import Scores, cohort_means, confusion, ensemble_vote, scores
 from slidesift.segment import Classifiers, SegmentResult, SegmentSpec, segment
+from slidesift.sift import warm_up
 
 if TYPE_CHECKING:
     from slidesift.segment_outputs import OutputSpec
@@ -171,6 +172,7 @@ def evaluate_slide(
     from slidesift.segment_outputs import OutputSpec, write_segmentation
 
     chosen = OutputSpec.of(outputs)  # a bad name fails before the slide is read
+    warm_up(checkpoint.sift)  # the sift's compiled kernels load while the slide is read
     thumb, truth = read if read is not None else read_slide(entry, checkpoint.downsample)
     r = segment(entry.slide, checkpoint, spec, classifiers=classifiers, thumb=thumb)
     s = scores(confusion(r.mask, truth)) if truth is not None else None

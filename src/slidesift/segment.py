@@ -37,7 +37,7 @@ from slidesift.segment_types import (
     SegmentSpec,
     assemble_and_clean,
 )
-from slidesift.sift import SiftResult, measure_tiles, sift
+from slidesift.sift import SiftResult, measure_tiles, sift, warm_up
 from slidesift.stain import normalized_pixels
 from slidesift.tiles import TileGrid
 from slidesift.torch_inference import TorchTiles, torch_dense
@@ -327,6 +327,7 @@ def segment(
     """
     start = time.perf_counter()
     if thumb is None:
+        warm_up(checkpoint.sift)  # the sift's compiled kernels load while the slide is read
         with open_slide(slide_path) as slide:
             thumb = read_thumb(slide, **checkpoint.downsample.to_dict())
     for advice in scale_warnings(thumb, checkpoint):
