@@ -46,8 +46,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _gate_figures(learned: Learned, kind: str, cache: Path) -> dict[str, Any]:
-    """Segment the learned model's test slides with ``dense`` and ``kind``: label agreement on
-    the kept tiles, pooled and per slide mask Jaccard."""
+    """Segment the learned model's test slides with ``dense`` and ``kind``: label agreement and
+    mean probability change (half the L1 distance: |p_tumor change| for two classes) on the
+    kept tiles, pooled and per slide mask Jaccard."""
     from slidesift.evaluate import read_slide
 
     ck = load_checkpoint(learned.best)
@@ -55,6 +56,7 @@ def _gate_figures(learned: Learned, kind: str, cache: Path) -> dict[str, Any]:
     ref = Classifiers(ck, cache_dir=cache)
     other = Classifiers(ck, cache_dir=cache)
     same = kept = 0
+    change = 0.0
     masks: list[tuple[np.ndarray, np.ndarray]] = []
     for entry in learned.test_entries:
         thumb, _ = read_slide(entry, ck.downsample)
@@ -65,9 +67,11 @@ def _gate_figures(learned: Learned, kind: str, cache: Path) -> dict[str, Any]:
         assert a.inference == "onnx dense" and b.inference.endswith(kind)
         same += int((a.probs[a.keep].argmax(1) == b.probs[a.keep].argmax(1)).sum())
         kept += int(a.keep.sum())
+        change += float(np.abs(a.probs[a.keep] - b.probs[a.keep]).sum(axis=1).sum() / 2)
         masks.append((a.mask, b.mask))
     return {
         "agreement": same / kept,
+        "mean_change": change / kept,
         "jaccard": backends.jaccard([m[1] for m in masks], [m[0] for m in masks]),
         "per_slide": [backends.jaccard([b], [a]) for a, b in masks],
         "kept": kept,
@@ -116,6 +120,35 @@ def test_where_the_probe_lets_int8_through_the_held_out_slides_meet_the_gates(
             assert held_out["agreement"] >= AGREEMENT_GATE - 0.003, verdicts
             assert held_out["jaccard"] >= JACCARD_GATE - 0.003, verdicts
     assert any(v[1] for v in verdicts), verdicts  # and int8 is not refused everywhere
+
+
+@pytest.mark.slow
+def test_the_first_layer_bias_correction_brings_int8_closer_to_fp32(
+    learned: Learned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ablation of :func:`slidesift.quantize._correct_first_bias` on every epoch of the learned
+    model, held-out slides. Measured on an AMD EPYC (AVX2), 1468 kept tiles an epoch, with /
+    without the correction: label agreement 99.5-99.7% / 98.2-99.6% (better on 5 of 5
+    epochs), mean probability change 0.0058 / 0.0104 (pooled; better on 4 of 5), pooled
+    Jaccard 0.978-0.997 / 0.860-0.995; four epochs pass the gates with it, one without."""
+    from slidesift import quantize
+
+    runs = sorted(learned.run.glob("epoch_*.safetensors"))
+
+    def pooled(tag: str) -> tuple[float, float]:
+        figures = [
+            _gate_figures(dataclasses.replace(learned, best=path), "int8", tmp_path / tag)
+            for path in runs
+        ]
+        return (float(np.mean([f["agreement"] for f in figures])),
+                float(np.mean([f["mean_change"] for f in figures])))  # fmt: skip
+
+    with_agreement, with_change = pooled("corrected")
+    monkeypatch.setattr(quantize, "_correct_first_bias", lambda *args: None)
+    without_agreement, without_change = pooled("uncorrected")
+    got = (with_agreement, with_change, without_agreement, without_change)
+    assert with_agreement > without_agreement, got
+    assert with_change < 0.8 * without_change, got
 
 
 def test_int8_graphs_go_to_the_cache_folder_and_are_reused(

@@ -22,7 +22,10 @@ bundles to any CPU, so one recipe must be safe on all of them. The trunk is rebu
 - the uint8 pixels feed the first ``DequantizeLinear`` directly (its range is pinned to
   [0, 255]: scale 1, zero point 0, exact), without a float cast and re-quantisation;
 - the first convolution's bias corrected for the mean error of its int8 weights on tissue
-  pixels (:func:`_correct_first_bias`): its weights are the largest int8 error left.
+  pixels (:func:`_correct_first_bias`): its weights are the largest int8 error left. Ablated
+  on the five epochs of the learned test model (held-out slides, AMD EPYC): label agreement
+  with fp32 99.5-99.7% with it, 98.2-99.6% without; mean probability change 0.006 against
+  0.010; four epochs pass the gates with it, one without (tests/test_backends.py).
 
 On the learned test model (tests/test_backends.py) the int8 labels agree with fp32 on 99.7% of
 the held-out kept tiles and the masks have a pooled Jaccard index of 0.996: inside the gates.
