@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -82,13 +83,22 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
     return f"{info['cpu_model']}, {info['cores']} cores"
 
 
+def cpu_slug(model: str) -> str:
+    """A folder name for a CPU model: ``Intel(R) Xeon(R) Processor`` -> ``intel-xeon-processor``."""
+    words = re.sub(r"\((r|tm)\)", " ", model.lower())
+    return re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "unknown-cpu"
+
+
 def report(
     name: str, title: str, columns: list[str], rows: list[list[Any]], extra: dict[str, Any]
 ) -> Path:
     """Print a table and write ``bench-results/<name>.json``; returns the JSON path.
 
     The table's caption and the JSON's ``machine`` entry name the CPU model and core count;
-    ``measured`` is the UTC time of writing.
+    ``measured`` is the UTC time of writing. The same JSON also goes to
+    ``bench-results/by-cpu/<cpu slug>/<name>.json``, the latest figures of each CPU this
+    benchmark has run on: the VM's CPU changes between machines, and the fastest backend with
+    it (the README's table by CPU comes from there).
     """
     info = machine()
     table = Table(title=title, caption=f"measured on {machine_line(info)}")
@@ -107,6 +117,10 @@ def report(
         "rows": rows,
         **extra,
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    text = json.dumps(payload, indent=2) + "\n"
+    path.write_text(text)
+    by_cpu = RESULTS / "by-cpu" / cpu_slug(info["cpu_model"]) / f"{name}.json"
+    by_cpu.parent.mkdir(parents=True, exist_ok=True)
+    by_cpu.write_text(text)
+    print(f"wrote {path} and {by_cpu}")
     return path

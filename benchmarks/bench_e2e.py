@@ -7,13 +7,16 @@ graphs (cached for later runs, as for a user's second slide); then each run is a
 process, timed from before ``exec`` to exit (median of 5), against the same process doing
 nothing but start Python (``python -c pass``) and import the CLI (``slidesift --version``),
 so the table shows where the time goes. A last run reports whether torch was imported and
-the stages ``segment`` measured itself.
+which classifier ``--inference auto`` picked (the ``inference`` column of ``scores.csv``): on
+a CPU the probe's choice, int8 where it passed its accuracy gates on this machine.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_e2e.py``.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
 import os
 import statistics
@@ -71,10 +74,9 @@ def _median(argv: list[str]) -> tuple[float, list[float]]:
 
 
 _PROBE = """
-import json, sys, time
+import json, sys
 from slidesift.cli.main import main
 code = main(sys.argv[1:])
-stages = {}
 print(json.dumps({"code": code, "torch": "torch" in sys.modules,
                   "onnxruntime": "onnxruntime" in sys.modules}))
 """
@@ -82,6 +84,7 @@ print(json.dumps({"code": code, "torch": "torch" in sys.modules,
 
 def main() -> None:
     """Time the command, print the table and write ``bench-results/bench_e2e.json``."""
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     slide, ckpt = _inputs()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "seg"
@@ -95,10 +98,12 @@ def main() -> None:
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         loaded = json.loads(probe.stdout.strip().splitlines()[-1])
+        with (out / "scores.csv").open(newline="") as f:
+            inference = next(csv.DictReader(f))["inference"]
     rows = [
         ["python start (python -c pass)", python_s, ""],
         ["CLI start (slidesift --version)", cli_s, "imports the CLI only"],
-        ["slidesift segment CKPT SLIDE", total_s, f"{N}-px thumbnail, T {T}, stride 80"],
+        ["slidesift segment CKPT SLIDE", total_s, f"{N}-px, T {T}, stride 80, {inference}"],
         ["torch imported by segment", "yes" if loaded["torch"] else "no", ""],
     ]
     report(
@@ -112,6 +117,7 @@ def main() -> None:
             "cli_start_s": cli_s, "cli_start_runs_s": cli_runs,
             "segment_s": total_s, "segment_runs_s": total_runs,
             "torch_imported": loaded["torch"], "onnxruntime_imported": loaded["onnxruntime"],
+            "inference": inference,
             "target_s": 2.5,
         },
     )  # fmt: skip

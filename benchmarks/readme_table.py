@@ -4,7 +4,8 @@ Every figure in the table comes from a JSON file that a benchmark wrote (``make 
 ``bench_sift``, ``bench_read``, ``bench_train``, ``bench_segment``, ``bench_e2e``,
 ``bench_cohort`` and ``bench_phantom``.
 A benchmark without a JSON file has no row. Each row names the CPU, core count and UTC date
-recorded in its JSON.
+recorded in its JSON. A second table compares segmenting speed across the CPUs the VM has had,
+from ``by-cpu/<cpu>/bench_segment.json`` and ``bench_e2e.json`` (:func:`render_by_cpu`).
 
 Run: ``.venv/bin/python benchmarks/readme_table.py [RESULTS_DIR]`` (default
 ``$SLIDESIFT_BENCH_OUT`` or ``bench-results``).
@@ -204,6 +205,13 @@ def segment_rows(data: dict[str, Any]) -> Rows:
         f"faster); bare ONNX Runtime ceiling of the plain graph {_num(ceiling)} tiles/s"
     )
     n_all, full_s = data["full_grid_tiles"], data["full_grid_dense_s"]
+    backends = data.get("backend_s", {})
+    speedup = data.get("backend_speedup_over_fp32", {})
+    others = [
+        f"{kind} {_num(backends[f'{kind} full'])} s ({_ratio(speedup[f'{kind} full'])}× fp32)"
+        for kind in ("int8", "bf16")
+        if f"{kind} full" in backends
+    ]
     return [
         [
             f"segment a {w}×{h} phantom slide, T={data['tile']}, stride {data['stride']}, "
@@ -212,8 +220,9 @@ def segment_rows(data: dict[str, Any]) -> Rows:
             per_tile,
         ],
         [
-            f"classify the full grid of that slide ({n_all} tiles), dense",
-            f"{_num(full_s)} s ({_num(n_all / full_s)} tiles/s)",
+            f"classify the full grid of that slide ({n_all} tiles), dense (target 1.2 s)",
+            f"fp32 {_num(full_s)} s ({_num(n_all / full_s)} tiles/s)"
+            + "".join(f"; {o}" for o in others),
             f"per tile, BatchNorm folded: {_num(n_all / folded)} s "
             f"({_ratio(n_all / full_s / folded)}× slower); plain graph: {_num(n_all / plain)} s "
             f"({_ratio(n_all / full_s / plain)}× slower)",
@@ -282,6 +291,8 @@ def cohort_rows(data: dict[str, Any]) -> Rows:
 def e2e_rows(data: dict[str, Any]) -> Rows:
     """The row from ``bench_e2e.json``: ``slidesift segment`` timed from process start."""
     torch = "imports torch" if data["torch_imported"] else "never imports torch"
+    if "inference" in data:
+        torch = f"classifier: {data['inference']} (`--inference auto`); {torch}"
     return [
         [
             f"`slidesift segment CKPT SLIDE` from process start to exit, {data['longest']}-px "
@@ -343,6 +354,57 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def render_by_cpu(results_dir: Path) -> str:
+    """The README's table of segmenting speed by CPU, from ``results_dir/by-cpu/*/``.
+
+    Columns: each CPU with a ``bench_segment.json`` there (the latest run on it), in order of
+    measurement. Rows: the segment stages in fp32, the full grid by backend, int8's speed-up,
+    and the whole command (``bench_e2e.json`` of the same CPU, when there is one).
+
+    Returns
+    -------
+    str
+        The markdown table, or ``""`` when no CPU folder has a ``bench_segment.json``.
+    """
+    runs = []
+    for folder in sorted(Path(results_dir, "by-cpu").glob("*/")):
+        segment = folder / "bench_segment.json"
+        if segment.exists():
+            e2e = folder / "bench_e2e.json"
+            whole = json.loads(e2e.read_text(encoding="utf-8")) if e2e.exists() else None
+            runs.append((json.loads(segment.read_text(encoding="utf-8")), whole))
+    if not runs:
+        return ""
+    runs.sort(key=lambda run: run[0]["measured"])
+
+    def int8_gain(data: dict[str, Any]) -> str:
+        gain = data.get("backend_speedup_over_fp32", {}).get("int8 full")
+        return "-" if gain is None else f"{_ratio(gain)}×"
+
+    def full_grid(data: dict[str, Any]) -> str:
+        b = data.get("backend_s", {})
+        kinds = [k for k in ("fp32", "int8", "bf16") if f"{k} full" in b]
+        return " / ".join(kinds) + ": " + " / ".join(f"{_num(b[f'{k} full'])} s" for k in kinds)
+
+    def e2e(data: dict[str, Any] | None) -> str:
+        if data is None:
+            return "not measured"
+        picked = f" ({data['inference']})" if "inference" in data else ""
+        return f"{_num(data['segment_s'])} s{picked}"
+
+    rows = [
+        ["segment, every stage, fp32 dense"]
+        + [f"{_num(seg['stages_s']['total'] + seg['stages_s']['write'])} s" for seg, _ in runs],
+        ["classify the full grid (target 1.2 s)"] + [full_grid(seg) for seg, _ in runs],
+        ["int8 over fp32, full grid"] + [int8_gain(seg) for seg, _ in runs],
+        ["`slidesift segment` from process start (target 2.5 s)"] + [e2e(run) for _, run in runs],
+    ]
+    header = ["6000-px phantom, T=400, stride 80"] + [f"{_machine(seg)}" for seg, _ in runs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the table for the results folder given on the command line (default
     ``bench-results``)."""
@@ -350,6 +412,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS, help="JSON folder")
     args = parser.parse_args(argv)
     print(render(args.results))
+    by_cpu = render_by_cpu(args.results)
+    if by_cpu:
+        print()
+        print(by_cpu)
 
 
 if __name__ == "__main__":
