@@ -49,6 +49,7 @@ bench: $(STAMP) web-runtime
 	$(BIN)/python benchmarks/bench_segment.py
 	$(BIN)/python benchmarks/bench_e2e.py
 	$(BIN)/python benchmarks/bench_cohort.py
+	$(BIN)/python benchmarks/bench_gpu.py --if-gpu
 	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_fuzz.py

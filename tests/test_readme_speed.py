@@ -92,3 +92,12 @@ def test_a_benchmark_report_is_also_kept_under_its_cpu(
     assert path == tmp_path / "bench_x.json"
     assert kept.read_text() == path.read_text()
     assert json.loads(kept.read_text())["machine"]["cpu_model"].startswith("Intel(R) Xeon")
+
+
+def test_make_bench_runs_every_benchmark() -> None:
+    """``make bench`` is the one command that refreshes the figures: each ``bench_*.py`` is in
+    it (bench_gpu with ``--if-gpu``, which without a CUDA device says so and exits 0)."""
+    target = (REPO / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    for script in sorted((REPO / "benchmarks").glob("bench_*.py")):
+        assert f"benchmarks/{script.name}" in target, script.name
+    assert "benchmarks/bench_gpu.py --if-gpu" in target
