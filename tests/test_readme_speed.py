@@ -95,9 +95,12 @@ def test_a_benchmark_report_is_also_kept_under_its_cpu(
 
 
 def test_make_bench_runs_every_benchmark() -> None:
-    """``make bench`` is the one command that refreshes the figures: each ``bench_*.py`` is in
-    it (bench_gpu with ``--if-gpu``, which without a CUDA device says so and exits 0)."""
+    """``make bench`` is the one command that refreshes the speed figures: each ``bench_*.py``
+    is in it (bench_gpu with ``--if-gpu``, which without a CUDA device says so and exits 0),
+    but for bench_real_pixels, an accuracy study that trains a model per condition and needs the
+    CAMELYON16 patches outside the repo (docs/results.md runs it)."""
     target = (REPO / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
     for script in sorted((REPO / "benchmarks").glob("bench_*.py")):
-        assert f"benchmarks/{script.name}" in target, script.name
+        if script.name != "bench_real_pixels.py":
+            assert f"benchmarks/{script.name}" in target, script.name
     assert "benchmarks/bench_gpu.py --if-gpu" in target
