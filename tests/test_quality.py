@@ -2,23 +2,26 @@
 
 These tests guard the whole chain (tile labels, training, probabilities, the sift, assembly,
 scoring) with thresholds a broken chain cannot meet. The thresholds are what the session's
-learned model (``conftest.learned``) measured on the 2-core CI VM minus a margin for the float
-differences between CPUs (AMX, AVX-512, AVX2 give slightly different training runs):
+learned model (``conftest.learned``: HED jitter 0.05) measured on the 2-core CI VM minus a
+margin for the float differences between CPUs and thread counts (AMX, AVX-512, AVX2, 1 or 2
+threads give slightly different training runs); two runs on an AMD EPYC:
 
-==============================  ============  =========
-figure                          measured      asserted
-==============================  ============  =========
-held-out raw-tile accuracy      0.963         >= 0.90
-held-out raw balanced accuracy  0.965         >= 0.88
-per-slide Jaccard               0.681, 0.756  >= 0.40
-per-slide recall                0.684, 0.867  >= 0.45
-mean Jaccard                    0.719         >= 0.55
-mean recall                     0.775         >= 0.60
-mean Jaccard - all tissue       +0.41         >= +0.30
-mean Jaccard / tile oracle      0.88          >= 0.70
-==============================  ============  =========
+==============================  ============  ============  =========
+figure                          2 threads     1 thread      asserted
+==============================  ============  ============  =========
+held-out raw-tile accuracy      0.906         0.955         >= 0.85
+held-out raw balanced accuracy  0.930         0.963         >= 0.88
+per-slide Jaccard               0.741, 0.670  0.721, 0.744  >= 0.40
+per-slide recall                0.762, 0.912  0.727, 0.894  >= 0.45
+mean Jaccard                    0.705         0.732         >= 0.55
+mean recall                     0.837         0.811         >= 0.60
+mean Jaccard - all tissue       +0.40         +0.42         >= +0.30
+mean Jaccard / tile oracle      0.87          0.90          >= 0.70
+==============================  ============  ============  =========
 
-(2-core x86_64 VM, torch 2.13.0 CPU; default segmentation: overlap 0.8, mean assembly.)
+(torch 2.13.0 CPU, 2026-12-03; default segmentation: overlap 0.8, mean assembly. The epoch is
+chosen by held-out balanced accuracy; its plain accuracy ranged 0.86-0.95 over the epochs of
+one run, hence the wider margin on it.)
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _log(learned: Learned) -> list[dict[str, str]]:
 def test_the_learned_model_classifies_raw_held_out_tiles(learned: Learned) -> None:
     rows = _log(learned)
     best = next(r for r in rows if learned.best.name == f"epoch_{int(r['epoch']):03d}.safetensors")
-    assert float(best["holdout_raw_accuracy"]) >= 0.90
+    assert float(best["holdout_raw_accuracy"]) >= 0.85
     assert float(best["holdout_raw_balanced_accuracy"]) >= 0.88
     assert int(best["holdout_raw_tiles"]) >= 300
     # training made it better than its first epoch's coin flip
